@@ -1,0 +1,283 @@
+"""Whisper on CTranslate2, driven directly through faster-whisper's loaded model.
+
+One :class:`WhisperEngine` per process, shared by every session.  Calls are
+blocking and meant for worker threads (CTranslate2 releases the GIL).  Unlike
+``WhisperModel.transcribe`` (a lazy generator over 30 s windows), a call here
+decodes one VAD-cut utterance eagerly and returns a :class:`Recognition`
+carrying the signals used to reject hallucinations.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.errors import ModelError
+
+log = logging.getLogger("dauys.asr")
+
+SAMPLE_RATE = 16000
+HOP = 160
+# Known Whisper hallucinations on non-speech (subtitle credits and the like).
+HALLUCINATION_PHRASES = (
+    "продолжение следует",
+    "субтитры",
+    "редактор субтитров",
+    "спасибо за просмотр",
+    "thank you for watching",
+    "thanks for watching",
+    "please subscribe",
+    "www.",
+    "http",
+    "amara.org",
+    "dimatorzok",
+)
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = 1
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    max_tokens_per_second: float = 15.0
+    encoder_window_s: float | None = None
+    """None: 30 s on CUDA; on the CPU the utterance plus 1 s, at least 10 s (several times faster)."""
+
+
+@dataclass
+class Recognition:
+    text: str
+    language: str
+    language_probability: float
+    confidence: float
+    """exp(mean token log-probability), 0..1."""
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    duration: float
+    """Seconds of audio decoded."""
+    decode_s: float
+    """Wall time of the decode."""
+    rejected: str | None = None
+    """Why the text was judged not to be speech (no_speech, repetition, hallucination, empty)."""
+    language_probs: dict[str, float] = field(default_factory=dict)
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / max(1, len(zlib.compress(data)))
+
+
+_LOOP = re.compile(r"(.{1,12}?)\1{4,}", re.DOTALL)
+
+
+def collapse_loops(text: str) -> str:
+    """Cut a decoding loop ("лəлəлəлəлə...") down to one occurrence of its unit."""
+    return _LOOP.sub(r"\1", text)
+
+
+def _is_hallucination_text(text: str) -> bool:
+    low = text.lower()
+    if not any(ch.isalnum() for ch in low):
+        return True  # only punctuation or music notes
+    return any(p in low for p in HALLUCINATION_PHRASES)
+
+
+def pick_device(device: str, compute_type: str) -> tuple[str, str]:
+    import ctranslate2
+
+    if device == "auto":
+        try:
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        except Exception:  # a CUDA-less build
+            device = "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+class WhisperEngine:
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        model_id: str = "",
+        device: str = "auto",
+        compute_type: str = "auto",
+        device_index: int = 0,
+        cpu_threads: int = 0,
+        num_workers: int = 1,
+        options: DecodeOptions | None = None,
+        language_aliases: dict[str, str] | None = None,
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        self.device, self.compute_type = pick_device(device, compute_type)
+        self.model_id = model_id or str(model_path)
+        self.options = options or DecodeOptions()
+        self.language_aliases = dict(language_aliases or {})
+        try:
+            self._wm = WhisperModel(
+                str(model_path),
+                device=self.device,
+                device_index=device_index,
+                compute_type=self.compute_type,
+                cpu_threads=cpu_threads,
+                num_workers=num_workers,
+            )
+        except (RuntimeError, ValueError, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(
+                f"cannot load the ASR model at {model_path} on {self.device}/{self.compute_type} ({first}): "
+                "check that it is a complete CTranslate2 Whisper export, or set asr.model to embedded:whisper-base"
+            ) from None
+        self.model = self._wm.model
+        self.tokenizer = self._wm.hf_tokenizer
+        self.features = self._wm.feature_extractor
+        self.n_mels = self.features.mel_filters.shape[0]
+        self._sot = self.tokenizer.token_to_id("<|startoftranscript|>")
+        self._transcribe = self.tokenizer.token_to_id("<|transcribe|>")
+        self._no_timestamps = self.tokenizer.token_to_id("<|notimestamps|>")
+        self._eot = self.tokenizer.token_to_id("<|endoftext|>")
+        self.is_multilingual = self.model.is_multilingual
+        log.info("ASR model %s loaded on %s (%s)", self.model_id, self.device, self.compute_type)
+
+    # ------------------------------------------------------------------
+    def whisper_language(self, lang: str) -> str:
+        """The language token used to decode ``lang`` (aliases such as ky -> kk)."""
+        return self.language_aliases.get(lang, lang)
+
+    def _window_frames(self, n_samples: int) -> int:
+        win = self.options.encoder_window_s
+        if win is None:
+            # Measured on whisper-base (scripts/bench_asr.py): a 10 s floor keeps short
+            # utterances from repeating themselves; beyond that, cost grows with length.
+            win = 30.0 if self.device == "cuda" else min(30.0, max(10.0, math.ceil(n_samples / SAMPLE_RATE + 1.0)))
+        return int(win * SAMPLE_RATE) // HOP
+
+    def _encode(self, audio: np.ndarray):
+        import ctranslate2
+
+        frames = self._window_frames(len(audio))
+        audio = audio[: frames * HOP]
+        padded = np.zeros(frames * HOP, np.float32)
+        padded[: len(audio)] = audio
+        feats = self.features(padded, padding=0)[:, :frames]
+        x = ctranslate2.StorageView.from_array(np.ascontiguousarray(feats[None], dtype=np.float32))
+        return self.model.encode(x, to_cpu=self.device == "cpu" and self.model.device == "cpu")
+
+    def detect_language(self, encoder_output, allowed) -> tuple[str, float, dict[str, float]]:
+        """The most probable language among ``allowed``.
+
+        ``allowed`` is a list of codes or a dict of code -> prior weight (the
+        expected mix of callers' languages, times any session stickiness);
+        Whisper's probabilities are multiplied by it.  An alias (ky -> kk)
+        shares its target's probability; the real language wins a tie.
+        Returns (language, posterior among allowed, weighted scores).
+        """
+        weights = allowed if isinstance(allowed, dict) else {lang: 1.0 for lang in allowed}
+        probs = {tok[2:-2]: p for tok, p in self.model.detect_language(encoder_output)[0]}
+        scores = {lang: probs.get(self.whisper_language(lang), 0.0) * w for lang, w in weights.items()}
+        best = max(scores, key=lambda k: (scores[k], k == self.whisper_language(k)))
+        total = sum({self.whisper_language(k): v for k, v in scores.items()}.values()) or 1.0
+        return best, scores[best] / total, scores
+
+    def recognize(self, audio: np.ndarray, language: str | None, allowed) -> Recognition:
+        """Decode one utterance (16 kHz float32). ``language=None`` detects among ``allowed``
+        (a list, or a dict of prior weights: see :meth:`detect_language`)."""
+        t0 = time.perf_counter()
+        duration = len(audio) / SAMPLE_RATE
+        enc = self._encode(audio)
+        lang_probs: dict[str, float] = {}
+        if language is None:
+            language, lang_prob, lang_probs = self.detect_language(enc, allowed)
+        else:
+            lang_prob = 1.0
+        tok = self.tokenizer.token_to_id(f"<|{self.whisper_language(language)}|>")
+        prompt = [self._sot, tok, self._transcribe, self._no_timestamps] if self.is_multilingual else [self._sot, self._no_timestamps]
+        max_new = int(20 + self.options.max_tokens_per_second * duration)
+        res = self.model.generate(
+            enc,
+            [prompt],
+            beam_size=self.options.beam_size,
+            max_length=min(448, len(prompt) + max_new),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+        )[0]
+        ids = [t for t in res.sequences_ids[0] if t < self._eot]
+        raw = self.tokenizer.decode(ids).strip()
+        text = collapse_loops(raw)
+        # CTranslate2's score is the sum of log-probs divided by length (length_penalty=1).
+        avg_logprob = float(res.scores[0]) if res.scores else -10.0
+        ratio = compression_ratio(raw) if raw else 0.0
+        rec = Recognition(
+            text=text,
+            language=language,
+            language_probability=float(lang_prob),
+            confidence=float(math.exp(max(-20.0, min(0.0, avg_logprob)))),
+            avg_logprob=avg_logprob,
+            no_speech_prob=float(res.no_speech_prob),
+            compression_ratio=ratio,
+            duration=duration,
+            decode_s=0.0,
+            language_probs=lang_probs,
+        )
+        rec.rejected = self._reject_reason(rec, len(ids), max_new)
+        rec.decode_s = time.perf_counter() - t0
+        return rec
+
+    def _reject_reason(self, rec: Recognition, n_ids: int, max_new: int) -> str | None:
+        o = self.options
+        if not rec.text:
+            return "empty"
+        if rec.no_speech_prob > o.no_speech_threshold and rec.avg_logprob < o.log_prob_threshold:
+            return "no_speech"
+        if rec.compression_ratio > o.compression_ratio_threshold or n_ids >= max_new:
+            return "repetition"
+        if _is_hallucination_text(rec.text):
+            return "hallucination"
+        return None
+
+    def warmup(self, allowed: list[str]) -> float:
+        """One decode of synthetic audio so the first caller does not pay for lazy init."""
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        audio = (0.05 * rng.standard_normal(SAMPLE_RATE * 2)).astype(np.float32)
+        self.recognize(audio, None, allowed)
+        return time.perf_counter() - t0
+
+
+def load_whisper(settings) -> WhisperEngine:
+    """Build the engine from ``AsrSettings`` (resolving and verifying the weights)."""
+    from models.registry import resolve_asr_model
+
+    resolved = resolve_asr_model(settings.model, settings.cache_dir, settings.download)
+    opts = DecodeOptions(
+        beam_size=settings.beam_size,
+        no_speech_threshold=settings.no_speech_threshold,
+        log_prob_threshold=settings.log_prob_threshold,
+        compression_ratio_threshold=settings.compression_ratio_threshold,
+        max_tokens_per_second=settings.max_tokens_per_second,
+        encoder_window_s=settings.encoder_window_s,
+    )
+    if not str(resolved.path):
+        raise ModelError("empty model path")
+    return WhisperEngine(
+        str(resolved.path),
+        model_id=resolved.model_id,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        device_index=settings.device_index,
+        cpu_threads=settings.cpu_threads,
+        num_workers=settings.num_workers,
+        options=opts,
+        language_aliases=settings.language_aliases,
+    )

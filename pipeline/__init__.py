@@ -1,0 +1,1 @@
+"""Per-call processing: audio at the edge, VAD segmentation, streaming recognition, sessions."""

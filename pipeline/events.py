@@ -1,0 +1,203 @@
+"""The native protocol's messages (PROTOCOL.md) as small typed dataclasses.
+
+Client messages are parsed with :func:`parse_client_message`, which raises
+:class:`ProtocolError` with a stable code; server events encode with
+``to_json()`` and decode with :func:`parse_server_event` (used by the CLI
+client and the tests), so every event round-trips.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+from pipeline.audio import MAX_RATE, MIN_RATE, Encoding
+from pipeline.errors import ProtocolError
+
+
+# --------------------------------------------------------------------------
+# client -> server
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AudioFormat:
+    encoding: Encoding = Encoding.PCM_S16LE
+    sample_rate: int = 16000
+    channels: int = 1
+
+    @classmethod
+    def from_dict(cls, d: Any, what: str) -> "AudioFormat":
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise ProtocolError("invalid_message", f"'{what}' must be an object")
+        enc = d.get("encoding", "pcm_s16le")
+        try:
+            encoding = Encoding(enc)
+        except ValueError:
+            raise ProtocolError("unsupported_encoding", f"{what}.encoding {enc!r} is not one of pcm_s16le, mulaw") from None
+        rate = d.get("sample_rate", 16000)
+        if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
+            raise ProtocolError("unsupported_sample_rate", f"{what}.sample_rate must be an integer from {MIN_RATE} to {MAX_RATE}, got {rate!r}")
+        channels = d.get("channels", 1)
+        if channels not in (1, 2) or isinstance(channels, bool):
+            raise ProtocolError("unsupported_channels", f"{what}.channels must be 1 or 2, got {channels!r}")
+        return cls(encoding, rate, channels)
+
+    def to_dict(self) -> dict:
+        return {"encoding": self.encoding.value, "sample_rate": self.sample_rate, "channels": self.channels}
+
+
+@dataclass(frozen=True)
+class Start:
+    type: ClassVar[str] = "start"
+    audio: AudioFormat = field(default_factory=AudioFormat)
+    output: AudioFormat = field(default_factory=AudioFormat)
+    language: str = "auto"
+
+    def to_json(self) -> str:
+        out = self.output.to_dict()
+        out.pop("channels")
+        return json.dumps({"type": "start", "audio": self.audio.to_dict(), "output": out, "language": self.language})
+
+
+@dataclass(frozen=True)
+class Text:
+    type: ClassVar[str] = "text"
+    text: str
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "text", "text": self.text}, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class End:
+    type: ClassVar[str] = "end"
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "end"})
+
+
+ClientMessage = Start | Text | End
+
+
+def parse_client_message(raw: str) -> ClientMessage:
+    try:
+        msg = json.loads(raw)
+    except ValueError:
+        raise ProtocolError("invalid_json", "text frames must be JSON objects") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("invalid_json", "text frames must be JSON objects")
+    kind = msg.get("type")
+    if kind == "start":
+        lang = msg.get("language", "auto")
+        if not isinstance(lang, str) or not lang:
+            raise ProtocolError("unsupported_language", "language must be 'auto' or a language code")
+        return Start(AudioFormat.from_dict(msg.get("audio"), "audio"), AudioFormat.from_dict(msg.get("output"), "output"), lang.lower())
+    if kind == "text":
+        text = msg.get("text")
+        if not isinstance(text, str):
+            raise ProtocolError("invalid_message", "'text' needs a string field 'text'")
+        return Text(text)
+    if kind == "end":
+        return End()
+    raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected start, text or end")
+
+
+# --------------------------------------------------------------------------
+# server -> client
+# --------------------------------------------------------------------------
+_EVENTS: dict[str, type] = {}
+
+
+def _event(cls):
+    _EVENTS[cls.type] = cls
+    return cls
+
+
+class ServerEvent:
+    type: ClassVar[str]
+
+    def to_dict(self) -> dict:
+        d = {"type": self.type}
+        d.update({k: v for k, v in asdict(self).items() if v is not None or k in getattr(self, "_keep_none", ())})
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+@_event
+@dataclass
+class Ready(ServerEvent):
+    type: ClassVar[str] = "ready"
+    session_id: str
+    languages: list[str]
+    disclosure: dict
+    ai_generated: bool = True
+    language: str = "auto"
+    """Extension: the session language as accepted ('auto' or a code)."""
+    protocol: int = 1
+    """Extension: protocol version."""
+
+
+@_event
+@dataclass
+class SpeechStarted(ServerEvent):
+    type: ClassVar[str] = "speech_started"
+    utterance_id: str
+    t: float
+
+
+@_event
+@dataclass
+class Transcript(ServerEvent):
+    type: ClassVar[str] = "transcript"
+    utterance_id: str
+    text: str
+    final: bool
+    language: str
+    confidence: float | None = None
+    t_end: float | None = None
+    t_start: float | None = None
+    """Extension: start of the utterance (seconds of input audio)."""
+    source: str = "audio"
+    """Extension: 'audio' or 'text' (typed input)."""
+    forced: bool | None = None
+    """Extension, finals only: cut at asr max utterance length rather than at a pause."""
+
+
+@_event
+@dataclass
+class SpeechDiscarded(ServerEvent):
+    """Extension: speech_started was sent but the utterance held no recognisable speech."""
+
+    type: ClassVar[str] = "speech_discarded"
+    utterance_id: str
+    reason: str
+    t_end: float
+
+
+@_event
+@dataclass
+class Error(ServerEvent):
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+
+
+@_event
+@dataclass
+class SessionEnd(ServerEvent):
+    type: ClassVar[str] = "session_end"
+    reason: str
+
+
+def parse_server_event(raw: str) -> ServerEvent | dict:
+    """Decode a server event; unknown types (later extensions) come back as plain dicts."""
+    d = json.loads(raw)
+    cls = _EVENTS.get(d.get("type"))
+    if cls is None:
+        return d
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,292 @@
+"""One Session per call: audio in, typed events out.
+
+The session knows nothing of wire formats beyond the declared input format
+it converts once on arrival; transports (the native protocol, telephony
+adapters) feed it and drain its bounded outbound queue.
+
+Audio path: bytes -> InputConverter (16 kHz float32) -> bounded queue ->
+segmenter (VAD, worker thread) -> partial decodes every
+``asr.partial_interval_s`` of new speech, a speculative final decode at the
+first pause, the final at the endpoint -> Transcript events, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.scheduler import Priority, QueueFull
+from pipeline.audio import InputConverter
+from pipeline.errors import ProtocolError
+from pipeline.events import Error, Ready, ServerEvent, SessionEnd, SpeechDiscarded, SpeechStarted, Start, Transcript
+from pipeline.langid import detect_text_language
+from pipeline.segmenter import Segmenter, SegmentEvent
+
+log = logging.getLogger("dauys.session")
+
+OUTBOX_SIZE = 256
+AUDIO_QUEUE_SIZE = 200
+
+
+@dataclass
+class _Utterance:
+    id: str
+    t_start: float
+    closed: bool = False
+    partial_task: asyncio.Task | None = None
+    last_partial_at: float = 0.0  # seconds of speech when the last partial was asked for
+    last_partial_text: str = ""
+    speculation: asyncio.Task | None = None
+    spec_samples: int = 0
+
+
+@dataclass
+class SessionStats:
+    utterances: int = 0
+    finals: int = 0
+    partials: int = 0
+    discarded: int = 0
+    final_latencies: list[float] = field(default_factory=list)
+    """Seconds from the endpoint decision to the final transcript being queued."""
+
+
+class Session:
+    def __init__(self, services, session_id: str | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.id = session_id or uuid.uuid4().hex[:16]
+        self.outbox: asyncio.Queue[ServerEvent | bytes | None] = asyncio.Queue(OUTBOX_SIZE)
+        self.started: Start | None = None
+        self.language: str | None = None  # None = detect per utterance
+        self.stats = SessionStats()
+        self._converter: InputConverter | None = None
+        self._segmenter: Segmenter | None = None
+        self._audio_q: asyncio.Queue[np.ndarray | None] = asyncio.Queue(AUDIO_QUEUE_SIZE)
+        self._audio_task: asyncio.Task | None = None
+        self._utt: _Utterance | None = None
+        self._final_chain: asyncio.Future | None = None
+        self._counter = 0
+        self._last_language: str | None = None
+        self._ended = False
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ inbound
+    async def start(self, msg: Start) -> Ready:
+        if self.started is not None:
+            raise ProtocolError("already_started", "the session has already started")
+        asr = self.settings.asr
+        if msg.language != "auto" and msg.language not in asr.languages:
+            raise ProtocolError(
+                "unsupported_language", f"language {msg.language!r} is not configured; use 'auto' or one of {', '.join(asr.languages)}"
+            )
+        self.started = msg
+        self.language = None if msg.language == "auto" else msg.language
+        self._converter = InputConverter(msg.audio.encoding, msg.audio.sample_rate, msg.audio.channels)
+        self._segmenter = Segmenter.from_settings(self.services.vad.stream(), self.settings.vad)
+        self._audio_task = self._spawn(self._audio_loop())
+        disclosure_lang = self.language or asr.default_language
+        texts = self.settings.session.disclosure
+        d_lang = disclosure_lang if disclosure_lang in texts else next(iter(texts), disclosure_lang)
+        ready = Ready(self.id, list(asr.languages), {"text": texts.get(d_lang, ""), "language": d_lang}, language=msg.language)
+        await self.emit(ready)
+        log.info("session %s started: %s %d Hz x%d, language %s", self.id, msg.audio.encoding.value, msg.audio.sample_rate, msg.audio.channels, msg.language)
+        return ready
+
+    async def feed_audio(self, data: bytes) -> None:
+        if self.started is None:
+            raise ProtocolError("audio_before_start", "send a start message before audio")
+        if self._ended:
+            return
+        chunk = self._converter.convert(data)
+        if len(chunk):
+            await self._audio_q.put(chunk.samples)
+
+    async def text(self, text: str) -> None:
+        if self.started is None:
+            raise ProtocolError("text_before_start", "send a start message before text")
+        if len(text) > self.settings.server.max_text_chars:
+            raise ProtocolError("text_too_long", f"text is limited to {self.settings.server.max_text_chars} characters")
+        text = text.strip()
+        if not text:
+            return
+        asr = self.settings.asr
+        lang = self.language or detect_text_language(text, asr.languages, asr.default_language)
+        uid = self._next_id()
+        t = self._segmenter.t if self._segmenter else 0.0
+        ev = Transcript(uid, text, True, lang, confidence=1.0, t_end=round(t, 3), source="text")
+        await self._chain(self.emit(ev))
+
+    async def end(self, reason: str = "client_end") -> None:
+        """Flush the last utterance, deliver every final, then ``session_end``."""
+        if self._ended:
+            return
+        self._ended = True
+        if self.started is not None:
+            tail = self._converter.flush()
+            if len(tail):
+                await self._audio_q.put(tail.samples)
+            await self._audio_q.put(None)
+            await self._audio_task
+            if self._final_chain is not None:
+                await self._final_chain
+        await self.emit(SessionEnd(reason))
+        await self.outbox.put(None)
+
+    async def close(self) -> None:
+        """Abrupt end (the client went away): cancel everything of this session."""
+        self._ended = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.services.scheduler.cancel_partial(self.id)
+
+    async def emit(self, event: ServerEvent | bytes) -> None:
+        await self.outbox.put(event)
+
+    # ------------------------------------------------------------------ internals
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _next_id(self) -> str:
+        self._counter += 1
+        return f"u{self._counter}"
+
+    async def _audio_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        seg = self._segmenter
+        done = False
+        while not done:
+            chunks = [await self._audio_q.get()]
+            while not self._audio_q.empty():
+                chunks.append(self._audio_q.get_nowait())
+            if chunks[-1] is None:
+                done = True
+                chunks.pop()
+            if chunks:
+                samples = np.concatenate(chunks)
+                events = await loop.run_in_executor(self.services.vad_pool, seg.push, samples)
+            else:
+                events = []
+            if done:
+                events += seg.finish()
+            for ev in events:
+                await self._on_segment(ev)
+            if not done:
+                self._maybe_partial()
+
+    async def _on_segment(self, ev: SegmentEvent) -> None:
+        if ev.kind == "start":
+            self._utt = _Utterance(self._next_id(), ev.t)
+            self.stats.utterances += 1
+            await self.emit(SpeechStarted(self._utt.id, round(ev.t, 3)))
+        elif ev.kind == "pause" and self._utt is not None:
+            self._cancel_partial(self._utt)
+            self._utt.spec_samples = len(ev.audio)
+            self._utt.speculation = self._spawn(self._decode(ev.audio, Priority.FINAL))
+        elif ev.kind == "resume" and self._utt is not None:
+            self._drop_speculation(self._utt)
+        elif ev.kind == "end" and self._utt is not None:
+            utt, self._utt = self._utt, None
+            utt.closed = True
+            self._cancel_partial(utt)
+            endpoint_at = time.perf_counter()
+            if utt.speculation is not None and not ev.forced:
+                result = utt.speculation
+            else:
+                self._drop_speculation(utt)
+                result = self._spawn(self._decode(ev.audio, Priority.FINAL))
+            await self._chain(self._final(utt, ev, result, endpoint_at))
+
+    async def _decode(self, audio: np.ndarray, priority: Priority):
+        return await self.services.scheduler.submit(audio, self._decode_language(), self._weights(), priority, key=self.id if priority is Priority.PARTIAL else None)
+
+    def _weights(self) -> dict[str, float]:
+        return self.settings.asr.language_weights(self._last_language)
+
+    def _decode_language(self) -> str | None:
+        return self.language
+
+    def _drop_speculation(self, utt: _Utterance) -> None:
+        if utt.speculation is not None:
+            utt.speculation.cancel()
+            utt.speculation = None
+
+    def _cancel_partial(self, utt: _Utterance) -> None:
+        if utt.partial_task is not None and not utt.partial_task.done():
+            utt.partial_task.cancel()
+        self.services.scheduler.cancel_partial(self.id)
+
+    def _maybe_partial(self) -> None:
+        utt, seg = self._utt, self._segmenter
+        if utt is None or utt.closed or utt.speculation is not None:
+            return
+        if utt.partial_task is not None and not utt.partial_task.done():
+            return
+        speech_s = seg.speech_seconds()
+        if speech_s - utt.last_partial_at < self.settings.asr.partial_interval_s:
+            return
+        utt.last_partial_at = speech_s
+        utt.partial_task = self._spawn(self._partial(utt, seg.utterance_audio()))
+
+    async def _partial(self, utt: _Utterance, audio: np.ndarray) -> None:
+        try:
+            rec = await self.services.scheduler.submit(audio, self._decode_language(), self._weights(), Priority.PARTIAL, key=self.id)
+        except (QueueFull, asyncio.CancelledError):
+            return
+        except Exception:
+            log.warning("session %s: partial decode failed", self.id, exc_info=True)
+            return
+        if utt.closed or rec.rejected or rec.text == utt.last_partial_text:
+            return
+        utt.last_partial_text = rec.text
+        self.stats.partials += 1
+        await self.emit(Transcript(utt.id, rec.text, False, rec.language, t_start=round(utt.t_start, 3)))
+
+    async def _chain(self, coro) -> None:
+        """Run ``coro`` after every earlier final has been emitted (finals stay in order)."""
+        prev = self._final_chain
+
+        async def run():
+            if prev is not None:
+                await asyncio.shield(prev)
+            await coro
+
+        self._final_chain = self._spawn(run())
+
+    async def _final(self, utt: _Utterance, ev: SegmentEvent, result: asyncio.Task, endpoint_at: float) -> None:
+        try:
+            rec = await result
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.error("session %s: final decode of %s failed: %s", self.id, utt.id, type(e).__name__)
+            await self.emit(Error("asr_failed", f"recognition of utterance {utt.id} failed"))
+            return
+        if rec.rejected:
+            self.stats.discarded += 1
+            log.info("session %s: %s discarded (%s, %.2fs audio)", self.id, utt.id, rec.rejected, rec.duration)
+            await self.emit(SpeechDiscarded(utt.id, rec.rejected, ev.t))
+            return
+        latency = time.perf_counter() - endpoint_at
+        self._last_language = rec.language
+        self.stats.finals += 1
+        self.stats.final_latencies.append(latency)
+        log.info(
+            "session %s: final %s lang=%s p=%.2f conf=%.2f %.2fs audio, decode %.3fs, endpoint->final %.3fs",
+            self.id, utt.id, rec.language, rec.language_probability, rec.confidence, rec.duration, rec.decode_s, latency,
+        )
+        await self.emit(
+            Transcript(
+                utt.id, rec.text, True, rec.language, confidence=round(rec.confidence, 3), t_end=ev.t,
+                t_start=round(utt.t_start, 3), forced=ev.forced,
+            )
+        )

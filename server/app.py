@@ -1,0 +1,136 @@
+"""The server: one websockets asyncio server answering WebSocket and plain HTTP on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import ServerConnection, serve
+
+from models.loader import ModelHub
+from server import auth, http, metrics
+from server.native import handle_native
+
+log = logging.getLogger("dauys.server")
+
+VOICE_PATH = "/v1/voice"
+
+
+class DauysServer:
+    def __init__(self, settings, hub: ModelHub | None = None) -> None:
+        self.settings = settings
+        self.hub = hub or ModelHub(settings)
+        self._server = None
+        self.active = 0
+
+    @property
+    def port(self) -> int:
+        return self._server.sockets[0].getsockname()[1]
+
+    async def _process_request(self, connection: ServerConnection, request):
+        path = urlsplit(request.path).path
+        if path == VOICE_PATH:
+            s = self.settings.server
+            refused = auth.check(request.path, request.headers, connection.remote_address, s.api_keys, s.allow_unauthenticated_remote)
+            if refused:
+                metrics.SESSIONS_REFUSED.labels("auth").inc()
+                return http.text(HTTPStatus(refused[0]), refused[1] + "\n")
+            return None  # go on with the WebSocket handshake
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return http.text(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {VOICE_PATH}\n")
+        if path == "/healthz":
+            return http.text(HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            if self.hub.ready:
+                svc = self.hub.services
+                return http.as_json(HTTPStatus.OK, {"ready": True, "asr": {"model": svc.asr.model_id, "device": svc.asr.device, "compute_type": svc.asr.compute_type}, "languages": self.settings.asr.languages})
+            return http.as_json(HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "error": self.hub.error})
+        if path == "/metrics":
+            return http.metrics()
+        page = http.static(path)
+        return page or http.text(HTTPStatus.NOT_FOUND, "not found\n")
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        if self.active >= self.settings.server.max_sessions:
+            metrics.SESSIONS_REFUSED.labels("capacity").inc()
+            await ws.close(1013, "at capacity, try again later")
+            return
+        self.active += 1
+        metrics.SESSIONS_ACTIVE.inc()
+        try:
+            services = await self.hub.wait(self.settings.server.ready_wait_s)
+            if services is None:
+                metrics.SESSIONS_REFUSED.labels("not_ready").inc()
+                await ws.close(1013, "models are not ready, try again later")
+                return
+            await handle_native(ws, services, self.settings)
+        finally:
+            self.active -= 1
+            metrics.SESSIONS_ACTIVE.dec()
+
+    async def start(self) -> None:
+        s = self.settings.server
+        self.hub.start()
+        self._server = await serve(
+            self._handler,
+            s.host,
+            s.port,
+            process_request=self._process_request,
+            max_size=max(4 * s.max_frame_bytes, 1 << 20),
+            max_queue=32,
+            compression=None,
+            ping_interval=20,
+            ping_timeout=20,
+            server_header="dauys",
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self.hub.close()
+
+
+def check_bind(settings) -> None:
+    s = settings.server
+    from server.auth import is_loopback
+
+    if not s.api_keys and not s.allow_unauthenticated_remote and not is_loopback(s.host) and s.host != "localhost":
+        raise SystemExit(
+            f"dauys: refusing to listen on {s.host} without API keys: add --api-key KEY (or server.api_keys), "
+            "or set server.allow_unauthenticated_remote = true if a trusted proxy authenticates callers"
+        )
+
+
+async def serve_forever(settings) -> int:
+    check_bind(settings)
+    server = DauysServer(settings)
+    await server.start()
+    host = settings.server.host
+    shown = f"[{host}]" if ":" in host else host
+    print(f"dauys: listening on http://{shown}:{server.port}/ (web demo), ws://{shown}:{server.port}{VOICE_PATH}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except NotImplementedError:  # pragma: no cover
+            pass
+    load = asyncio.ensure_future(server.hub.wait(float("inf")))
+    waiter = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([load, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if load.done():
+        if server.hub.error:
+            print(f"dauys: error: {server.hub.error}", file=sys.stderr, flush=True)
+            await server.stop()
+            return 2
+        svc = server.hub.services
+        print(f"dauys: ready: ASR {svc.asr.model_id} on {svc.asr.device}/{svc.asr.compute_type}", flush=True)
+    await waiter
+    log.info("stopping")
+    await server.stop()
+    return 0

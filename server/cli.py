@@ -1,0 +1,140 @@
+"""The `dauys` command: serve, transcribe, call."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from server import __version__
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--model", dest="asr_model", help="asr.model: embedded:whisper-base, a directory, a size name or a Hugging Face id")
+    p.add_argument("--device", dest="asr_device", choices=["auto", "cpu", "cuda"], help="asr.device")
+    p.add_argument("--compute-type", dest="asr_compute_type", help="asr.compute_type (auto, int8, float16, int8_float16, ...)")
+    p.add_argument("--languages", dest="asr_languages", help="asr.languages, comma-separated (e.g. kk,ru,uz)")
+    p.add_argument("--log-level", dest="server_log_level", choices=["debug", "info", "warning", "error"])
+
+
+def _cli_layer(args: argparse.Namespace) -> dict:
+    layer: dict = {}
+    for key, value in vars(args).items():
+        if value is None or "_" not in key or key.split("_", 1)[0] not in ("server", "asr", "vad"):
+            continue
+        section, name = key.split("_", 1)
+        if name == "languages":
+            value = [x.strip() for x in value.split(",") if x.strip()]
+        layer.setdefault(section, {})[name] = value
+    return layer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dauys", description="Streaming voice assistant for Kazakh, the Turkic languages and Russian")
+    parser.add_argument("--version", action="version", version=f"dauys {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the WebSocket server with the web demo")
+    _add_model_flags(p)
+    p.add_argument("--host", dest="server_host", help="server.host (default 127.0.0.1)")
+    p.add_argument("--port", dest="server_port", type=int, help="server.port (default 8765; 0 = any free port)")
+    p.add_argument("--api-key", dest="server_api_keys", action="append", help="accept this bearer key (repeatable)")
+    p.add_argument("--max-sessions", dest="server_max_sessions", type=int)
+    p.add_argument("--log-format", dest="server_log_format", choices=["text", "json"])
+
+    p = sub.add_parser("transcribe", help="transcribe an audio file with the server's engine")
+    _add_model_flags(p)
+    p.add_argument("file")
+    p.add_argument("--language", default="auto", help="auto (default) or a code such as kk, ru")
+    p.add_argument("--json", action="store_true", help="one JSON object per utterance")
+
+    p = sub.add_parser("call", help="stream a WAV over /v1/voice as a caller would; print events as JSON lines")
+    p.add_argument("file", nargs="?", help="audio file (any format PyAV reads); omit with --text")
+    p.add_argument("--url", default="ws://127.0.0.1:8765/v1/voice")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True, help="send at real-time pace (default)")
+    pace.add_argument("--fast", dest="realtime", action="store_false", help="send as fast as possible")
+    p.add_argument("--text", action="append", help="typed input to send (repeatable)")
+    p.add_argument("--language", default="auto")
+    p.add_argument("--encoding", choices=["pcm_s16le", "mulaw"], default="pcm_s16le")
+    p.add_argument("--rate", type=int, default=16000, help="sample rate to send at (8000..48000)")
+    p.add_argument("--token", help="API key")
+    p.add_argument("--out", help="save the spoken reply audio to this WAV file")
+    p.add_argument("--timeout", type=float, default=120.0)
+    return parser
+
+
+def _settings(args):
+    from server.config import ConfigError, load_settings
+
+    try:
+        return load_settings(args.config, _cli_layer(args))
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args) -> int:
+    from server.app import serve_forever
+    from server.logs import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.server.log_level, settings.server.log_format)
+    return asyncio.run(serve_forever(settings))
+
+
+def cmd_transcribe(args) -> int:
+    from models.errors import ModelError
+    from pipeline.offline import transcribe_file
+    from server.logs import setup_logging
+
+    settings = _settings(args)
+    setup_logging("warning")
+    if args.language != "auto" and args.language not in settings.asr.languages:
+        print(f"dauys: error: language {args.language!r} is not in asr.languages {settings.asr.languages}", file=sys.stderr)
+        return 2
+    try:
+        for u in transcribe_file(settings, args.file, None if args.language == "auto" else args.language):
+            if args.json:
+                print(json.dumps(u, ensure_ascii=False), flush=True)
+            elif u["text"]:
+                print(u["text"], flush=True)
+    except ModelError as e:
+        print(f"dauys: error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError) as e:
+        print(f"dauys: error: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_call(args) -> int:
+    from websockets.exceptions import InvalidStatus, WebSocketException
+
+    from pipeline.audio import Encoding
+    from server.client import call
+
+    if args.file is None and not args.text:
+        print("dauys: error: give an audio file, --text, or both", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(
+            call(
+                args.url, args.file, realtime=args.realtime, texts=args.text, language=args.language,
+                encoding=Encoding(args.encoding), rate=args.rate, token=args.token, out=args.out, timeout=args.timeout,
+            )
+        )
+    except InvalidStatus as e:
+        print(f"dauys: error: the server refused the connection: HTTP {e.response.status_code}", file=sys.stderr)
+        return 1
+    except (OSError, WebSocketException, TimeoutError) as e:
+        print(f"dauys: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"serve": cmd_serve, "transcribe": cmd_transcribe, "call": cmd_call}[args.command](args)

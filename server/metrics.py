@@ -1,0 +1,21 @@
+"""Prometheus metrics (served at /metrics). Labels never carry personal data."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+SESSIONS_ACTIVE = Gauge("dauys_sessions_active", "Sessions in progress", registry=REGISTRY)
+SESSIONS_TOTAL = Counter("dauys_sessions_total", "Sessions started", ["transport"], registry=REGISTRY)
+SESSIONS_REFUSED = Counter("dauys_sessions_refused_total", "Connections refused", ["reason"], registry=REGISTRY)
+ERRORS = Counter("dauys_errors_total", "Error events sent, by code", ["code"], registry=REGISTRY)
+TRANSCRIPTS = Counter("dauys_transcripts_total", "Transcripts sent", ["kind", "language"], registry=REGISTRY)
+ENDPOINT_TO_FINAL = Histogram(
+    "dauys_endpoint_to_final_seconds",
+    "From the VAD endpoint decision to the final transcript",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0),
+    registry=REGISTRY,
+)
+ASR_RTF = Histogram(
+    "dauys_asr_rtf", "Decode time / audio duration of final decodes",
+    buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0), registry=REGISTRY,
+)
