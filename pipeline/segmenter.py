@@ -63,6 +63,7 @@ class Segmenter:
         self._last_speech = 0  # len(self._utt) at the last speech window
         self._paused = False
         self.window_index = 0
+        self.last_prob = 0.0
         self.in_speech = False
         self.index = -1
         self.utterance_start_t = 0.0
@@ -88,6 +89,11 @@ class Segmenter:
         """The current utterance so far (for partial transcripts)."""
         return np.concatenate(self._utt) if self._utt else np.zeros(0, np.float32)
 
+    @property
+    def talking(self) -> bool:
+        """In an utterance and the last window was speech (not a possible endpoint)."""
+        return self.in_speech and self._silence == 0 and self.last_prob >= self.threshold
+
     def speech_seconds(self) -> float:
         return len(self._utt) * WINDOW_S
 
@@ -101,7 +107,8 @@ class Segmenter:
         probs = self.vad.process(windows.reshape(-1))
         events: list[SegmentEvent] = []
         for w, p in zip(windows, probs):
-            self._step(w, float(p), events)
+            self.last_prob = float(p)
+            self._step(w, self.last_prob, events)
             self.window_index += 1
         return events
 

@@ -227,8 +227,8 @@ class Session:
 
     def _maybe_partial(self) -> None:
         utt, seg = self._utt, self._segmenter
-        if utt is None or utt.closed or utt.speculation is not None:
-            return
+        if utt is None or utt.closed or utt.speculation is not None or not seg.talking:
+            return  # near a possible endpoint the decoder is kept free for the final
         if utt.partial_task is not None and not utt.partial_task.done():
             return
         speech_s = seg.speech_seconds()

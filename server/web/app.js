@@ -1,5 +1,6 @@
 /* Dauys web demo client. Speaks protocol v1 (see PROTOCOL.md) over /v1/voice.
- * Classic script, no dependencies. Test hooks: body[data-state], window.dauysStats. */
+ * Classic script, no dependencies. Test hooks: body[data-state], window.dauysStats.
+ * Served as /web/app.js; the capture worklet is loaded relative to this script's URL. */
 (function () {
   'use strict';
   var $ = function (id) { return document.getElementById(id); };
