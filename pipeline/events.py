@@ -164,7 +164,10 @@ class Transcript(ServerEvent):
     source: str = "audio"
     """Extension: 'audio' or 'text' (typed input)."""
     forced: bool | None = None
-    """Extension, finals only: cut at asr max utterance length rather than at a pause."""
+    """Extension, finals only: cut at vad.max_utterance_s (or by `end`) rather than at a pause."""
+    t_endpoint: float | None = None
+    """Extension, finals only: input-audio time at which the endpoint was decided
+    (speech end + vad.min_silence_ms); clients measure latency from it."""
 
 
 @_event

@@ -33,6 +33,8 @@ class SegmentEvent:
     t: float
     audio: np.ndarray | None = None
     forced: bool = False
+    t_decided: float = 0.0
+    """Input time at which the segmenter decided (for `end`: the endpoint decision)."""
 
 
 class Segmenter:
@@ -175,7 +177,7 @@ class Segmenter:
         keep = len(self._utt) if keep_all else min(len(self._utt), self._last_speech + self.pad_windows)
         audio = np.concatenate(self._utt[:keep]) if keep else np.zeros(0, np.float32)
         t_end = self.t + WINDOW_S if keep_all else self.utterance_start_t + keep * WINDOW_S
-        ev = SegmentEvent("end", self.index, round(t_end, 3), audio, forced)
+        ev = SegmentEvent("end", self.index, round(t_end, 3), audio, forced, round(self.t + WINDOW_S, 3))
         # the trailing silence becomes pre-roll for the next utterance
         self._history = self._utt[keep:][-self.pad_windows:] if self.pad_windows else []
         self._utt = []

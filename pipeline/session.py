@@ -43,6 +43,7 @@ class _Utterance:
     last_partial_text: str = ""
     speculation: asyncio.Task | None = None
     spec_samples: int = 0
+    t_endpoint: float = 0.0
 
 
 @dataclass
@@ -199,6 +200,7 @@ class Session:
             utt.closed = True
             self._cancel_partial(utt)
             endpoint_at = time.perf_counter()
+            utt.t_endpoint = ev.t_decided
             if utt.speculation is not None and not ev.forced:
                 result = utt.speculation
             else:
@@ -287,6 +289,6 @@ class Session:
         await self.emit(
             Transcript(
                 utt.id, rec.text, True, rec.language, confidence=round(rec.confidence, 3), t_end=ev.t,
-                t_start=round(utt.t_start, 3), forced=ev.forced,
+                t_start=round(utt.t_start, 3), forced=ev.forced, t_endpoint=utt.t_endpoint,
             )
         )
