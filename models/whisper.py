@@ -68,6 +68,7 @@ class Recognition:
     rejected: str | None = None
     """Why the text was judged not to be speech (no_speech, repetition, hallucination, empty)."""
     language_probs: dict[str, float] = field(default_factory=dict)
+    """Whisper's own (unweighted) probabilities of the allowed languages, when detected."""
 
 
 def compression_ratio(text: str) -> float:
@@ -88,6 +89,17 @@ def _is_hallucination_text(text: str) -> bool:
     if not any(ch.isalnum() for ch in low):
         return True  # only punctuation or music notes
     return any(p in low for p in HALLUCINATION_PHRASES)
+
+
+def choose_language(raw: dict[str, float], weights: dict[str, float], alias=lambda x: x) -> tuple[str, float, dict[str, float]]:
+    """Weighted argmax over Whisper's language probabilities ``raw`` (code -> p).
+
+    Returns (language, its share of the weighted mass, the raw probabilities).
+    """
+    scores = {lang: raw.get(lang, 0.0) * w for lang, w in weights.items()}
+    best = max(scores, key=lambda k: (scores[k], k == alias(k)))
+    total = sum({alias(k): v for k, v in scores.items()}.values()) or 1.0
+    return best, scores[best] / total, {k: raw.get(k, 0.0) for k in weights}
 
 
 def pick_device(device: str, compute_type: str) -> tuple[str, str]:
@@ -180,14 +192,12 @@ class WhisperEngine:
         expected mix of callers' languages, times any session stickiness);
         Whisper's probabilities are multiplied by it.  An alias (ky -> kk)
         shares its target's probability; the real language wins a tie.
-        Returns (language, posterior among allowed, weighted scores).
+        Returns (language, posterior among allowed, raw probabilities of ``allowed``).
         """
         weights = allowed if isinstance(allowed, dict) else {lang: 1.0 for lang in allowed}
         probs = {tok[2:-2]: p for tok, p in self.model.detect_language(encoder_output)[0]}
-        scores = {lang: probs.get(self.whisper_language(lang), 0.0) * w for lang, w in weights.items()}
-        best = max(scores, key=lambda k: (scores[k], k == self.whisper_language(k)))
-        total = sum({self.whisper_language(k): v for k, v in scores.items()}.values()) or 1.0
-        return best, scores[best] / total, scores
+        raw = {lang: probs.get(self.whisper_language(lang), 0.0) for lang in weights}
+        return choose_language(raw, weights, self.whisper_language)
 
     def recognize(self, audio: np.ndarray, language: str | None, allowed) -> Recognition:
         """Decode one utterance (16 kHz float32). ``language=None`` detects among ``allowed``

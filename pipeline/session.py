@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.scheduler import Priority, QueueFull
+from models.whisper import choose_language
 from pipeline.audio import InputConverter
 from pipeline.errors import ProtocolError
 from pipeline.events import Error, Ready, ServerEvent, SessionEnd, SpeechDiscarded, SpeechStarted, Start, Transcript
@@ -42,7 +43,7 @@ class _Utterance:
     last_partial_at: float = 0.0  # seconds of speech when the last partial was asked for
     last_partial_text: str = ""
     speculation: asyncio.Task | None = None
-    spec_samples: int = 0
+    spec_audio: np.ndarray | None = None
     t_endpoint: float = 0.0
 
 
@@ -191,7 +192,7 @@ class Session:
             await self.emit(SpeechStarted(self._utt.id, round(ev.t, 3)))
         elif ev.kind == "pause" and self._utt is not None:
             self._cancel_partial(self._utt)
-            self._utt.spec_samples = len(ev.audio)
+            self._utt.spec_audio = ev.audio
             self._utt.speculation = self._spawn(self._decode(ev.audio, Priority.FINAL))
         elif ev.kind == "resume" and self._utt is not None:
             self._drop_speculation(self._utt)
@@ -202,11 +203,11 @@ class Session:
             endpoint_at = time.perf_counter()
             utt.t_endpoint = ev.t_decided
             if utt.speculation is not None and not ev.forced:
-                result = utt.speculation
+                result, audio = utt.speculation, utt.spec_audio
             else:
                 self._drop_speculation(utt)
-                result = self._spawn(self._decode(ev.audio, Priority.FINAL))
-            await self._chain(self._final(utt, ev, result, endpoint_at))
+                result, audio = self._spawn(self._decode(ev.audio, Priority.FINAL)), ev.audio
+            await self._chain(self._final(utt, ev, result, audio, endpoint_at))
 
     async def _decode(self, audio: np.ndarray, priority: Priority):
         return await self.services.scheduler.submit(audio, self._decode_language(), self._weights(), priority, key=self.id if priority is Priority.PARTIAL else None)
@@ -264,9 +265,15 @@ class Session:
 
         self._final_chain = self._spawn(run())
 
-    async def _final(self, utt: _Utterance, ev: SegmentEvent, result: asyncio.Task, endpoint_at: float) -> None:
+    async def _final(self, utt: _Utterance, ev: SegmentEvent, result: asyncio.Task, audio: np.ndarray, endpoint_at: float) -> None:
         try:
             rec = await result
+            if self.language is None and rec.language_probs:
+                # The decode may have started before the previous final was known (speculation,
+                # fast senders); decide the language again with the now-known previous language.
+                lang, _, _ = choose_language(rec.language_probs, self._weights(), self.services.asr.whisper_language)
+                if lang != rec.language and self.services.asr.whisper_language(lang) != self.services.asr.whisper_language(rec.language):
+                    rec = await self.services.scheduler.submit(audio, lang, self._weights(), Priority.FINAL)
         except asyncio.CancelledError:
             raise
         except Exception as e:

@@ -51,6 +51,8 @@ class DauysServer:
             return http.as_json(HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "error": self.hub.error})
         if path == "/metrics":
             return http.metrics()
+        if path == "/favicon.ico":
+            return http.response(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         page = http.static(path)
         return page or http.text(HTTPStatus.NOT_FOUND, "not found\n")
 

@@ -84,7 +84,7 @@ class AsrSettings(_Section):
     multiplied by these weights (languages not listed get language_prior_default).
     Whisper under-rates low-resource Kazakh against Turkish; a Kazakhstan line
     expects kk and ru."""
-    language_prior_default: float = Field(0.25, gt=0)
+    language_prior_default: float = Field(0.1, gt=0)
     language_stickiness: float = Field(3.0, ge=1)
     """Extra weight for the language of the caller's previous utterance."""
     beam_size: int = Field(1, ge=1, le=10)
