@@ -145,7 +145,7 @@ def check_local_dir(path: Path) -> None:
         hint = (
             "copy tokenizer.json from the original Hugging Face model (the CTranslate2 converter's --copy_files)"
             if missing == ["tokenizer.json"]
-            else "export the model with scripts/export_ct2.py or ct2-transformers-converter"
+            else "convert it with `ct2-transformers-converter --model DIR --output_dir OUT --copy_files tokenizer.json preprocessor_config.json`"
         )
         raise ModelError(f"asr.model {str(path)!r} is not a CTranslate2 Whisper model (missing {', '.join(missing)}): {hint}")
 

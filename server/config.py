@@ -104,6 +104,11 @@ class AsrSettings(_Section):
             w[previous] *= self.language_stickiness
         return w
 
+    @field_validator("cache_dir")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return Path(v).expanduser()
+
     @field_validator("languages")
     @classmethod
     def _languages(cls, v: list[str]) -> list[str]:

@@ -7,6 +7,7 @@ import logging
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from pipeline.errors import ProtocolError
 from pipeline.events import End, Error, Start, Text, Transcript, parse_client_message
@@ -75,9 +76,10 @@ async def handle_native(ws: ServerConnection, services, settings) -> None:
             pass
         await ws.close(1011, "internal error")
     finally:
-        if not writer.done():
+        if not writer.done() and ws.state is State.OPEN:
+            # a normal end: let the writer deliver the last events and close with 1000
             try:
-                await asyncio.wait_for(asyncio.shield(writer), timeout=5 if session.outbox.qsize() else 0.5)
+                await asyncio.wait_for(asyncio.shield(writer), timeout=5)
             except (asyncio.TimeoutError, ConnectionClosed):
                 pass
         writer.cancel()

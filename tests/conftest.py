@@ -48,7 +48,7 @@ def espeak(text: str, voice: str, rate_wpm: int = 150) -> np.ndarray:
         return read_audio(f.name).samples
 
 
-def test_settings(**sections):
+def make_settings(**sections):
     from server.config import load_settings
 
     layer = {"asr": {"cache_dir": str(CACHE_DIR), "download": False}}
@@ -59,7 +59,7 @@ def test_settings(**sections):
 
 @pytest.fixture(scope="session")
 def settings():
-    return test_settings()
+    return make_settings()
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +97,7 @@ async def make_server(services):
     started = []
 
     async def make(**sections):
-        settings = test_settings(**{"server": {"port": 0}, **sections})
+        settings = make_settings(**{"server": {"port": 0}, **sections})
         svc = services
         svc_settings = svc.settings
         server = DauysServer(settings, hub=_LoadedHub(svc))

@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make serve   -- create .venv, install, start the server + web demo on http://127.0.0.1:8765/
+#   make test    -- create .venv, install (and espeak-ng), run the whole test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-dauys
+
+.PHONY: serve test install system-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/dauys serve $(ARGS)
+
+system-deps:
+	@bash scripts/install_system_deps.sh
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(PY) scripts/bench_asr.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
