@@ -31,6 +31,14 @@ from pipeline.segmenter import Segmenter, SegmentEvent
 log = logging.getLogger("dauys.session")
 
 OUTBOX_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Close:
+    """Outbox item: close the connection with this code after what is queued."""
+
+    code: int
+    reason: str
 AUDIO_QUEUE_SIZE = 200
 
 
@@ -62,7 +70,8 @@ class Session:
         self.services = services
         self.settings = services.settings
         self.id = session_id or uuid.uuid4().hex[:16]
-        self.outbox: asyncio.Queue[ServerEvent | bytes | None] = asyncio.Queue(OUTBOX_SIZE)
+        # +2: room for the error and Close that a failure appends without waiting
+        self.outbox: asyncio.Queue[ServerEvent | bytes | Close | None] = asyncio.Queue(OUTBOX_SIZE + 2)
         self.started: Start | None = None
         self.language: str | None = None  # None = detect per utterance
         self.stats = SessionStats()
@@ -91,6 +100,7 @@ class Session:
         self._converter = InputConverter(msg.audio.encoding, msg.audio.sample_rate, msg.audio.channels)
         self._segmenter = Segmenter.from_settings(self.services.vad.stream(), self.settings.vad)
         self._audio_task = self._spawn(self._audio_loop())
+        self._audio_task.add_done_callback(self._audio_done)
         disclosure_lang = self.language or asr.default_language
         texts = self.settings.session.disclosure
         d_lang = disclosure_lang if disclosure_lang in texts else next(iter(texts), disclosure_lang)
@@ -157,6 +167,17 @@ class Session:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _audio_done(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("session %s: audio processing failed", self.id, exc_info=task.exception())
+        self._ended = True
+        for item in (Error("internal_error", "audio processing failed on the server"), Close(1011, "internal error")):
+            try:
+                self.outbox.put_nowait(item)
+            except asyncio.QueueFull:  # the reserved slots are taken: the reader is gone anyway
+                break
 
     def _next_id(self) -> str:
         self._counter += 1

@@ -11,7 +11,7 @@ from websockets.protocol import State
 
 from pipeline.errors import ProtocolError
 from pipeline.events import End, Error, Start, Text, Transcript, parse_client_message
-from pipeline.session import Session
+from pipeline.session import Close, Session
 from server import metrics
 
 log = logging.getLogger("dauys.native")
@@ -22,6 +22,9 @@ async def _writer(ws: ServerConnection, session: Session) -> None:
         item = await session.outbox.get()
         if item is None:
             await ws.close(1000, "session ended")
+            return
+        if isinstance(item, Close):
+            await ws.close(item.code, item.reason)
             return
         if isinstance(item, bytes):
             await ws.send(item)

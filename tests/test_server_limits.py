@@ -107,3 +107,51 @@ async def test_sessions_wait_for_models_then_1013(services):
     finally:
         server._server.close()
         await server._server.wait_closed()
+
+
+async def test_a_fault_in_one_session_closes_it_with_1011_and_spares_the_other(make_server, monkeypatch):
+    from pipeline import segmenter
+
+    server = await make_server()
+    real_push = segmenter.Segmenter.push
+
+    def push(self, samples):
+        if getattr(self, "poisoned", False):
+            raise RuntimeError("injected fault")
+        return real_push(self, samples)
+
+    monkeypatch.setattr(segmenter.Segmenter, "push", push)
+    async with connect(url(server)) as bad, connect(url(server)) as good:
+        for ws in (bad, good):
+            await ws.send(START)
+            assert json.loads(await ws.recv())["type"] == "ready"
+        # poison one session's segmenter (whichever the garbage collector lists first)
+        import gc
+
+        from pipeline.session import Session
+
+        live = [o for o in gc.get_objects() if isinstance(o, Session) and o.started is not None and o._segmenter is not None]
+        assert len(live) == 2
+        live[0]._segmenter.poisoned = True
+        poisoned_id = live[0].id
+        for ws in (bad, good):
+            await ws.send(b"\x00\x00" * 1600)
+        results = {}
+        for name, ws in (("bad", bad), ("good", good)):
+            try:
+                async with asyncio.timeout(3):
+                    async for msg in ws:
+                        ev = json.loads(msg)
+                        results.setdefault(name, []).append(ev)
+            except TimeoutError:
+                results.setdefault(name, []).append("open")
+            except ConnectionClosed:
+                pass
+        closed = [name for name, ws in (("bad", bad), ("good", good)) if ws.close_code == 1011]
+        assert len(closed) == 1, (results, poisoned_id)
+        survivor = good if closed == ["bad"] else bad
+        await survivor.send(json.dumps({"type": "text", "text": "сәлем"}))
+        msg = json.loads(await survivor.recv())
+        assert msg["type"] == "transcript" and msg["text"] == "сәлем"
+        faulted = results[closed[0]]
+        assert any(isinstance(e, dict) and e.get("code") == "internal_error" for e in faulted)
