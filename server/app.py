@@ -26,6 +26,8 @@ class DauysServer:
         self.hub = hub or ModelHub(settings)
         self._server = None
         self.active = 0
+        self.sessions: dict = {}
+        """Live sessions by id (for shutdown and inspection)."""
 
     @property
     def port(self) -> int:
@@ -69,7 +71,7 @@ class DauysServer:
                 metrics.SESSIONS_REFUSED.labels("not_ready").inc()
                 await ws.close(1013, "models are not ready, try again later")
                 return
-            await handle_native(ws, services, self.settings)
+            await handle_native(ws, services, self.settings, self.sessions)
         finally:
             self.active -= 1
             metrics.SESSIONS_ACTIVE.dec()

@@ -38,8 +38,10 @@ async def _writer(ws: ServerConnection, session: Session) -> None:
         await ws.send(item.to_json())
 
 
-async def handle_native(ws: ServerConnection, services, settings) -> None:
+async def handle_native(ws: ServerConnection, services, settings, registry: dict | None = None) -> None:
     session = Session(services)
+    registry = {} if registry is None else registry
+    registry[session.id] = session
     writer = asyncio.ensure_future(_writer(ws, session))
     max_frame = settings.server.max_frame_bytes
     metrics.SESSIONS_TOTAL.labels("native").inc()
@@ -87,6 +89,7 @@ async def handle_native(ws: ServerConnection, services, settings) -> None:
                 pass
         writer.cancel()
         await session.close()
+        registry.pop(session.id, None)
         log.info(
             "session %s closed: %d utterances, %d finals, %d partials, %d discarded",
             session.id, session.stats.utterances, session.stats.finals, session.stats.partials, session.stats.discarded,

@@ -125,12 +125,8 @@ async def test_a_fault_in_one_session_closes_it_with_1011_and_spares_the_other(m
         for ws in (bad, good):
             await ws.send(START)
             assert json.loads(await ws.recv())["type"] == "ready"
-        # poison one session's segmenter (whichever the garbage collector lists first)
-        import gc
-
-        from pipeline.session import Session
-
-        live = [o for o in gc.get_objects() if isinstance(o, Session) and o.started is not None and o._segmenter is not None]
+        # poison one of the two sessions' segmenters
+        live = list(server.sessions.values())
         assert len(live) == 2
         live[0]._segmenter.poisoned = True
         poisoned_id = live[0].id
