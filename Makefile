@@ -5,14 +5,22 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dauys
+TEST_STAMP := $(VENV)/.installed-dauys-test
 
 .PHONY: serve test install system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
+
+# The tests also run the LLM backends and Piper for real (tiny models made by the tests).
+# torch first, pinned: its CPU build lies on this machines' disk; an unpinned torch pulls a CUDA build.
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet 'torch==2.13.0'
+	$(PY) -m pip install --quiet -e '.[test,llm,tts]'
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -22,7 +30,7 @@ serve: $(STAMP)
 system-deps:
 	@bash scripts/install_system_deps.sh
 
-test: $(STAMP) system-deps
+test: $(TEST_STAMP) system-deps
 	$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)

@@ -183,6 +183,49 @@ class SpeechDiscarded(ServerEvent):
 
 @_event
 @dataclass
+class Reply(ServerEvent):
+    type: ClassVar[str] = "reply"
+    utterance_id: str
+    reply_id: str
+    text: str
+    language: str
+    ai_generated: bool = True
+    provenance: dict | None = None
+
+
+@_event
+@dataclass
+class AudioStart(ServerEvent):
+    type: ClassVar[str] = "audio_start"
+    reply_id: str
+    encoding: str
+    sample_rate: int
+    ai_generated: bool = True
+    watermark: str | None = None
+    """The payload id embedded in the audio (None where no watermark is embedded)."""
+    provenance: dict | None = None
+    """Extension: the same provenance object as the reply's."""
+
+
+@_event
+@dataclass
+class AudioEnd(ServerEvent):
+    type: ClassVar[str] = "audio_end"
+    reply_id: str
+    interrupted: bool = False
+
+
+@_event
+@dataclass
+class Handoff(ServerEvent):
+    type: ClassVar[str] = "handoff"
+    reason: str
+    language: str
+    summary: str
+
+
+@_event
+@dataclass
 class Error(ServerEvent):
     type: ClassVar[str] = "error"
     code: str

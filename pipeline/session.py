@@ -26,6 +26,7 @@ from pipeline.audio import InputConverter
 from pipeline.errors import ProtocolError
 from pipeline.events import Error, Ready, ServerEvent, SessionEnd, SpeechDiscarded, SpeechStarted, Start, Transcript
 from pipeline.langid import detect_text_language
+from pipeline.replies import Responder
 from pipeline.segmenter import Segmenter, SegmentEvent
 
 log = logging.getLogger("dauys.session")
@@ -63,6 +64,9 @@ class SessionStats:
     discarded: int = 0
     final_latencies: list[float] = field(default_factory=list)
     """Seconds from the endpoint decision to the final transcript being queued."""
+    reply_latencies: list[float] = field(default_factory=list)
+    """Seconds from the final transcript to the complete reply text."""
+    barge_ins: int = 0
 
 
 class Session:
@@ -70,8 +74,8 @@ class Session:
         self.services = services
         self.settings = services.settings
         self.id = session_id or uuid.uuid4().hex[:16]
-        # +2: room for the error and Close that a failure appends without waiting
-        self.outbox: asyncio.Queue[ServerEvent | bytes | Close | None] = asyncio.Queue(OUTBOX_SIZE + 2)
+        # + room for the items appended without waiting (audio_end on barge-in, error + close on a fault)
+        self.outbox: asyncio.Queue = asyncio.Queue(OUTBOX_SIZE + 8)
         self.started: Start | None = None
         self.language: str | None = None  # None = detect per utterance
         self.stats = SessionStats()
@@ -85,6 +89,9 @@ class Session:
         self._last_language: str | None = None
         self._ended = False
         self._tasks: set[asyncio.Task] = set()
+        self.end_reason: str | None = None
+        self._closing = False
+        self.responder = Responder(self)
 
     # ------------------------------------------------------------------ inbound
     async def start(self, msg: Start) -> Ready:
@@ -106,8 +113,15 @@ class Session:
         d_lang = disclosure_lang if disclosure_lang in texts else next(iter(texts), disclosure_lang)
         ready = Ready(self.id, list(asr.languages), {"text": texts.get(d_lang, ""), "language": d_lang}, language=msg.language)
         await self.emit(ready)
+        if self.settings.session.spoken_disclosure and ready.disclosure["text"] and self.services.tts is not None:
+            self.responder.disclose(ready.disclosure["text"], d_lang)
         log.info("session %s started: %s %d Hz x%d, language %s", self.id, msg.audio.encoding.value, msg.audio.sample_rate, msg.audio.channels, msg.language)
         return ready
+
+    def reconfigure_input(self, rate: int) -> None:
+        """The input sample rate changed mid-call (AudioSocket kinds): new converter, same segmenter."""
+        enc, channels = self._converter.encoding, self._converter.channels
+        self._converter = InputConverter(enc, rate, channels)
 
     async def feed_audio(self, data: bytes) -> None:
         if self.started is None:
@@ -131,13 +145,25 @@ class Session:
         uid = self._next_id()
         t = self._segmenter.t if self._segmenter else 0.0
         ev = Transcript(uid, text, True, lang, confidence=1.0, t_end=round(t, 3), source="text")
-        await self._chain(self.emit(ev))
+        await self._chain(self._deliver_final(ev))
 
-    async def end(self, reason: str = "client_end") -> None:
-        """Flush the last utterance, deliver every final, then ``session_end``."""
+    async def _deliver_final(self, ev: Transcript) -> None:
+        """Emit a final transcript, then answer it (the reply comes after its transcript)."""
+        await self.emit(ev)
+        if not self._closing:
+            self.responder.answer(ev.utterance_id, ev.text, ev.language, ev.confidence or 1.0)
+
+    async def end(self, reason: str = "client_end", abandon_reply: bool = False) -> None:
+        """Flush the last utterance, deliver every final, then ``session_end``.
+
+        ``abandon_reply``: the caller is gone (hung up), so a reply still playing is cut.
+        """
         if self._ended:
             return
         self._ended = True
+        if abandon_reply:
+            self._closing = True
+            self.responder.barge_in()
         if self.started is not None:
             tail = self._converter.flush()
             if len(tail):
@@ -146,8 +172,24 @@ class Session:
             await self._audio_task
             if self._final_chain is not None:
                 await self._final_chain
+        await self.responder.drain()
+        self._closing = True
         await self.emit(SessionEnd(reason))
         await self.outbox.put(None)
+
+    def request_end(self, reason: str) -> None:
+        """End the session from inside (handoff, goodbye): flush, then session_end."""
+        if self._ended or self._closing:
+            return
+        self._closing = True
+        self.end_reason = reason
+        self._spawn(self.end(reason))
+
+    def outbox_put_nowait(self, item) -> None:
+        try:
+            self.outbox.put_nowait(item)
+        except asyncio.QueueFull:
+            log.warning("session %s: outbox full, event dropped", self.id)
 
     async def close(self) -> None:
         """Abrupt end (the client went away): cancel everything of this session."""
@@ -211,6 +253,8 @@ class Session:
             self._utt = _Utterance(self._next_id(), ev.t)
             self.stats.utterances += 1
             await self.emit(SpeechStarted(self._utt.id, round(ev.t, 3)))
+            if self.responder.barge_in():
+                log.info("session %s: barge-in at %.2fs", self.id, ev.t)
         elif ev.kind == "pause" and self._utt is not None:
             self._cancel_partial(self._utt)
             self._utt.spec_audio = ev.audio
@@ -314,7 +358,7 @@ class Session:
             "session %s: final %s lang=%s p=%.2f conf=%.2f %.2fs audio, decode %.3fs, endpoint->final %.3fs",
             self.id, utt.id, rec.language, rec.language_probability, rec.confidence, rec.duration, rec.decode_s, latency,
         )
-        await self.emit(
+        await self._deliver_final(
             Transcript(
                 utt.id, rec.text, True, rec.language, confidence=round(rec.confidence, 3), t_end=ev.t,
                 t_start=round(utt.t_start, 3), forced=ev.forced, t_endpoint=utt.t_endpoint,

@@ -14,10 +14,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from models.loader import ModelHub
 from server import auth, http, metrics
 from server.native import handle_native
+from server.twilio import handle_twilio
 
 log = logging.getLogger("dauys.server")
 
 VOICE_PATH = "/v1/voice"
+TWILIO_PATH = "/v1/twilio"
 
 
 class DauysServer:
@@ -25,9 +27,12 @@ class DauysServer:
         self.settings = settings
         self.hub = hub or ModelHub(settings)
         self._server = None
+        self._audiosocket = None
         self.active = 0
         self.sessions: dict = {}
         """Live sessions by id (for shutdown and inspection)."""
+        self.connections: set[ServerConnection] = set()
+        self.stopping = False
 
     @property
     def port(self) -> int:
@@ -35,7 +40,7 @@ class DauysServer:
 
     async def _process_request(self, connection: ServerConnection, request):
         path = urlsplit(request.path).path
-        if path == VOICE_PATH:
+        if path in (VOICE_PATH, TWILIO_PATH):
             s = self.settings.server
             refused = auth.check(request.path, request.headers, connection.remote_address, s.api_keys, s.allow_unauthenticated_remote)
             if refused:
@@ -59,11 +64,15 @@ class DauysServer:
         return page or http.text(HTTPStatus.NOT_FOUND, "not found\n")
 
     async def _handler(self, ws: ServerConnection) -> None:
+        if self.stopping:
+            await ws.close(1001, "server shutting down")
+            return
         if self.active >= self.settings.server.max_sessions:
             metrics.SESSIONS_REFUSED.labels("capacity").inc()
             await ws.close(1013, "at capacity, try again later")
             return
         self.active += 1
+        self.connections.add(ws)
         metrics.SESSIONS_ACTIVE.inc()
         try:
             services = await self.hub.wait(self.settings.server.ready_wait_s)
@@ -71,9 +80,13 @@ class DauysServer:
                 metrics.SESSIONS_REFUSED.labels("not_ready").inc()
                 await ws.close(1013, "models are not ready, try again later")
                 return
-            await handle_native(ws, services, self.settings, self.sessions)
+            if urlsplit(ws.request.path).path == TWILIO_PATH:
+                await handle_twilio(ws, services, self.settings, self.sessions)
+            else:
+                await handle_native(ws, services, self.settings, self.sessions)
         finally:
             self.active -= 1
+            self.connections.discard(ws)
             metrics.SESSIONS_ACTIVE.dec()
 
     async def start(self) -> None:
@@ -91,8 +104,34 @@ class DauysServer:
             ping_timeout=20,
             server_header="dauys",
         )
+        if s.audiosocket_port is not None:
+            from server.audiosocket import serve_audiosocket
+
+            self._audiosocket = await serve_audiosocket(s.audiosocket_host or s.host, s.audiosocket_port, self.hub, self.settings, self.sessions)
+
+    @property
+    def audiosocket_port(self) -> int | None:
+        return self._audiosocket.sockets[0].getsockname()[1] if self._audiosocket else None
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Graceful stop: accept nothing new, let replies being spoken finish (up to
+        ``grace_s``), then close every session with 1001 (going away)."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        if self._audiosocket is not None:
+            self._audiosocket.close()
+        speaking = [s.responder.current for s in self.sessions.values() if s.responder.current is not None and not s.responder.current.done()]
+        if speaking:
+            log.info("shutdown: waiting up to %.0fs for %d replies in progress", grace_s, len(speaking))
+            await asyncio.wait(speaking, timeout=grace_s)
+        for ws in list(self.connections):
+            await ws.close(1001, "server shutting down")
+        await self.stop()
 
     async def stop(self) -> None:
+        if self._audiosocket is not None:
+            self._audiosocket.close()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -103,6 +142,12 @@ def check_bind(settings) -> None:
     s = settings.server
     from server.auth import is_loopback
 
+    as_host = s.audiosocket_host or s.host
+    if s.audiosocket_port is not None and not s.allow_unauthenticated_remote and not is_loopback(as_host) and as_host != "localhost":
+        raise SystemExit(
+            f"dauys: refusing to serve AudioSocket on {as_host}: the protocol has no authentication; bind it to "
+            "loopback or a private interface reachable only by Asterisk and set server.allow_unauthenticated_remote = true"
+        )
     if not s.api_keys and not s.allow_unauthenticated_remote and not is_loopback(s.host) and s.host != "localhost":
         raise SystemExit(
             f"dauys: refusing to listen on {s.host} without API keys: add --api-key KEY (or server.api_keys), "
@@ -117,6 +162,8 @@ async def serve_forever(settings) -> int:
     host = settings.server.host
     shown = f"[{host}]" if ":" in host else host
     print(f"dauys: listening on http://{shown}:{server.port}/ (web demo), ws://{shown}:{server.port}{VOICE_PATH}", flush=True)
+    if server.audiosocket_port is not None:
+        print(f"dauys: AudioSocket on tcp://{shown}:{server.audiosocket_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -135,6 +182,6 @@ async def serve_forever(settings) -> int:
         svc = server.hub.services
         print(f"dauys: ready: ASR {svc.asr.model_id} on {svc.asr.device}/{svc.asr.compute_type}", flush=True)
     await waiter
-    log.info("stopping")
-    await server.stop()
+    log.info("stopping: %d sessions open", len(server.sessions))
+    await server.shutdown(settings.server.shutdown_grace_s)
     return 0

@@ -52,8 +52,16 @@ class ServerSettings(_Section):
     """Largest audio or text frame accepted; larger gets error frame_too_large and close 1009."""
     max_text_chars: int = Field(2000, ge=1)
     max_session_s: float = Field(3600.0, gt=0)
+    shutdown_grace_s: float = Field(15.0, ge=0)
+    """On SIGTERM, replies being spoken may finish for this long before sessions close with 1001."""
     ready_wait_s: float = Field(120.0, ge=0)
     """How long a connection made while models load waits before close 1013."""
+    audiosocket_port: int | None = Field(None, ge=0, le=65535)
+    """Also serve Asterisk AudioSocket (TCP) on this port (0 = any free port)."""
+    audiosocket_host: str | None = None
+    """Where AudioSocket listens; None = server.host."""
+    audiosocket_language: str = "auto"
+    """Session language of AudioSocket calls (the protocol cannot carry one)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 
@@ -147,6 +155,41 @@ class VadSettings(_Section):
         return self
 
 
+class DialogueSettings(_Section):
+    backend: Literal["kb", "transformers", "ctranslate2", "openai"] = "kb"
+    knowledge_base: Path | None = None
+    """The operator's knowledge base (YAML/JSON, docs/knowledge_base.md); None = the demo bank KB."""
+    model: str = ""
+    """LLM backends: a local model directory (transformers, ctranslate2) or the served model name (openai)."""
+    base_url: str = ""
+    """openai backend: e.g. http://127.0.0.1:8000/v1 (vLLM)."""
+    api_key_env: str = "DAUYS_LLM_API_KEY"
+    """Environment variable holding the openai backend's key (never put keys in the config file)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    top_k: int = Field(3, ge=1, le=10)
+    max_new_tokens: int = Field(160, ge=8)
+    temperature: float = Field(0.2, ge=0)
+    timeout_s: float = Field(20.0, gt=0)
+    workers: int = Field(2, ge=1)
+    """Threads stepping dialogue generators (a bounded pool shared by all sessions)."""
+
+
+class TtsSettings(_Section):
+    voices: dict[str, Path] = Field(default_factory=dict)
+    """Piper voices by language, e.g. { kk = "~/.cache/dauys/voices/kk_KZ-issai-high.onnx" };
+    languages without one (and missing files) are spoken by espeak-ng."""
+    length_scale: float | None = Field(None, gt=0)
+    """Speaking rate for Piper (>1 slower); None = the voice's default."""
+    espeak_rate_wpm: int = Field(160, ge=80, le=400)
+    workers: int = Field(2, ge=1)
+    """Threads stepping synthesis (a bounded pool shared by all sessions)."""
+
+    @field_validator("voices")
+    @classmethod
+    def _expand_voices(cls, v: dict[str, Path]) -> dict[str, Path]:
+        return {k: Path(p).expanduser() for k, p in v.items()}
+
+
 class SessionSettings(_Section):
     disclosure: dict[str, str] = Field(
         default_factory=lambda: {
@@ -156,12 +199,28 @@ class SessionSettings(_Section):
             "en": "You are talking to an AI assistant. Say 'operator' to reach a person.",
         }
     )
+    spoken_disclosure: bool = True
+    """Speak the disclosure as the session's first audio (Law 230-VIII Art. 21); turning it off logs a warning."""
+    handoff: dict[str, str] = Field(
+        default_factory=lambda: {
+            "kk": "Сізді операторға қосып жатырмын, күте тұрыңыз.",
+            "ru": "Соединяю вас с оператором, пожалуйста, подождите.",
+            "uz": "Sizni operatorga ulayapman, iltimos, kuting.",
+            "en": "Connecting you to an operator, please hold.",
+        }
+    )
+    """What is said before a handoff, by language."""
+
+    def handoff_text(self, language: str) -> str:
+        return self.handoff.get(language) or self.handoff.get("ru") or next(iter(self.handoff.values()), "")
 
 
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
     vad: VadSettings = Field(default_factory=VadSettings)
+    dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
+    tts: TtsSettings = Field(default_factory=TtsSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
 
 

@@ -19,3 +19,5 @@ ASR_RTF = Histogram(
     "dauys_asr_rtf", "Decode time / audio duration of final decodes",
     buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0), registry=REGISTRY,
 )
+HANDOFFS = Counter("dauys_handoffs_total", "Calls handed to a human", ["reason"], registry=REGISTRY)
+BARGE_INS = Counter("dauys_barge_ins_total", "Replies interrupted by the caller", registry=REGISTRY)

@@ -11,6 +11,7 @@ from websockets.protocol import State
 
 from pipeline.errors import ProtocolError
 from pipeline.events import End, Error, Start, Text, Transcript, parse_client_message
+from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
 from server import metrics
 
@@ -26,8 +27,9 @@ async def _writer(ws: ServerConnection, session: Session) -> None:
         if isinstance(item, Close):
             await ws.close(item.code, item.reason)
             return
-        if isinstance(item, bytes):
-            await ws.send(item)
+        if isinstance(item, AudioFrame):
+            if item.reply_id not in session.responder.interrupted:
+                await ws.send(item.data)
             continue
         if isinstance(item, Error):
             metrics.ERRORS.labels(item.code).inc()

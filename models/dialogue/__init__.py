@@ -1,5 +1,42 @@
 """Dialogue engines: conversation history and language in, reply text streamed out, plus actions."""
 
-from models.dialogue.base import Action, DialogueEngine, Turn
+from __future__ import annotations
 
-__all__ = ["Action", "DialogueEngine", "Turn"]
+
+from models.dialogue.base import Action, DialogueEngine, DialogueState, Passage, Turn
+
+__all__ = ["Action", "DialogueEngine", "DialogueState", "Passage", "Turn", "load_dialogue"]
+
+
+def load_dialogue(settings) -> DialogueEngine:
+    """The engine ``dialogue.backend`` names, grounded by the operator's knowledge base."""
+    from models.dialogue.kb import KbEngine, KnowledgeBase
+    from models.errors import ModelError
+
+    try:
+        kb = KnowledgeBase.load(settings.knowledge_base)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"knowledge base: {str(e).splitlines()[0]}") from None
+    if settings.backend == "kb":
+        return KbEngine(kb)
+    from models.dialogue import llm
+
+    config = llm.LlmConfig(
+        top_k=settings.top_k,
+        threshold=kb.threshold,
+        max_misunderstood=kb.max_misunderstood,
+        max_new_tokens=settings.max_new_tokens,
+        timeout_s=settings.timeout_s,
+        temperature=settings.temperature,
+        rephrase=dict(kb.rephrase_texts),
+        handoff_text=dict(kb.handoff_texts),
+    )
+    if not settings.model:
+        raise ModelError(f"dialogue.backend = {settings.backend!r} needs dialogue.model")
+    if settings.backend == "transformers":
+        return llm.TransformersEngine(settings.model, kb.search, config, device=settings.device)
+    if settings.backend == "ctranslate2":
+        return llm.Ct2Engine(settings.model, kb.search, config, device=settings.device, inter_threads=settings.workers)
+    if not settings.base_url:
+        raise ModelError("dialogue.backend = 'openai' needs dialogue.base_url (e.g. http://127.0.0.1:8000/v1)")
+    return llm.OpenAIEngine(settings.base_url, settings.model, kb.search, config, api_key=os.environ.get(settings.api_key_env))

@@ -1,0 +1,578 @@
+"""The embedded default dialogue engine: grounded answers from the operator's knowledge base.
+
+A knowledge base (docs/knowledge_base.md) is a YAML or JSON file of entries,
+each with example questions per language, an answer per language and an
+optional action.  The engine finds the entry whose example questions are
+closest to what the caller said and speaks that entry's answer -- it never
+says anything that is not written in the file.
+
+Matching is TF-IDF over character 2-5-grams inside words (padded with word
+boundaries), cosine similarity, maximum over an entry's example questions.
+Character n-grams share the stem of agglutinative Turkic word forms
+("картам", "картамды", "картаны") and survive recognition errors (a dropped
+or substituted letter spoils a few n-grams, not the word).  Before matching
+every text is normalised to one folded Cyrillic form: lowercase, NFKC,
+punctuation dropped, Kazakh letters folded onto their Russian look-alikes
+(ә->а, қ->к, ң->н, і->и ...), and Latin-script Kazakh/Uzbek transliterated
+("kartam bugattaldy" == "картам бұғатталды").  So a Russian question can
+match a Kazakh example and vice versa (code-mixed speech shares words); the
+answer is always given in the caller's language.
+
+Built with numpy only; the index is made once at load and a search takes
+well under a millisecond for the demo knowledge base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from models.dialogue.base import Action, DialogueState, Passage, Turn
+
+DEMO_KB_PATH = Path(__file__).resolve().parent.parent / "data" / "demo_bank_kb.yaml"
+
+DEFAULT_THRESHOLD = 0.25
+DEFAULT_MAX_MISUNDERSTOOD = 2
+# Retrieval constants, chosen by 5-fold cross-validation over the demo knowledge
+# base's own example questions (never on tests/data/kb_heldout.jsonl).
+NGRAM_MIN = 2
+NGRAM_MAX = 5
+PREFIX_WEIGHT = 2.0
+"""Word-initial n-grams (" карт") weigh more: Turkic and Russian stems come first."""
+SUFFIX_WEIGHT = 0.7
+"""Word-final n-grams ("ды ", "мын ") weigh less: mostly grammatical endings."""
+CENTROID_WEIGHT = 0.6
+"""Entry score = 0.4 x best example question + 0.6 x the entry's centroid."""
+MIN_LETTERS = 4
+"""Shorter utterances ("да", "нет", "жоқ") have their scores scaled down unless they are an example question."""
+JOINED_NGRAM_MIN = 2
+JOINED_NGRAM_MAX = 3
+JOINED_WEIGHT = 2.0
+"""Extra n-grams over the text with its spaces removed: recognisers split and merge
+words ("картамблокталды", "пин код"), which breaks word-bounded n-grams only."""
+DEFAULT_REASONS = {"handoff": "user_request", "end": "goodbye"}
+
+_LANG = re.compile(r"^[a-z]{2,3}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TOP_KEYS = {"id", "version", "name", "description", "default_language", "languages", "settings", "fallback", "fillers", "entries"}
+_ENTRY_KEYS = {"id", "questions", "answer", "action", "notes"}
+_SETTINGS_KEYS = {"threshold", "max_misunderstood"}
+_FALLBACK_KEYS = {"rephrase", "handoff"}
+
+
+class KnowledgeBaseError(ValueError):
+    """A knowledge-base file that cannot be used; the message is one line naming the file, entry and field."""
+
+
+# --------------------------------------------------------------------------- normalisation
+
+_PRE = str.maketrans({
+    "ў": "о", "ş": "ш", "ç": "ч", "ı": "i", "ё": "е", "’": "", "'": "", "ʻ": "", "ʼ": "", "‘": "", "`": "", "´": "",
+})
+_LAT_DIGRAPHS = [("shch", "ш"), ("sh", "ш"), ("ch", "ч"), ("zh", "ж"), ("kh", "х"), ("gh", "г"), ("ts", "ц"), ("ya", "я"), ("yu", "ю")]
+_LAT_SINGLE = str.maketrans({
+    "a": "а", "b": "б", "c": "с", "d": "д", "e": "е", "f": "ф", "g": "г", "h": "х", "i": "и", "j": "ж", "k": "к",
+    "l": "л", "m": "м", "n": "н", "o": "о", "p": "п", "q": "к", "r": "р", "s": "с", "t": "т", "u": "у", "v": "в",
+    "w": "у", "x": "х", "y": "и", "z": "з",
+})
+# Kazakh (and Uzbek Cyrillic) letters onto Russian look-alikes, the vowels that
+# recognisers and Latin spellings confuse (ы/і/и/й) onto one, signs dropped.
+_FOLD = str.maketrans({
+    "ә": "а", "ғ": "г", "қ": "к", "ң": "н", "ө": "о", "ұ": "у", "ү": "у", "һ": "х", "і": "и", "ы": "и", "й": "и",
+    "ҳ": "х", "щ": "ш", "э": "е", "ъ": None, "ь": None,
+})
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def normalise(text: str) -> str:
+    """The folded Cyrillic form used for matching (never spoken)."""
+    t = unicodedata.normalize("NFKC", text).lower().translate(_PRE)
+    # strip diacritics (Latin á ǵ ń ó ú ä ö ü ñ ğ ū; Cyrillic й ё)
+    t = "".join(c for c in unicodedata.normalize("NFD", t) if not unicodedata.combining(c))
+    if re.search(r"[a-z]", t):
+        for lat, cyr in _LAT_DIGRAPHS:
+            t = t.replace(lat, cyr)
+        t = t.translate(_LAT_SINGLE)
+    t = t.translate(_FOLD)
+    return " ".join(_NON_WORD.sub(" ", t).split())
+
+
+def _features(norm: str) -> dict[str, int]:
+    """Counts of character n-grams: NGRAM_MIN..NGRAM_MAX inside each word padded with spaces,
+    and JOINED_NGRAM_MIN..JOINED_NGRAM_MAX across the text with its spaces removed."""
+    counts: dict[str, int] = {}
+    for word in norm.split():
+        padded = f" {word} "
+        for n in range(NGRAM_MIN, NGRAM_MAX + 1):
+            for i in range(len(padded) - n + 1):
+                g = padded[i : i + n]
+                counts[g] = counts.get(g, 0) + 1
+    joined = norm.replace(" ", "")
+    for n in range(JOINED_NGRAM_MIN, JOINED_NGRAM_MAX + 1):
+        for i in range(len(joined) - n + 1):
+            g = "\x01" + joined[i : i + n]  # marked apart from the word-bounded n-grams
+            counts[g] = counts.get(g, 0) + 1
+    return counts
+
+
+def _unit(v: dict[str, float]) -> dict[str, float]:
+    n = math.sqrt(sum(x * x for x in v.values()))
+    return {g: x / n for g, x in v.items()} if n > 0 else v
+
+
+class _Postings:
+    """Sparse row vectors stored by feature (an inverted index); ``dot`` scores all rows against a query."""
+
+    def __init__(self, vectors: list[dict[str, float]], vocab: dict[str, int]) -> None:
+        postings: list[list[tuple[int, float]]] = [[] for _ in vocab]
+        for ri, v in enumerate(vectors):
+            for g, w in v.items():
+                postings[vocab[g]].append((ri, w))
+        lengths = np.array([len(p) for p in postings], dtype=np.int64)
+        self.indptr = np.concatenate([[0], np.cumsum(lengths)])
+        self.rows = np.array([ri for p in postings for ri, _ in p], dtype=np.int64)
+        self.vals = np.array([w for p in postings for _, w in p], dtype=np.float64)
+        self.n = len(vectors)
+
+    def dot(self, ids: np.ndarray, w: np.ndarray) -> np.ndarray:
+        if ids.size == 0:
+            return np.zeros(self.n)
+        starts = self.indptr[ids]
+        lens = self.indptr[ids + 1] - starts
+        total = int(lens.sum())
+        if total == 0:
+            return np.zeros(self.n)
+        # positions of every posting of every query feature, without a Python loop
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(total)
+        weights = self.vals[offsets] * np.repeat(w, lens)
+        return np.clip(np.bincount(self.rows[offsets], weights=weights, minlength=self.n), 0.0, 1.0)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentence pieces whose concatenation is ``text`` (each keeps its trailing space)."""
+    pieces = [p for p in re.split(r"(?<=[.!?…])(?=\s+\S)", text) if p]
+    out: list[str] = []
+    for p in pieces:
+        if out and not p.strip():
+            out[-1] += p
+            continue
+        if out:
+            m = re.match(r"\s+", p)
+            if m:
+                out[-1] += m.group(0)
+                p = p[m.end():]
+        out.append(p)
+    return out
+
+
+# --------------------------------------------------------------------------- the knowledge base
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    questions: dict[str, tuple[str, ...]]
+    answers: dict[str, str]
+    action: tuple[str, str] | None
+    """(kind, reason) or None."""
+
+
+class KnowledgeBase:
+    """A validated knowledge base with its retrieval index (built once, read-only afterwards)."""
+
+    def __init__(self, data: Any, source: str = "<knowledge base>", digest: str | None = None) -> None:
+        self.source = source
+        self.sha256 = digest or hashlib.sha256(json.dumps(data, ensure_ascii=False, sort_keys=True, default=str).encode()).hexdigest()
+        self._validate(data)
+        self._build_index()
+
+    # ----- loading
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "KnowledgeBase":
+        """Load ``path`` (.yaml, .yml or .json); None loads the demo bank knowledge base."""
+        p = Path(path) if path is not None else DEMO_KB_PATH
+        name = str(path) if path is not None else p.name
+        try:
+            raw = p.read_bytes()
+        except OSError as e:
+            raise KnowledgeBaseError(f"{name}: cannot read the knowledge base: {e.strerror or e}") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise KnowledgeBaseError(f"{name}: not UTF-8 text (byte {e.start})") from None
+        suffix = p.suffix.lower()
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            try:
+                data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise KnowledgeBaseError(f"{name}: {where}YAML syntax error: {problem}") from None
+        elif suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise KnowledgeBaseError(f"{name}: line {e.lineno}, column {e.colno}: JSON syntax error: {e.msg}") from None
+        else:
+            raise KnowledgeBaseError(f"{name}: unknown knowledge-base format {suffix or '(no extension)'!r}; use .yaml, .yml or .json")
+        return cls(data, source=name, digest=hashlib.sha256(raw).hexdigest())
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> "KnowledgeBase":
+        return cls(data, source=source)
+
+    # ----- validation
+
+    def _fail(self, where: str, message: str) -> KnowledgeBaseError:
+        return KnowledgeBaseError(f"{self.source}: {where + ': ' if where else ''}{message}")
+
+    def _text_map(self, value: Any, where: str, what: str, required: list[str]) -> dict[str, str]:
+        if not isinstance(value, dict) or not value:
+            raise self._fail(where, f"{what} must be a mapping of language to text, e.g. {{kk: ..., ru: ...}}")
+        out: dict[str, str] = {}
+        for lang, text in value.items():
+            lang = str(lang)
+            if not _LANG.match(lang):
+                raise self._fail(where, f"{what}: {lang!r} is not a language code (two or three lowercase letters: kk, ru, uz)")
+            if not isinstance(text, str) or not text.strip():
+                raise self._fail(where, f"{what} has no {lang!r} text")
+            out[lang] = " ".join(text.split())
+        for lang in required:
+            if lang not in out:
+                raise self._fail(where, f"{what} has no {lang!r} text")
+        return out
+
+    def _validate(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise self._fail("", "the top level must be a mapping with id, languages, fallback and entries")
+        unknown = sorted(set(map(str, data)) - _TOP_KEYS)
+        if unknown:
+            raise self._fail("", f"unknown top-level field {unknown[0]!r} (allowed: {', '.join(sorted(_TOP_KEYS))})")
+        for key in ("id", "languages", "fallback", "entries"):
+            if key not in data:
+                raise self._fail("", f"missing required field {key!r}")
+        if not isinstance(data["id"], str) or not _ID.match(data["id"]):
+            raise self._fail("id", f"{data['id']!r} is not a valid id (letters, digits, '-', '_', '.')")
+        self.id: str = data["id"]
+        version = data.get("version")
+        if version is not None and not isinstance(version, (str, int, float)):
+            raise self._fail("version", "must be a string such as \"1.0.0\"")
+        self.version: str | None = str(version) if version is not None else None
+        self.name: str = str(data.get("name") or self.id)
+
+        langs = data["languages"]
+        if not isinstance(langs, list) or not langs or not all(isinstance(x, str) and _LANG.match(x) for x in langs):
+            raise self._fail("languages", "must be a non-empty list of language codes, e.g. [kk, ru]")
+        self.languages: list[str] = list(dict.fromkeys(langs))
+        self.default_language: str = data.get("default_language", self.languages[0])
+        if self.default_language not in self.languages:
+            raise self._fail("default_language", f"{self.default_language!r} is not in languages {self.languages}")
+
+        settings = data.get("settings") or {}
+        if not isinstance(settings, dict):
+            raise self._fail("settings", "must be a mapping")
+        unknown = sorted(set(map(str, settings)) - _SETTINGS_KEYS)
+        if unknown:
+            raise self._fail("settings", f"unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_SETTINGS_KEYS))})")
+        threshold = settings.get("threshold", DEFAULT_THRESHOLD)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+            raise self._fail("settings.threshold", f"must be a number between 0 and 1, not {threshold!r}")
+        self.threshold: float = float(threshold)
+        max_mis = settings.get("max_misunderstood", DEFAULT_MAX_MISUNDERSTOOD)
+        if isinstance(max_mis, bool) or not isinstance(max_mis, int) or max_mis < 1:
+            raise self._fail("settings.max_misunderstood", f"must be a whole number of at least 1, not {max_mis!r}")
+        self.max_misunderstood: int = max_mis
+
+        fallback = data["fallback"]
+        if not isinstance(fallback, dict):
+            raise self._fail("fallback", "must be a mapping with rephrase and handoff texts")
+        unknown = sorted(set(map(str, fallback)) - _FALLBACK_KEYS)
+        if unknown:
+            raise self._fail("fallback", f"unknown field {unknown[0]!r} (allowed: rephrase, handoff)")
+        for key in sorted(_FALLBACK_KEYS):
+            if key not in fallback:
+                raise self._fail("fallback", f"missing {key!r} texts")
+        self.rephrase_texts = self._text_map(fallback["rephrase"], "fallback.rephrase", "text", self.languages)
+        self.handoff_texts = self._text_map(fallback["handoff"], "fallback.handoff", "text", self.languages)
+
+        fillers = data.get("fillers") or {}
+        if not isinstance(fillers, dict):
+            raise self._fail("fillers", "must be a mapping of language to a list of phrases")
+        phrases: set[str] = set()
+        for lang, items in fillers.items():
+            if not _LANG.match(str(lang)):
+                raise self._fail("fillers", f"{str(lang)!r} is not a language code")
+            if not isinstance(items, list) or not all(isinstance(x, str) and x.strip() for x in items):
+                raise self._fail(f"fillers.{lang}", "must be a list of non-empty phrases")
+            phrases.update(n for n in map(normalise, items) if n)
+        # longest first, so "көп рахмет" goes before "рахмет"
+        self.fillers: list[str] = sorted(phrases, key=lambda s: (-len(s), s))
+
+        entries = data["entries"]
+        if not isinstance(entries, list) or not entries:
+            raise self._fail("entries", "must be a non-empty list")
+        self.entries: list[Entry] = []
+        seen_ids: set[str] = set()
+        owner: dict[str, str] = {}
+        for i, raw in enumerate(entries):
+            if not isinstance(raw, dict):
+                raise self._fail(f"entry #{i + 1}", "must be a mapping with id, questions and answer")
+            eid = raw.get("id")
+            if not isinstance(eid, str) or not _ID.match(eid):
+                raise self._fail(f"entry #{i + 1}", f"id {eid!r} is missing or not valid (letters, digits, '-', '_', '.')")
+            where = f"entry {eid!r}"
+            if eid in seen_ids:
+                raise self._fail(where, "duplicate id")
+            seen_ids.add(eid)
+            unknown = sorted(set(map(str, raw)) - _ENTRY_KEYS)
+            if unknown:
+                raise self._fail(where, f"unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_ENTRY_KEYS))})")
+            for key in ("questions", "answer"):
+                if key not in raw:
+                    raise self._fail(where, f"missing {key!r}")
+            qs = raw["questions"]
+            if not isinstance(qs, dict) or not qs:
+                raise self._fail(where, "questions must be a mapping of language to a list of example questions")
+            questions: dict[str, tuple[str, ...]] = {}
+            for lang, items in qs.items():
+                lang = str(lang)
+                if not _LANG.match(lang):
+                    raise self._fail(where, f"questions: {lang!r} is not a language code")
+                if isinstance(items, str):
+                    items = [items]
+                if not isinstance(items, list) or not items:
+                    raise self._fail(where, f"questions.{lang} must be a non-empty list of questions")
+                clean = []
+                for q in items:
+                    if not isinstance(q, str) or not normalise(q):
+                        raise self._fail(where, f"questions.{lang} has an empty or non-text question {q!r}")
+                    key = normalise(q)
+                    if owner.get(key, eid) != eid:
+                        raise self._fail(where, f"question {q!r} is also an example of entry {owner[key]!r}")
+                    owner[key] = eid
+                    clean.append(" ".join(q.split()))
+                questions[lang] = tuple(dict.fromkeys(clean))
+            answers = self._text_map(raw["answer"], where, "answer", self.languages)
+            action = self._action(raw.get("action"), where)
+            self.entries.append(Entry(eid, questions, answers, action))
+        self.by_id: dict[str, Entry] = {e.id: e for e in self.entries}
+
+    def _action(self, value: Any, where: str) -> tuple[str, str] | None:
+        if value is None or value == "none":
+            return None
+        if isinstance(value, str):
+            kind, reason = value, None
+        elif isinstance(value, dict):
+            unknown = sorted(set(map(str, value)) - {"kind", "reason"})
+            if unknown:
+                raise self._fail(where, f"action: unknown field {unknown[0]!r} (allowed: kind, reason)")
+            kind, reason = value.get("kind"), value.get("reason")
+        else:
+            raise self._fail(where, f"action must be null, handoff, end or {{kind: ..., reason: ...}}, not {value!r}")
+        if kind not in DEFAULT_REASONS:
+            raise self._fail(where, f"action kind {kind!r} is not one of: handoff, end")
+        if reason is not None and (not isinstance(reason, str) or not re.match(r"^[a-z][a-z0-9_]*$", reason)):
+            raise self._fail(where, f"action reason {reason!r} must be a lowercase word such as user_request")
+        return kind, reason or DEFAULT_REASONS[kind]
+
+    # ----- index
+
+    def strip_fillers(self, norm: str) -> str:
+        """``norm`` without filler phrases (greetings, thanks); unchanged if nothing else is left."""
+        if not self.fillers or not norm:
+            return norm
+        padded = f" {norm} "
+        for f in self.fillers:
+            if f" {f} " in padded:
+                padded = padded.replace(f" {f} ", " ")
+                while f" {f} " in padded:
+                    padded = padded.replace(f" {f} ", " ")
+        rest = " ".join(padded.split())
+        return rest or norm
+
+    def _weights(self, counts: dict[str, int]) -> dict[str, float]:
+        """Sublinear tf x idf x position weight; n-grams never seen in the knowledge base get the top idf."""
+        out = {}
+        for g, c in counts.items():
+            fid = self._vocab.get(g)
+            idf = self._idf[fid] if fid is not None else self._idf_unknown
+            pos = JOINED_WEIGHT if g[0] == "\x01" else PREFIX_WEIGHT if g[0] == " " else SUFFIX_WEIGHT if g[-1] == " " else 1.0
+            out[g] = (1.0 + math.log(c)) * idf * pos
+        return out
+
+    def _build_index(self) -> None:
+        rows: list[dict[str, int]] = []
+        self._exact: set[str] = set()
+        self._row_entry: list[int] = []
+        self._row_question: list[str] = []
+        for ei, e in enumerate(self.entries):
+            for lang, qs in e.questions.items():
+                for q in qs:
+                    norm = self.strip_fillers(normalise(q))
+                    self._exact.add(norm)
+                    rows.append(_features(norm))
+                    self._row_entry.append(ei)
+                    self._row_question.append(q)
+        vocab: dict[str, int] = {}
+        for r in rows:
+            for g in r:
+                vocab.setdefault(g, len(vocab))
+        self._vocab = vocab
+        n_entries = len(self.entries)
+        # document frequency counted over entries, not example questions: an n-gram
+        # shared by all examples of one entry is exactly what identifies it
+        grams_of_entry: list[set[str]] = [set() for _ in range(n_entries)]
+        for r, ei in zip(rows, self._row_entry):
+            grams_of_entry[ei].update(r)
+        df = np.zeros(len(vocab), dtype=np.float64)
+        for grams in grams_of_entry:
+            df[[vocab[g] for g in grams]] += 1
+        self._idf = np.log((1 + n_entries) / (1 + df)) + 1.0
+        self._idf_unknown = math.log(1 + n_entries) + 1.0
+        q_vecs = [_unit(self._weights(r)) for r in rows]
+        e_vecs: list[dict[str, float]] = [{} for _ in range(n_entries)]
+        for v, ei in zip(q_vecs, self._row_entry):
+            acc = e_vecs[ei]
+            for g, w in v.items():
+                acc[g] = acc.get(g, 0.0) + w
+        self._questions = _Postings(q_vecs, vocab)
+        self._centroids = _Postings([_unit(v) for v in e_vecs], vocab)
+        self._row_entry_arr = np.array(self._row_entry, dtype=np.int64)
+        self._n_rows = len(rows)
+        # rows are grouped by entry in order: reduceat boundaries
+        self._entry_starts = np.searchsorted(self._row_entry_arr, np.arange(n_entries))
+
+    # ----- queries
+
+    def _query(self, norm: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (normalised) query's known feature ids and weights, unit length counting its unknown n-grams too."""
+        w = _unit(self._weights(_features(norm)))
+        known = [(self._vocab[g], x) for g, x in w.items() if g in self._vocab]
+        return np.array([i for i, _ in known], dtype=np.int64), np.array([x for _, x in known], dtype=np.float64)
+
+    def question_scores(self, text: str) -> np.ndarray:
+        """Cosine similarity of ``text`` with every example question (index order)."""
+        return self._questions.dot(*self._query(self.strip_fillers(normalise(text))))
+
+    def entry_scores(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(score per entry, index of the best example question per entry).
+
+        The score mixes the best single example question (a close paraphrase
+        wins outright) with the entry's centroid (evidence spread over several
+        examples)."""
+        norm = self.strip_fillers(normalise(text))
+        ids, w = self._query(norm)
+        scores = self._questions.dot(ids, w)
+        best = np.maximum.reduceat(scores, self._entry_starts)
+        best = (1 - CENTROID_WEIGHT) * best + CENTROID_WEIGHT * self._centroids.dot(ids, w)
+        letters = len(norm.replace(" ", ""))
+        if letters < MIN_LETTERS and norm not in self._exact:
+            # "да", "нет", "жоқ": too few n-grams to trust unless written in the knowledge base
+            best = best * (letters / MIN_LETTERS)
+        # argmax within each entry's block of rows
+        order = np.lexsort((-scores, self._row_entry_arr))
+        best_row = order[self._entry_starts]
+        return best, best_row
+
+    def answer(self, entry: Entry | str, language: str) -> str:
+        e = self.by_id[entry] if isinstance(entry, str) else entry
+        return e.answers.get(_lang(language)) or e.answers[self.default_language]
+
+    def rephrase(self, language: str) -> str:
+        return self.rephrase_texts.get(_lang(language)) or self.rephrase_texts[self.default_language]
+
+    def handoff(self, language: str) -> str:
+        return self.handoff_texts.get(_lang(language)) or self.handoff_texts[self.default_language]
+
+    def search(self, text: str, language: str, k: int = 3) -> list[Passage]:
+        """The ``k`` best entries for ``text`` (any language or script), answers in ``language``."""
+        if k <= 0:
+            return []
+        best, best_row = self.entry_scores(text)
+        top = np.argsort(-best, kind="stable")[:k]
+        out = []
+        for ei in top.tolist():
+            e = self.entries[ei]
+            out.append(Passage(
+                id=e.id,
+                question=self._row_question[int(best_row[ei])],
+                answer=self.answer(e, language),
+                score=round(float(best[ei]), 4),
+                action=e.action[0] if e.action else None,
+            ))
+        return out
+
+    __call__ = search
+
+    def texts(self) -> list[str]:
+        """Everything the engine can say: every answer and fallback text, all languages."""
+        out = [t for e in self.entries for t in e.answers.values()]
+        return out + list(self.rephrase_texts.values()) + list(self.handoff_texts.values())
+
+    @property
+    def model_id(self) -> str:
+        return f"kb:{self.id}@{self.version or self.sha256[:12]}"
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _lang(language: str | None) -> str:
+    return re.split(r"[-_]", (language or "").strip().lower(), maxsplit=1)[0]
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class KbEngine:
+    """Dialogue engine answering only with knowledge-base texts (the embedded default)."""
+
+    name = "kb"
+
+    def __init__(self, kb: KnowledgeBase | str | Path | None = None) -> None:
+        self.kb = kb if isinstance(kb, KnowledgeBase) else KnowledgeBase.load(kb)
+        self.model_id = self.kb.model_id
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "KbEngine":
+        return cls(KnowledgeBase.load(path))
+
+    def retrieve(self, text: str, language: str, k: int) -> list[Passage]:
+        return self.kb.search(text, language, k)
+
+    def respond(self, history: list[Turn], language: str, state: DialogueState) -> Iterator[str | Action]:
+        kb = self.kb
+        text = next((t.text for t in reversed(history) if t.role == "user"), "")
+        hits = kb.search(text, language, 1) if text.strip() else []
+        if hits and hits[0].score >= kb.threshold:
+            hit = hits[0]
+            entry = kb.by_id[hit.id]
+            state.misunderstood = 0
+            state.last_entry = entry.id
+            yield from split_sentences(hit.answer)
+            if entry.action:
+                yield Action(entry.action[0], entry.action[1], {"entry": entry.id, "score": hit.score, "question": text})
+            return
+        state.misunderstood += 1
+        if state.misunderstood >= kb.max_misunderstood:
+            yield from split_sentences(kb.handoff(language))
+            yield Action("handoff", "not_understood", {"misunderstood": state.misunderstood, "question": text})
+            return
+        yield from split_sentences(kb.rephrase(language))
+
+
+def load_kb_engine(path: str | Path | None = None) -> KbEngine:
+    """The knowledge-base engine for ``dialogue.knowledge_base`` (None = the demo bank)."""
+    return KbEngine.load(path)

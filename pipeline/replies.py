@@ -1,0 +1,276 @@
+"""The spoken answer: final transcript -> dialogue -> reply text -> speech -> paced audio out.
+
+One :class:`Responder` per session.  A reply runs as one cancellable task:
+the dialogue engine's generator is stepped in a worker thread, complete
+sentences go to TTS (also stepped in a worker thread) while generation goes
+on, and audio is sent paced to real time with a short lead, so that barge-in
+(the caller speaking) stops it quickly.  Per PROTOCOL.md the `reply` event
+(full text) precedes `audio_start`; synthesis of the first sentence
+overlaps generation, only the sending waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from models.dialogue.base import Action, DialogueState, Turn
+from pipeline.audio import Encoding, OutputConverter
+from pipeline.events import AudioEnd, AudioStart, Handoff, Reply
+from pipeline.policy import detect_handoff
+from pipeline.privacy import redact
+from pipeline.sentences import SentenceBuffer
+
+log = logging.getLogger("dauys.reply")
+
+FRAME_MS = 40
+"""Duration of one binary audio frame sent to the client."""
+LEAD_S = 0.3
+"""How far ahead of real time audio may be sent (bounds what barge-in cannot take back)."""
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class AudioFrame:
+    """Outbox item: audio of one reply (dropped by the writer once that reply is interrupted)."""
+
+    reply_id: str
+    data: bytes
+
+
+def _step(gen):
+    try:
+        return next(gen)
+    except StopIteration:
+        return _DONE
+
+
+class Responder:
+    def __init__(self, session) -> None:
+        self.session = session
+        self.services = session.services
+        self.settings = session.settings
+        self.history: list[Turn] = []
+        self.state = DialogueState()
+        self.current: asyncio.Task | None = None
+        self.current_id: str | None = None
+        self.interrupted: set[str] = set()
+        self._counter = 0
+        self.speaking = False
+        self.finished: str | None = None
+        """Set to 'handoff' or 'end' once the conversation is over."""
+
+    # ------------------------------------------------------------------
+    def provenance(self, reply_id: str, models: dict[str, str]) -> dict:
+        from server import __version__
+
+        return {
+            "system": f"dauys/{__version__}",
+            "models": models,
+            "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "session_id": self.session.id,
+            "reply_id": reply_id,
+        }
+
+    def _tts_id(self, language: str) -> str | None:
+        return self.services.tts.model_id_for(language) if self.services.tts is not None else None
+
+    def _next_reply_id(self) -> str:
+        self._counter += 1
+        return f"r{self._counter}"
+
+    def interruptible(self) -> bool:
+        return self.current is not None and not self.current.done() and self.current_id != "disclosure"
+
+    def barge_in(self) -> bool:
+        """The caller started speaking: stop the reply in progress. True if one was stopped."""
+        if not self.interruptible():
+            return False
+        self.interrupted.add(self.current_id)
+        self.current.cancel()
+        return True
+
+    async def drain(self) -> None:
+        if self.current is not None:
+            await asyncio.gather(self.current, return_exceptions=True)
+
+    def answer(self, utterance_id: str, text: str, language: str, confidence: float = 1.0) -> None:
+        """Answer a final transcript (cancels a reply still in progress)."""
+        self._start_reply(utterance_id, text, language, None, Turn("user", text, language, confidence))
+
+    def handoff(self, reason: str, language: str, cause: str = "dtmf") -> None:
+        """Hand the call to a human now (e.g. DTMF 0 on a phone line); ``cause`` stands in for the utterance id."""
+        self._start_reply(cause, "", language, Action("handoff", reason))
+
+    def _start_reply(self, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None = None) -> None:
+        """Replies run one after another, in order; only the caller's voice (barge-in) or a
+        forced action (DTMF operator request) cuts the one in progress."""
+        previous = self.current
+        if action is not None and self.interruptible():
+            self.interrupted.add(self.current_id)
+            previous.cancel()
+        self.current_id = self._next_reply_id()
+        self.current = self.session._spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn))
+
+    def disclose(self, text: str, language: str) -> None:
+        """Speak the AI disclosure: the first audio of the session, not interruptible."""
+        self.current_id = "disclosure"
+        self.current = self.session._spawn(self._speak_only("disclosure", text, language))
+
+    # ------------------------------------------------------------------
+    async def _speak_only(self, reply_id: str, text: str, language: str) -> None:
+        sentences: asyncio.Queue = asyncio.Queue()
+        for s in SentenceBuffer.split_all(text):
+            sentences.put_nowait(s)
+        sentences.put_nowait(None)
+        started = asyncio.get_running_loop().create_future()
+        started.set_result(None)
+        await self._speak(reply_id, sentences, language, started, {"tts": self._tts_id(language)})
+
+    async def _answer(self, previous, reply_id: str, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)  # one reply at a time, in order
+        if self.finished is not None or (self.session._closing and action is None):
+            return  # handed off or said goodbye: later turns are not answered
+        if turn is not None:
+            self.history.append(turn)
+        loop = asyncio.get_running_loop()
+        engine = self.services.dialogue
+        sentences: asyncio.Queue = asyncio.Queue()
+        may_send = loop.create_future()
+        models = {"asr": self.services.asr.model_id, "dialogue": engine.model_id, "tts": self._tts_id(language)}
+        speaker = asyncio.ensure_future(self._speak(reply_id, sentences, language, may_send, models))
+        intent = detect_handoff(text) if action is None else None
+        t0 = time.perf_counter()
+        pieces: list[str] = []
+        try:
+            buf = SentenceBuffer()
+            if intent is not None:
+                action = Action("handoff", intent.reason)
+            if action is not None and action.kind == "handoff":
+                gen = iter([self.settings.session.handoff_text(language)])
+            else:
+                gen = engine.respond(list(self.history), language, self.state)
+            pool = self.services.dialogue_pool
+            while True:
+                try:
+                    item = await loop.run_in_executor(pool, _step, gen)
+                except Exception as e:  # a failing backend must not leave the caller in silence
+                    log.error("session %s: dialogue backend failed: %s", self.session.id, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                    handoff_text = self.settings.session.handoff_text(language)
+                    pieces.append((" " if pieces else "") + handoff_text)
+                    for s in buf.feed(" " + handoff_text):
+                        await sentences.put(s)
+                    action = Action("handoff", "dialogue_error")
+                    break
+                if item is _DONE:
+                    break
+                if isinstance(item, Action):
+                    action = item
+                    continue
+                if pieces and item[:1].isalnum() and pieces[-1][-1:] in ".!?…":
+                    item = " " + item  # engines may yield whole sentences without separators
+                pieces.append(item)
+                for s in buf.feed(item):
+                    await sentences.put(s)
+            for s in buf.flush():
+                await sentences.put(s)
+            await sentences.put(None)
+            reply_text = "".join(pieces).strip()
+            self.history.append(Turn("assistant", reply_text, language))
+            self.session.stats.reply_latencies.append(time.perf_counter() - t0)
+            await self.session.emit(
+                Reply(utterance_id, reply_id, reply_text, language, provenance=self.provenance(reply_id, models))
+            )
+            may_send.set_result(None)
+            await speaker
+        except asyncio.CancelledError:
+            speaker.cancel()
+            await asyncio.gather(speaker, return_exceptions=True)
+            close = getattr(gen, "close", None) if "gen" in locals() else None
+            if close is not None:  # stops an LLM's generation thread
+                loop.run_in_executor(self.services.dialogue_pool, close)
+            raise
+        if action is not None and action.kind == "handoff":
+            self.finished = "handoff"
+            await self.session.emit(Handoff(action.reason, language, self.summary(language, action)))
+            self.session.request_end("handoff")
+        elif action is not None and action.kind == "end":
+            self.finished = "end"
+            self.session.request_end("goodbye")
+
+    async def _speak(self, reply_id: str, sentences: asyncio.Queue, language: str, may_send: asyncio.Future, models: dict) -> None:
+        """Synthesise sentences as they come; send paced audio once ``may_send`` is set."""
+        loop = asyncio.get_running_loop()
+        out_fmt = self.session.started.output
+        conv = OutputConverter(out_fmt.encoding, out_fmt.sample_rate)
+        frame_bytes = out_fmt.encoding.sample_width * out_fmt.sample_rate * FRAME_MS // 1000
+        pending = bytearray()
+        started = False
+        sent_s = 0.0
+        t_start = 0.0
+        tts = self.services.tts
+        pool = self.services.tts_pool
+        if tts is None:  # no speech engine: the reply stays text only
+            while await sentences.get() is not None:
+                pass
+            return
+        try:
+            while True:
+                sentence = await sentences.get()
+                if sentence is None:
+                    break
+                gen = tts.synthesize(sentence, language)
+                while True:
+                    chunk = await loop.run_in_executor(pool, _step, gen)
+                    if chunk is _DONE:
+                        break
+                    pending += conv.convert(chunk)
+                    if not may_send.done():
+                        continue
+                    if not started:
+                        started = True
+                        t_start = time.monotonic()
+                        await self._audio_start(reply_id, out_fmt, models)
+                    sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=False)
+            await may_send
+            if not started:
+                started = True
+                t_start = time.monotonic()
+                await self._audio_start(reply_id, out_fmt, models)
+            sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=True)
+            self.speaking = False
+            await self.session.emit(AudioEnd(reply_id, False))
+        except asyncio.CancelledError:
+            self.speaking = False
+            if started:
+                self.interrupted.add(reply_id)
+                self.session.outbox_put_nowait(AudioEnd(reply_id, True))
+                self.session.stats.barge_ins += 1
+            raise
+
+    async def _audio_start(self, reply_id: str, out_fmt, models: dict) -> None:
+        self.speaking = True
+        await self.session.emit(
+            AudioStart(reply_id, out_fmt.encoding.value, out_fmt.sample_rate, provenance=self.provenance(reply_id, models))
+        )
+
+    async def _send_paced(self, reply_id, pending: bytearray, frame_bytes: int, out_fmt, t_start: float, sent_s: float, final: bool) -> float:
+        bytes_per_s = out_fmt.encoding.sample_width * out_fmt.sample_rate
+        while len(pending) >= frame_bytes or (final and pending):
+            ahead = sent_s - (time.monotonic() - t_start)
+            if ahead > LEAD_S:
+                await asyncio.sleep(ahead - LEAD_S)
+            frame = bytes(pending[:frame_bytes])
+            del pending[:frame_bytes]
+            await self.session.emit(AudioFrame(reply_id, frame))
+            sent_s += len(frame) / bytes_per_s
+        return sent_s
+
+    def summary(self, language: str, action: Action) -> str:
+        said = [t.text for t in self.history if t.role == "user"][-3:]
+        topic = self.state.last_entry or "-"
+        return redact(f"reason: {action.reason}; language: {language}; topic: {topic}; caller said: " + " | ".join(said))

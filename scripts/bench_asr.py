@@ -1,0 +1,720 @@
+#!/usr/bin/env python3
+"""Streaming ASR benchmark: latency and cost of the real server under concurrent real-time callers.
+
+    .venv/bin/python scripts/bench_asr.py                 # start `dauys serve`, streams 1 and 4
+    .venv/bin/python scripts/bench_asr.py --streams 1,2,4 --clips all --json
+    .venv/bin/python scripts/bench_asr.py --url ws://127.0.0.1:8765/v1/voice --server-pid 1234
+
+What it does
+------------
+* Starts the real server (``python -m server serve --port 0`` with
+  ``DAUYS_ASR__DOWNLOAD=false``) and waits for its ``dauys: ready:`` line, or
+  uses ``--url``.  One short untimed warm-up call is made first.
+* For each concurrency level N in ``--streams``, N callers run at once.  Each
+  caller is ONE WebSocket session that streams every selected clip back to
+  back (caller k starts at clip k, rotating, so callers are not all in the
+  same clip), each clip followed by ``--silence`` seconds of silence so the
+  VAD endpoint fires, then ``{"type": "end"}``.  Audio is 16 kHz pcm_s16le
+  in 20 ms frames paced like a microphone: frame i (audio [20i, 20i+20) ms)
+  is sent at t0 + (i+1) * 20 ms on the monotonic clock (absolute deadlines,
+  so sleep overshoot never accumulates).  Callers start staggered by a
+  seeded random 0..``--stagger-ms`` delay.
+
+How each figure is measured
+---------------------------
+Every caller keeps ``sent_at[i]``, the monotonic time at which frame i had
+actually been handed to the socket.  The server's event times are seconds of
+input audio from the start of the session (16 kHz in, so no resampling), so
+"the client had sent the audio up to t" is ``sent_at`` of the frame holding
+sample round(t * 16000) - 1.  Arrival times are monotonic times at which the
+client's receive loop got the event.
+
+* endpoint->final: arrival of the final ``transcript`` (source "audio")
+  minus send time of its ``t_endpoint`` (the input time at which the
+  server's VAD decided the utterance had ended).  This is the latency the
+  server is responsible for: decode + queueing + delivery.
+* speech-end->final: the same from ``t_end`` (end of speech incl. the
+  speech pad); adds the endpointing silence the VAD waits for.
+* first partial: arrival of the utterance's first partial minus send time of
+  its ``speech_started`` ``t`` (so it includes the ``asr.partial_interval_s``
+  of speech the server waits for before its first partial decode).
+* partials/utterance: partial transcripts received per final utterance.
+* server CPU s per audio s: (utime+stime+cutime+cstime of the server process,
+  from /proc/PID/stat, after the level minus before it) / seconds of audio
+  streamed by all callers at that level (appended silence included: the
+  server runs the VAD over it).  Everything the server process does is in
+  it: VAD, ASR, and any dialogue/TTS replies it makes.  "server cores busy"
+  is the same CPU time over the level's wall time.
+* offline RTF: after the server is stopped, the ASR engine is loaded in this
+  process (``models.whisper.load_whisper`` with ``server.config.load_settings``
+  and the same model flags), warmed up, and each clip is decoded whole
+  ``--offline-repeats`` times with ``WhisperEngine.recognize`` (language
+  auto); per clip the median ``decode_s / duration``; reported: the median
+  over clips (and each clip).
+* From the server's own log (when this script started it): its
+  ``decode`` and ``endpoint->final`` timings per final, a cross-check of the
+  client-side figures (the difference is delivery: outbox, socket, client).
+
+Percentiles: ``statistics.median`` and nearest-rank p95 (the ceil(0.95 n)-th
+smallest value).  The benchmark client runs on the same machine as the
+server and competes with it for CPU; "client send lag" (actual send time
+minus the frame's deadline) shows whether it kept real-time pace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import random
+import re
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere: import the project's own modules
+
+from pipeline.audio import Encoding, encode_wire, read_audio  # noqa: E402
+from pipeline.events import AudioFormat, End, Start  # noqa: E402
+
+RATE = 16000
+FRAME_MS = 20
+FRAME_SAMPLES = RATE * FRAME_MS // 1000
+FRAME_BYTES = FRAME_SAMPLES * Encoding.PCM_S16LE.sample_width
+FRAME_S = FRAME_MS / 1000
+DEFAULT_AUDIO = Path(os.environ.get("DAUYS_SHARED_AUDIO", ROOT.parent / "shared" / "audio"))
+
+
+class BenchError(Exception):
+    """A failure that ends the benchmark with a message and a non-zero exit."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def say(msg: str) -> None:
+    """Progress goes to stderr, so --json output stays clean."""
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------
+def p95(xs: list[float]) -> float | None:
+    """Nearest-rank 95th percentile."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[max(0, math.ceil(0.95 * len(s)) - 1)]
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def ms(x: float | None) -> float | None:
+    return None if x is None else round(1000 * x, 1)
+
+
+# --------------------------------------------------------------------------
+# audio
+# --------------------------------------------------------------------------
+@dataclass
+class Clip:
+    file: str
+    lang: str
+    kind: str
+    samples: np.ndarray  # 16 kHz float32
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / RATE
+
+
+def load_clips(audio_dir: Path, which: str) -> list[Clip]:
+    manifest = audio_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        raise BenchError(f"no clip manifest at {manifest} (use --audio-dir or DAUYS_SHARED_AUDIO)", 2)
+    clips = []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        if which == "sentences" and rec.get("kind") == "single_word":
+            continue
+        clips.append(Clip(rec["file"], rec.get("lang", ""), rec.get("kind", ""), read_audio(audio_dir / rec["file"], RATE).samples))
+    if not clips:
+        raise BenchError(f"no clips selected from {manifest}", 2)
+    return clips
+
+
+def build_stream(clips: list[Clip], silence_s: float) -> bytes:
+    """One caller's whole session as wire bytes: clip, silence, clip, silence, ..."""
+    silence = encode_wire(np.zeros(int(round(silence_s * RATE)), np.float32), Encoding.PCM_S16LE)
+    return b"".join(encode_wire(c.samples, Encoding.PCM_S16LE) + silence for c in clips)
+
+
+# --------------------------------------------------------------------------
+# the server process
+# --------------------------------------------------------------------------
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime (+ reaped children's) of ``pid`` in seconds, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # the command name (field 2) may hold spaces: the fields after its closing ')' start at field 3
+    rest = stat[stat.rfind(")") + 2 :].split()
+    utime, stime, cutime, cstime = (int(x) for x in rest[11:15])  # fields 14..17
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    guest = sum(ticks[8:10])  # already counted in user/nice
+    return (sum(ticks) - idle - guest) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerProcess:
+    """`python -m server serve --port 0` as a subprocess; its output is drained by a thread."""
+
+    LISTEN = re.compile(r"^dauys: listening on .*?(ws://\S+/v1/voice)")
+
+    def __init__(self, extra_args: list[str]) -> None:
+        env = dict(os.environ, DAUYS_ASR__DOWNLOAD="false", PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "server", "serve", "--port", "0", *extra_args]
+        say("starting: " + " ".join(cmd[1:]))
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.lines: list[str] = []
+        self.url: str | None = None
+        self.ready_line: str | None = None
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="server-output", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            with self._changed:
+                self.lines.append(line)
+                m = self.LISTEN.match(line)
+                if m:
+                    self.url = m.group(1)
+                if line.startswith("dauys: ready:"):
+                    self.ready_line = line
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_ready(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not (self.url and self.ready_line):
+                if self.proc.poll() is not None or any(ln.startswith("dauys: error:") for ln in self.lines):
+                    status = self.proc.poll()
+                    how = "it exited with status %s" % status if status is not None else "it reported an error"
+                    raise BenchError(f"the server failed to start ({how}):\n" + self.tail(), 2)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BenchError(f"the server was not ready after {timeout:.0f}s:\n" + self.tail(), 2)
+                self._changed.wait(min(left, 0.5))
+        say(self.ready_line)
+        return self.url
+
+    def tail(self, n: int = 25) -> str:
+        return "\n".join("    " + ln for ln in self.lines[-n:])
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                say(f"the server did not stop within {timeout:.0f}s of SIGTERM; killing it")
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+
+
+# A final as the server logs it (pipeline/session.py): its own decode and endpoint->final timings.
+SERVER_FINAL = re.compile(r"decode ([0-9.]+)s, endpoint->final ([0-9.]+)s")
+SERVER_TROUBLE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|exception", re.I)
+
+
+def get_json(url: str, timeout: float = 10.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
+def http_base(ws_url: str) -> str:
+    m = re.match(r"^ws(s?)://([^/]+)", ws_url)
+    if not m:
+        raise BenchError(f"--url must look like ws://HOST:PORT/v1/voice, got {ws_url!r}", 2)
+    return f"http{m.group(1)}://{m.group(2)}"
+
+
+# --------------------------------------------------------------------------
+# one caller
+# --------------------------------------------------------------------------
+@dataclass
+class CallerResult:
+    index: int
+    audio_s: float
+    sent_at: np.ndarray  # monotonic time at which frame i had been sent
+    deadline: np.ndarray  # the schedule: when frame i was due
+    events: list[tuple[float, dict]] = field(default_factory=list)  # (arrival time, event)
+    reply_audio_bytes: int = 0
+
+    def sent_time(self, t: float) -> float:
+        """Monotonic time at which this caller had sent all audio up to input time ``t`` (seconds)."""
+        n = int(round(t * RATE))  # samples up to t
+        i = (n + FRAME_SAMPLES - 1) // FRAME_SAMPLES - 1  # the frame holding sample n - 1
+        return float(self.sent_at[min(max(i, 0), len(self.sent_at) - 1)])
+
+
+async def run_caller(index: int, url: str, pcm: bytes, start_delay: float, language: str, timeout: float) -> CallerResult:
+    frames = [pcm[off : off + FRAME_BYTES] for off in range(0, len(pcm), FRAME_BYTES)]
+    res = CallerResult(index, len(pcm) / FRAME_BYTES * FRAME_S, np.full(len(frames), np.nan), np.zeros(len(frames)))
+    await asyncio.sleep(start_delay)
+    fmt = AudioFormat(Encoding.PCM_S16LE, RATE, 1)
+    try:
+        async with asyncio.timeout(timeout):
+            async with connect(url, max_size=None, open_timeout=30) as ws:
+                await ws.send(Start(fmt, fmt, language).to_json())
+
+                async def sender() -> None:
+                    t0 = time.monotonic()
+                    for i, frame in enumerate(frames):
+                        # like a microphone: a frame leaves once its 20 ms have been "captured";
+                        # absolute deadlines from t0 so sleep overshoot does not accumulate
+                        due = t0 + (i + 1) * FRAME_S
+                        res.deadline[i] = due
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        await ws.send(frame)
+                        res.sent_at[i] = time.monotonic()
+                    await ws.send(End().to_json())
+
+                send_task: asyncio.Task | None = None
+                try:
+                    async for msg in ws:
+                        now = time.monotonic()
+                        if isinstance(msg, bytes):  # reply speech (TTS); not part of this benchmark
+                            res.reply_audio_bytes += len(msg)
+                            continue
+                        ev = json.loads(msg)
+                        res.events.append((now, ev))
+                        kind = ev.get("type")
+                        if kind == "error":
+                            raise BenchError(f"caller {index}: the server sent an error event: {ev.get('code')}: {ev.get('message')}")
+                        if kind == "ready" and send_task is None:
+                            send_task = asyncio.ensure_future(sender())
+                    if send_task is None:
+                        raise BenchError(f"caller {index}: the connection closed before 'ready'")
+                    if not send_task.done():
+                        raise BenchError(f"caller {index}: the server closed the session while audio was being sent")
+                    send_task.result()  # re-raise a sender failure
+                finally:
+                    if send_task is not None:
+                        send_task.cancel()
+                if ws.close_code != 1000:
+                    raise BenchError(f"caller {index}: the session closed with code {ws.close_code} ({ws.close_reason!r})")
+    except TimeoutError:
+        raise BenchError(f"caller {index}: no session_end within {timeout:.0f}s") from None
+    except ConnectionClosed as e:
+        raise BenchError(f"caller {index}: the connection failed: {e}") from None
+    except OSError as e:
+        raise BenchError(f"caller {index}: cannot connect to {url}: {e}") from None
+    if not any(ev.get("type") == "session_end" for _, ev in res.events):
+        raise BenchError(f"caller {index}: the session closed without session_end")
+    return res
+
+
+# --------------------------------------------------------------------------
+# per-utterance figures
+# --------------------------------------------------------------------------
+@dataclass
+class Utterance:
+    caller: int
+    uid: str
+    endpoint_to_final: float
+    speech_end_to_final: float
+    partials: int
+    first_partial: float | None
+    forced: bool
+    language: str
+
+
+def analyse(res: CallerResult) -> tuple[list[Utterance], dict]:
+    started: dict[str, float] = {}  # utterance id -> speech_started t
+    partials: dict[str, list[float]] = {}  # utterance id -> arrival times of partials
+    utts: list[Utterance] = []
+    counts = {"discarded": 0, "replies": 0}
+    for arrival, ev in res.events:
+        kind, uid = ev.get("type"), ev.get("utterance_id")
+        if kind == "speech_started":
+            started[uid] = float(ev["t"])
+        elif kind == "speech_discarded":
+            counts["discarded"] += 1
+        elif kind == "reply":
+            counts["replies"] += 1
+        elif kind == "transcript" and ev.get("source", "audio") == "audio":
+            if not ev.get("final"):
+                partials.setdefault(uid, []).append(arrival)
+                continue
+            if ev.get("t_endpoint") is None or ev.get("t_end") is None:
+                raise BenchError(f"caller {res.index}: final transcript {uid} lacks t_end/t_endpoint: {ev}")
+            ps = partials.get(uid, [])
+            first = ps[0] - res.sent_time(started[uid]) if ps and uid in started else None
+            utts.append(
+                Utterance(
+                    res.index, uid,
+                    endpoint_to_final=arrival - res.sent_time(float(ev["t_endpoint"])),
+                    speech_end_to_final=arrival - res.sent_time(float(ev["t_end"])),
+                    partials=len(ps), first_partial=first, forced=bool(ev.get("forced")), language=ev.get("language", ""),
+                )
+            )
+    return utts, counts
+
+
+# --------------------------------------------------------------------------
+# one concurrency level
+# --------------------------------------------------------------------------
+async def run_level(n: int, url: str, clips: list[Clip], args, rng: random.Random, server: ServerProcess | None, server_pid: int | None) -> dict:
+    # caller k starts at clip k (rotating), so concurrent callers are in different clips
+    streams = [build_stream(clips[k % len(clips):] + clips[: k % len(clips)], args.silence) for k in range(n)]
+    delays = sorted(rng.uniform(0, args.stagger_ms / 1000) for _ in range(n))
+    audio_s = sum(len(p) / FRAME_BYTES * FRAME_S for p in streams)
+    timeout = max(len(p) / FRAME_BYTES * FRAME_S for p in streams) + args.stagger_ms / 1000 + args.timeout_slack
+    say(f"{n} stream(s): {audio_s:.1f} s of audio in all, {audio_s / n:.1f} s each at real-time pace")
+
+    log_mark = len(server.lines) if server else 0
+    cpu0 = proc_cpu_seconds(server_pid) if server_pid else None
+    self0 = resource.getrusage(resource.RUSAGE_SELF)
+    busy0 = machine_busy_seconds()
+    wall0 = time.monotonic()
+    tasks = [asyncio.ensure_future(run_caller(k, url, streams[k], delays[k], args.language, timeout)) for k in range(n)]
+    try:
+        results = await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    wall = time.monotonic() - wall0
+    busy = machine_busy_seconds() - busy0
+    cpu = proc_cpu_seconds(server_pid) - cpu0 if server_pid else None
+    self1 = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
+
+    utts: list[Utterance] = []
+    discarded = replies = reply_bytes = 0
+    lags: list[float] = []
+    for r in results:
+        u, c = analyse(r)
+        utts += u
+        discarded += c["discarded"]
+        replies += c["replies"]
+        reply_bytes += r.reply_audio_bytes
+        lags += list(r.sent_at - r.deadline)
+
+    e2f = [u.endpoint_to_final for u in utts]
+    s2f = [u.speech_end_to_final for u in utts]
+    firsts = [u.first_partial for u in utts if u.first_partial is not None]
+    level = {
+        "streams": n,
+        "clips_streamed": n * len(clips),
+        "utterances": len(utts),
+        "forced_finals": sum(u.forced for u in utts),
+        "discarded": discarded,
+        "endpoint_to_final_ms": {"median": ms(median(e2f)), "p95": ms(p95(e2f)), "max": ms(max(e2f, default=None))},
+        "speech_end_to_final_ms": {"median": ms(median(s2f)), "p95": ms(p95(s2f)), "max": ms(max(s2f, default=None))},
+        "first_partial_ms": {"median": ms(median(firsts)), "p95": ms(p95(firsts)), "n": len(firsts)},
+        "partials_per_utterance": round(sum(u.partials for u in utts) / len(utts), 2) if utts else None,
+        "utterances_without_partial": sum(1 for u in utts if u.partials == 0),
+        "audio_s": round(audio_s, 2),
+        "wall_s": round(wall, 2),
+        "server_cpu_s": None if cpu is None else round(cpu, 2),
+        "server_cpu_per_audio_s": None if cpu is None else round(cpu / audio_s, 3),
+        "server_cores_busy": None if cpu is None else round(cpu / wall, 2),
+        "client_cpu_s": round(client_cpu, 2),
+        # CPU the rest of the machine used meanwhile: other load skews every figure on a small machine
+        "other_cpu_s": None if cpu is None else round(max(0.0, busy - cpu - client_cpu), 2),
+        "machine_cores_busy": round(busy / wall, 2),
+        "client_send_lag_ms": {"p99": ms(float(np.percentile(lags, 99))) if lags else None, "max": ms(max(lags, default=None))},
+        "replies": replies,
+        "reply_audio_s": round(reply_bytes / (RATE * 2), 2),
+        "per_utterance": [
+            {
+                "caller": u.caller, "utterance": u.uid, "language": u.language, "forced": u.forced, "partials": u.partials,
+                "endpoint_to_final_ms": ms(u.endpoint_to_final), "speech_end_to_final_ms": ms(u.speech_end_to_final),
+                "first_partial_ms": ms(u.first_partial),
+            }
+            for u in utts
+        ],
+    }
+    if server is not None:
+        lines = server.lines[log_mark:]
+        finals = [tuple(map(float, m.groups())) for m in map(SERVER_FINAL.search, lines) if m]
+        level["server_log"] = {
+            "finals": len(finals),
+            "decode_ms_median": ms(median([d for d, _ in finals])),
+            "endpoint_to_final_ms_median": ms(median([e for _, e in finals])),
+            "endpoint_to_final_ms_p95": ms(p95([e for _, e in finals])),
+            "trouble": [ln for ln in lines if SERVER_TROUBLE.search(ln)][:20],
+        }
+    return level
+
+
+async def warm_up(url: str, clip: Clip, language: str) -> None:
+    """One untimed call, sent as fast as possible: first-session costs stay out of the figures."""
+    fmt = AudioFormat(Encoding.PCM_S16LE, RATE, 1)
+    pcm = build_stream([clip], 1.0)
+    async with asyncio.timeout(120):
+        async with connect(url, max_size=None, open_timeout=30) as ws:
+            await ws.send(Start(fmt, fmt, language).to_json())
+            for off in range(0, len(pcm), 32000):
+                await ws.send(pcm[off : off + 32000])
+            await ws.send(End().to_json())
+            async for msg in ws:
+                if isinstance(msg, str) and json.loads(msg).get("type") == "error":
+                    raise BenchError(f"warm-up call: the server sent an error event: {msg}")
+
+
+# --------------------------------------------------------------------------
+# offline RTF, in process
+# --------------------------------------------------------------------------
+def offline_rtf(clips: list[Clip], asr_overrides: dict, repeats: int) -> dict:
+    from models.whisper import load_whisper
+    from server.config import load_settings
+
+    settings = load_settings(cli={"asr": asr_overrides} if asr_overrides else None, environ=dict(os.environ, DAUYS_ASR__DOWNLOAD="false"))
+    say(f"offline pass: loading {settings.asr.model} in process")
+    engine = load_whisper(settings.asr)
+    engine.warmup(settings.asr.languages)
+    allowed = settings.asr.language_weights()  # what a session in 'auto' mode passes for its first utterance
+    per_clip = {}
+    for c in clips:
+        decodes = [engine.recognize(c.samples, None, allowed).decode_s for _ in range(repeats)]
+        per_clip[c.file] = {"duration_s": round(c.seconds, 3), "decode_s": round(statistics.median(decodes), 3), "rtf": round(statistics.median(decodes) / c.seconds, 3)}
+    return {
+        "model": engine.model_id,
+        "device": engine.device,
+        "compute_type": engine.compute_type,
+        "repeats": repeats,
+        "rtf_median": round(statistics.median(v["rtf"] for v in per_clip.values()), 3),
+        "per_clip": per_clip,
+    }
+
+
+# --------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu or "unknown", "python": sys.version.split()[0]}
+
+
+def fmt(x, unit: str = "") -> str:
+    return "-" if x is None else f"{x:g}{unit}"
+
+
+def print_report(report: dict) -> None:
+    m, s = report["machine"], report["server"]
+    asr = s.get("asr", {})
+    print(f"machine: {m['nproc']} CPUs, {m['cpu_model']} (Python {m['python']})")
+    print(f"server:  {s['url']}  ASR {asr.get('model')} on {asr.get('device')}/{asr.get('compute_type')}")
+    c = report["config"]
+    print(
+        f"clips:   {c['clips']} ({len(c['clip_files'])} clips, {c['clip_audio_s']:.1f} s of speech clips) per caller, "
+        f"one WebSocket session per caller, +{c['silence_s']:g} s silence after each clip, "
+        f"20 ms frames at real-time pace, starts staggered 0-{c['stagger_ms']} ms"
+    )
+    levels = report["levels"]
+    rows: list[tuple[str, list[str]]] = [
+        ("utterances (finals)", [str(lv["utterances"]) for lv in levels]),
+        ("  clips streamed / forced / discarded", [f"{lv['clips_streamed']} / {lv['forced_finals']} / {lv['discarded']}" for lv in levels]),
+        ("endpoint->final median ms", [fmt(lv["endpoint_to_final_ms"]["median"]) for lv in levels]),
+        ("endpoint->final p95 ms", [fmt(lv["endpoint_to_final_ms"]["p95"]) for lv in levels]),
+        ("endpoint->final max ms", [fmt(lv["endpoint_to_final_ms"]["max"]) for lv in levels]),
+        ("speech-end->final median ms", [fmt(lv["speech_end_to_final_ms"]["median"]) for lv in levels]),
+        ("speech-end->final p95 ms", [fmt(lv["speech_end_to_final_ms"]["p95"]) for lv in levels]),
+        ("first partial median ms (from speech start)", [fmt(lv["first_partial_ms"]["median"]) for lv in levels]),
+        ("partials / utterance", [fmt(lv["partials_per_utterance"]) for lv in levels]),
+        ("  utterances without a partial", [str(lv["utterances_without_partial"]) for lv in levels]),
+        ("server CPU s / audio s", [fmt(lv["server_cpu_per_audio_s"]) for lv in levels]),
+        ("  server CPU s / audio s streamed", [f"{fmt(lv['server_cpu_s'])} / {lv['audio_s']:g}" for lv in levels]),
+        ("  server cores busy (CPU s / wall s)", [fmt(lv["server_cores_busy"]) for lv in levels]),
+    ]
+    if any("server_log" in lv for lv in levels):
+        rows += [
+            ("server log: decode median ms", [fmt(lv.get("server_log", {}).get("decode_ms_median")) for lv in levels]),
+            ("server log: endpoint->final median ms", [fmt(lv.get("server_log", {}).get("endpoint_to_final_ms_median")) for lv in levels]),
+            ("server log: endpoint->final p95 ms", [fmt(lv.get("server_log", {}).get("endpoint_to_final_ms_p95")) for lv in levels]),
+        ]
+    rows += [
+        ("replies / reply audio s received", [f"{lv['replies']} / {lv['reply_audio_s']:g}" for lv in levels]),
+        ("client CPU s", [fmt(lv["client_cpu_s"]) for lv in levels]),
+        ("other processes' CPU s (machine - server - client)", [fmt(lv["other_cpu_s"]) for lv in levels]),
+        ("machine cores busy (all processes)", [fmt(lv["machine_cores_busy"]) for lv in levels]),
+        ("client send lag p99 / max ms", [f"{fmt(lv['client_send_lag_ms']['p99'])} / {fmt(lv['client_send_lag_ms']['max'])}" for lv in levels]),
+        ("wall s", [fmt(lv["wall_s"]) for lv in levels]),
+    ]
+    head = ["streams"] + [str(lv["streams"]) for lv in levels]
+    w0 = max(len(r[0]) for r in rows + [(head[0], [])])
+    widths = [max(len(head[i + 1]), *(len(r[1][i]) for r in rows)) for i in range(len(levels))]
+    print()
+    print(head[0].ljust(w0) + "".join("  " + h.rjust(w) for h, w in zip(head[1:], widths)))
+    print("-" * (w0 + sum(w + 2 for w in widths)))
+    for name, vals in rows:
+        print(name.ljust(w0) + "".join("  " + v.rjust(w) for v, w in zip(vals, widths)))
+    off = report.get("offline")
+    if off:
+        print()
+        print(f"offline RTF (in process, {off['model']} on {off['device']}/{off['compute_type']}, whole clip, median of {off['repeats']}): median {off['rtf_median']:g}")
+        for name, v in off["per_clip"].items():
+            print(f"  {name:<24} {v['duration_s']:7.2f} s audio  decode {v['decode_s']:6.3f} s  RTF {v['rtf']:.3f}")
+    noisy = [lv["streams"] for lv in levels if (lv["other_cpu_s"] or 0) > 0.1 * lv["wall_s"]]
+    if noisy:
+        print()
+        print(
+            f"warning: other processes used over 10% of a core during the {', '.join(map(str, noisy))}-stream run(s); "
+            "latency and CPU figures are skewed (see \"other processes' CPU s\")"
+        )
+    trouble = [(lv["streams"], ln) for lv in levels for ln in lv.get("server_log", {}).get("trouble", [])]
+    if trouble:
+        print()
+        print("server log warnings/errors during the run:")
+        for n, ln in trouble:
+            print(f"  [{n} streams] {ln}")
+
+
+# --------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--streams", default="1,4", help="concurrency levels, comma-separated (default 1,4)")
+    p.add_argument("--clips", choices=["sentences", "all"], default="sentences", help="sentences (kind != single_word, default) or all")
+    p.add_argument("--audio-dir", type=Path, default=DEFAULT_AUDIO, help=f"clips and manifest.jsonl (default {DEFAULT_AUDIO})")
+    p.add_argument("--url", help="benchmark an already-running server (ws://HOST:PORT/v1/voice) instead of starting one")
+    p.add_argument("--server-pid", type=int, help="with --url: the server's pid, for its CPU time (same machine only)")
+    p.add_argument("--model", help="passed to `dauys serve --model` (and used by the offline pass)")
+    p.add_argument("--compute-type", help="passed to `dauys serve --compute-type` (and the offline pass)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="passed to `dauys serve --device` (and the offline pass)")
+    p.add_argument("--language", default="auto", help="session language (default auto)")
+    p.add_argument("--silence", type=float, default=1.0, help="seconds of silence after each clip (default 1.0)")
+    p.add_argument("--stagger-ms", type=int, default=500, help="callers start at a random 0..N ms (default 500)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the start stagger (default 1)")
+    p.add_argument("--offline-repeats", type=int, default=3, help="decodes per clip in the offline pass (default 3; 0 skips it)")
+    p.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for the server's ready line")
+    p.add_argument("--timeout-slack", type=float, default=120.0, help="seconds a caller may take beyond its audio")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = p.parse_args(argv)
+    try:
+        args.levels = [int(x) for x in args.streams.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"--streams must be comma-separated integers, got {args.streams!r}")
+    if not args.levels or min(args.levels) < 1:
+        p.error("--streams needs at least one level >= 1")
+    if args.server_pid and not args.url:
+        p.error("--server-pid goes with --url")
+    return args
+
+
+async def bench(args, server: ServerProcess | None) -> dict:
+    clips = load_clips(args.audio_dir, args.clips)
+    if server is not None:
+        url = server.wait_ready(args.start_timeout)
+        pid = server.pid
+    else:
+        url, pid = args.url, args.server_pid
+    try:
+        info = await asyncio.to_thread(get_json, http_base(url) + "/readyz")
+    except OSError as e:
+        raise BenchError(f"GET {http_base(url)}/readyz failed: {e}", 2) from None
+    if not info.get("ready"):
+        raise BenchError(f"the server is not ready: {info}", 2)
+    shortest = min(clips, key=lambda c: c.seconds)
+    say(f"warm-up call ({shortest.file}, untimed)")
+    await warm_up(url, shortest, args.language)
+    rng = random.Random(args.seed)
+    levels = [await run_level(n, url, clips, args, rng, server, pid) for n in args.levels]
+    return {
+        "machine": machine(),
+        "server": {"url": url, "started_by_bench": server is not None, "asr": info.get("asr", {}), "languages": info.get("languages")},
+        "config": {
+            "clips": args.clips, "clip_files": [c.file for c in clips], "clip_audio_s": round(sum(c.seconds for c in clips), 2),
+            "session_per": "caller", "silence_s": args.silence, "frame_ms": FRAME_MS, "stagger_ms": args.stagger_ms,
+            "seed": args.seed, "language": args.language,
+        },
+        "levels": levels,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    extra = []
+    for flag, value in (("--model", args.model), ("--compute-type", args.compute_type), ("--device", args.device)):
+        if value:
+            extra += [flag, value]
+    server = None if args.url else ServerProcess(extra)
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the server is always stopped
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        report = asyncio.run(bench(args, server))
+    except BenchError as e:
+        print(f"bench: error: {e}", file=sys.stderr)
+        if server is not None and e.code == 1:
+            print("bench: last server output:\n" + server.tail(), file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if server is not None:
+            server.stop()
+            say(f"server stopped (exit status {server.proc.returncode})")
+    if args.offline_repeats > 0:
+        overrides = {k: v for k, v in (("model", args.model), ("compute_type", args.compute_type), ("device", args.device)) if v}
+        try:
+            report["offline"] = offline_rtf(load_clips(args.audio_dir, args.clips), overrides, args.offline_repeats)
+        except Exception as e:  # the streaming figures stand on their own
+            say(f"offline pass failed: {type(e).__name__}: {e}")
+            report["offline"] = None
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
