@@ -11,18 +11,22 @@ What it does
   ``DAUYS_ASR__DOWNLOAD=false``) and waits for its ``dauys: ready:`` line, or
   uses ``--url``.  One short untimed warm-up call is made first.
 * For each concurrency level N in ``--streams``, N callers run at once.  Each
-  caller is ONE WebSocket session that streams every selected clip back to
-  back (caller k starts at clip k, rotating, so callers are not all in the
-  same clip), each clip followed by ``--silence`` seconds of silence so the
-  VAD endpoint fires, then ``{"type": "end"}``.  Audio is 16 kHz pcm_s16le
-  in 20 ms frames paced like a microphone: frame i (audio [20i, 20i+20) ms)
-  is sent at t0 + (i+1) * 20 ms on the monotonic clock (absolute deadlines,
-  so sleep overshoot never accumulates).  Callers start staggered by a
-  seeded random 0..``--stagger-ms`` delay.
+  caller streams every selected clip, one after another (caller k starts at
+  clip k, rotating, so callers are not all in the same clip), with ONE
+  WebSocket session PER CLIP: ``start``, the clip followed by ``--silence``
+  seconds of silence so the VAD endpoint fires, then ``{"type": "end"}``,
+  and the next clip once ``session_end`` has come.  (Per clip, because the
+  server's dialogue hands a call to an operator -- and ends the session --
+  after a few utterances it does not understand, which the test clips are;
+  a session the server ends early stops sending and is counted, not failed.)
+  Audio is 16 kHz pcm_s16le in 20 ms frames paced like a microphone: frame i
+  (audio [20i, 20i+20) ms) is sent at t0 + (i+1) * 20 ms on the monotonic
+  clock (absolute deadlines, so sleep overshoot never accumulates).  Callers
+  start staggered by a seeded random 0..``--stagger-ms`` delay.
 
 How each figure is measured
 ---------------------------
-Every caller keeps ``sent_at[i]``, the monotonic time at which frame i had
+Every session keeps ``sent_at[i]``, the monotonic time at which frame i had
 actually been handed to the socket.  The server's event times are seconds of
 input audio from the start of the session (16 kHz in, so no resampling), so
 "the client had sent the audio up to t" is ``sent_at`` of the frame holding
@@ -41,8 +45,8 @@ client's receive loop got the event.
 * partials/utterance: partial transcripts received per final utterance.
 * server CPU s per audio s: (utime+stime+cutime+cstime of the server process,
   from /proc/PID/stat, after the level minus before it) / seconds of audio
-  streamed by all callers at that level (appended silence included: the
-  server runs the VAD over it).  Everything the server process does is in
+  actually streamed by all callers at that level (appended silence included:
+  the server runs the VAD over it).  Everything the server process does is in
   it: VAD, ASR, and any dialogue/TTS replies it makes.  "server cores busy"
   is the same CPU time over the level's wall time.
 * offline RTF: after the server is stopped, the ASR engine is loaded in this
@@ -58,7 +62,9 @@ client's receive loop got the event.
 Percentiles: ``statistics.median`` and nearest-rank p95 (the ceil(0.95 n)-th
 smallest value).  The benchmark client runs on the same machine as the
 server and competes with it for CPU; "client send lag" (actual send time
-minus the frame's deadline) shows whether it kept real-time pace.
+minus the frame's deadline) shows whether it kept real-time pace, and
+"other processes' CPU" (machine busy time from /proc/stat minus server and
+client) shows whether anything else was competing.
 """
 
 from __future__ import annotations
@@ -274,29 +280,42 @@ def http_base(ws_url: str) -> str:
 
 
 # --------------------------------------------------------------------------
-# one caller
+# one caller: a session per clip
 # --------------------------------------------------------------------------
 @dataclass
-class CallerResult:
-    index: int
-    audio_s: float
-    sent_at: np.ndarray  # monotonic time at which frame i had been sent
+class SessionResult:
+    caller: int
+    clip: str
+    sent_at: np.ndarray  # monotonic time at which frame i had been sent (NaN: never sent)
     deadline: np.ndarray  # the schedule: when frame i was due
     events: list[tuple[float, dict]] = field(default_factory=list)  # (arrival time, event)
     reply_audio_bytes: int = 0
+    end_reason: str = ""
+
+    @property
+    def frames_sent(self) -> int:
+        return int(np.count_nonzero(~np.isnan(self.sent_at)))
 
     def sent_time(self, t: float) -> float:
-        """Monotonic time at which this caller had sent all audio up to input time ``t`` (seconds)."""
+        """Monotonic time at which all audio up to input time ``t`` (seconds) had been sent."""
         n = int(round(t * RATE))  # samples up to t
         i = (n + FRAME_SAMPLES - 1) // FRAME_SAMPLES - 1  # the frame holding sample n - 1
-        return float(self.sent_at[min(max(i, 0), len(self.sent_at) - 1)])
+        i = min(max(i, 0), self.frames_sent - 1)
+        return float(self.sent_at[i])
 
 
-async def run_caller(index: int, url: str, pcm: bytes, start_delay: float, language: str, timeout: float) -> CallerResult:
+async def run_session(caller: int, clip: str, url: str, pcm: bytes, language: str, timeout: float) -> SessionResult:
+    """One session: ``start``, the clip (+ silence) at real-time pace, ``end``; every event timed.
+
+    The server may end the session itself (the dialogue hands the call to an operator after
+    utterances it did not understand, or the caller said goodbye): then sending stops, what
+    arrived is kept and ``end_reason`` says why.
+    """
     frames = [pcm[off : off + FRAME_BYTES] for off in range(0, len(pcm), FRAME_BYTES)]
-    res = CallerResult(index, len(pcm) / FRAME_BYTES * FRAME_S, np.full(len(frames), np.nan), np.zeros(len(frames)))
-    await asyncio.sleep(start_delay)
+    res = SessionResult(caller, clip, np.full(len(frames), np.nan), np.full(len(frames), np.nan))
     fmt = AudioFormat(Encoding.PCM_S16LE, RATE, 1)
+    where = f"caller {caller}, clip {clip}"
+    send_task: asyncio.Task | None = None
     try:
         async with asyncio.timeout(timeout):
             async with connect(url, max_size=None, open_timeout=30) as ws:
@@ -306,7 +325,7 @@ async def run_caller(index: int, url: str, pcm: bytes, start_delay: float, langu
                     t0 = time.monotonic()
                     for i, frame in enumerate(frames):
                         # like a microphone: a frame leaves once its 20 ms have been "captured";
-                        # absolute deadlines from t0 so sleep overshoot does not accumulate
+                        # absolute deadlines from t0, so sleep overshoot does not accumulate
                         due = t0 + (i + 1) * FRAME_S
                         res.deadline[i] = due
                         delay = due - time.monotonic()
@@ -316,39 +335,50 @@ async def run_caller(index: int, url: str, pcm: bytes, start_delay: float, langu
                         res.sent_at[i] = time.monotonic()
                     await ws.send(End().to_json())
 
-                send_task: asyncio.Task | None = None
-                try:
-                    async for msg in ws:
-                        now = time.monotonic()
-                        if isinstance(msg, bytes):  # reply speech (TTS); not part of this benchmark
-                            res.reply_audio_bytes += len(msg)
-                            continue
-                        ev = json.loads(msg)
-                        res.events.append((now, ev))
-                        kind = ev.get("type")
-                        if kind == "error":
-                            raise BenchError(f"caller {index}: the server sent an error event: {ev.get('code')}: {ev.get('message')}")
-                        if kind == "ready" and send_task is None:
-                            send_task = asyncio.ensure_future(sender())
-                    if send_task is None:
-                        raise BenchError(f"caller {index}: the connection closed before 'ready'")
-                    if not send_task.done():
-                        raise BenchError(f"caller {index}: the server closed the session while audio was being sent")
-                    send_task.result()  # re-raise a sender failure
-                finally:
-                    if send_task is not None:
-                        send_task.cancel()
+                async for msg in ws:
+                    now = time.monotonic()
+                    if isinstance(msg, bytes):  # reply speech (TTS): counted, not part of the figures
+                        res.reply_audio_bytes += len(msg)
+                        continue
+                    ev = json.loads(msg)
+                    res.events.append((now, ev))
+                    kind = ev.get("type")
+                    if kind == "error":
+                        raise BenchError(f"{where}: the server sent an error event: {ev.get('code')}: {ev.get('message')}")
+                    if kind == "ready" and send_task is None:
+                        send_task = asyncio.ensure_future(sender())
+                    elif kind == "session_end":
+                        res.end_reason = ev.get("reason", "")
                 if ws.close_code != 1000:
-                    raise BenchError(f"caller {index}: the session closed with code {ws.close_code} ({ws.close_reason!r})")
+                    raise BenchError(f"{where}: the session closed with code {ws.close_code} ({ws.close_reason!r})")
     except TimeoutError:
-        raise BenchError(f"caller {index}: no session_end within {timeout:.0f}s") from None
+        raise BenchError(f"{where}: no session_end within {timeout:.0f}s") from None
     except ConnectionClosed as e:
-        raise BenchError(f"caller {index}: the connection failed: {e}") from None
+        raise BenchError(f"{where}: the connection failed: {e}") from None
     except OSError as e:
-        raise BenchError(f"caller {index}: cannot connect to {url}: {e}") from None
-    if not any(ev.get("type") == "session_end" for _, ev in res.events):
-        raise BenchError(f"caller {index}: the session closed without session_end")
+        raise BenchError(f"{where}: cannot connect to {url}: {e}") from None
+    finally:
+        if send_task is not None:
+            send_task.cancel()
+    if send_task is None:
+        raise BenchError(f"{where}: the connection closed before 'ready'")
+    if not res.end_reason:
+        raise BenchError(f"{where}: the session closed without session_end")
+    if res.end_reason == "client_end" and res.frames_sent < len(frames):
+        raise BenchError(f"{where}: the session ended before all audio was sent")
+    if res.end_reason == "client_end" and not send_task.cancelled() and send_task.exception():
+        raise BenchError(f"{where}: sending failed: {send_task.exception()!r}")
     return res
+
+
+async def run_caller(index: int, url: str, clips: list[Clip], start_delay: float, args) -> list[SessionResult]:
+    """One caller: after ``start_delay``, the clips one after another, a session each."""
+    await asyncio.sleep(start_delay)
+    out = []
+    for c in clips:
+        pcm = build_stream([c], args.silence)
+        out.append(await run_session(index, c.file, url, pcm, args.language, len(pcm) / FRAME_BYTES * FRAME_S + args.timeout_slack))
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -357,6 +387,7 @@ async def run_caller(index: int, url: str, pcm: bytes, start_delay: float, langu
 @dataclass
 class Utterance:
     caller: int
+    clip: str
     uid: str
     endpoint_to_final: float
     speech_end_to_final: float
@@ -366,11 +397,11 @@ class Utterance:
     language: str
 
 
-def analyse(res: CallerResult) -> tuple[list[Utterance], dict]:
+def analyse(res: SessionResult) -> tuple[list[Utterance], dict]:
     started: dict[str, float] = {}  # utterance id -> speech_started t
     partials: dict[str, list[float]] = {}  # utterance id -> arrival times of partials
     utts: list[Utterance] = []
-    counts = {"discarded": 0, "replies": 0}
+    counts = {"discarded": 0, "replies": 0, "handoffs": 0}
     for arrival, ev in res.events:
         kind, uid = ev.get("type"), ev.get("utterance_id")
         if kind == "speech_started":
@@ -379,17 +410,19 @@ def analyse(res: CallerResult) -> tuple[list[Utterance], dict]:
             counts["discarded"] += 1
         elif kind == "reply":
             counts["replies"] += 1
+        elif kind == "handoff":
+            counts["handoffs"] += 1
         elif kind == "transcript" and ev.get("source", "audio") == "audio":
             if not ev.get("final"):
                 partials.setdefault(uid, []).append(arrival)
                 continue
             if ev.get("t_endpoint") is None or ev.get("t_end") is None:
-                raise BenchError(f"caller {res.index}: final transcript {uid} lacks t_end/t_endpoint: {ev}")
+                raise BenchError(f"caller {res.caller}, clip {res.clip}: final transcript {uid} lacks t_end/t_endpoint: {ev}")
             ps = partials.get(uid, [])
             first = ps[0] - res.sent_time(started[uid]) if ps and uid in started else None
             utts.append(
                 Utterance(
-                    res.index, uid,
+                    res.caller, res.clip, uid,
                     endpoint_to_final=arrival - res.sent_time(float(ev["t_endpoint"])),
                     speech_end_to_final=arrival - res.sent_time(float(ev["t_end"])),
                     partials=len(ps), first_partial=first, forced=bool(ev.get("forced")), language=ev.get("language", ""),
@@ -403,20 +436,19 @@ def analyse(res: CallerResult) -> tuple[list[Utterance], dict]:
 # --------------------------------------------------------------------------
 async def run_level(n: int, url: str, clips: list[Clip], args, rng: random.Random, server: ServerProcess | None, server_pid: int | None) -> dict:
     # caller k starts at clip k (rotating), so concurrent callers are in different clips
-    streams = [build_stream(clips[k % len(clips):] + clips[: k % len(clips)], args.silence) for k in range(n)]
+    orders = [clips[k % len(clips):] + clips[: k % len(clips)] for k in range(n)]
     delays = sorted(rng.uniform(0, args.stagger_ms / 1000) for _ in range(n))
-    audio_s = sum(len(p) / FRAME_BYTES * FRAME_S for p in streams)
-    timeout = max(len(p) / FRAME_BYTES * FRAME_S for p in streams) + args.stagger_ms / 1000 + args.timeout_slack
-    say(f"{n} stream(s): {audio_s:.1f} s of audio in all, {audio_s / n:.1f} s each at real-time pace")
+    per_caller = sum(c.seconds + args.silence for c in clips)
+    say(f"{n} stream(s): {n * per_caller:.1f} s of audio in all, {per_caller:.1f} s each at real-time pace")
 
     log_mark = len(server.lines) if server else 0
     cpu0 = proc_cpu_seconds(server_pid) if server_pid else None
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     busy0 = machine_busy_seconds()
     wall0 = time.monotonic()
-    tasks = [asyncio.ensure_future(run_caller(k, url, streams[k], delays[k], args.language, timeout)) for k in range(n)]
+    tasks = [asyncio.ensure_future(run_caller(k, url, orders[k], delays[k], args)) for k in range(n)]
     try:
-        results = await asyncio.gather(*tasks)
+        sessions = [r for caller in await asyncio.gather(*tasks) for r in caller]
     finally:
         for t in tasks:
             t.cancel()
@@ -428,22 +460,28 @@ async def run_level(n: int, url: str, clips: list[Clip], args, rng: random.Rando
     client_cpu = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
 
     utts: list[Utterance] = []
-    discarded = replies = reply_bytes = 0
+    discarded = replies = handoffs = reply_bytes = 0
     lags: list[float] = []
-    for r in results:
+    for r in sessions:
         u, c = analyse(r)
         utts += u
         discarded += c["discarded"]
         replies += c["replies"]
+        handoffs += c["handoffs"]
         reply_bytes += r.reply_audio_bytes
-        lags += list(r.sent_at - r.deadline)
+        lags += [x for x in r.sent_at - r.deadline if not math.isnan(x)]
+    # what was really streamed: a session the server ended early (handoff) stops sending
+    audio_s = sum(r.frames_sent for r in sessions) * FRAME_S
+    cut = [f"{r.clip} ({r.end_reason})" for r in sessions if r.frames_sent < len(r.sent_at)]
 
     e2f = [u.endpoint_to_final for u in utts]
     s2f = [u.speech_end_to_final for u in utts]
     firsts = [u.first_partial for u in utts if u.first_partial is not None]
     level = {
         "streams": n,
-        "clips_streamed": n * len(clips),
+        "sessions": len(sessions),
+        "sessions_cut_by_server": cut,
+        "session_end_reasons": {k: sum(r.end_reason == k for r in sessions) for k in sorted({r.end_reason for r in sessions})},
         "utterances": len(utts),
         "forced_finals": sum(u.forced for u in utts),
         "discarded": discarded,
@@ -463,10 +501,11 @@ async def run_level(n: int, url: str, clips: list[Clip], args, rng: random.Rando
         "machine_cores_busy": round(busy / wall, 2),
         "client_send_lag_ms": {"p99": ms(float(np.percentile(lags, 99))) if lags else None, "max": ms(max(lags, default=None))},
         "replies": replies,
+        "handoffs": handoffs,
         "reply_audio_s": round(reply_bytes / (RATE * 2), 2),
         "per_utterance": [
             {
-                "caller": u.caller, "utterance": u.uid, "language": u.language, "forced": u.forced, "partials": u.partials,
+                "caller": u.caller, "clip": u.clip, "utterance": u.uid, "language": u.language, "forced": u.forced, "partials": u.partials,
                 "endpoint_to_final_ms": ms(u.endpoint_to_final), "speech_end_to_final_ms": ms(u.speech_end_to_final),
                 "first_partial_ms": ms(u.first_partial),
             }
@@ -553,14 +592,15 @@ def print_report(report: dict) -> None:
     print(f"server:  {s['url']}  ASR {asr.get('model')} on {asr.get('device')}/{asr.get('compute_type')}")
     c = report["config"]
     print(
-        f"clips:   {c['clips']} ({len(c['clip_files'])} clips, {c['clip_audio_s']:.1f} s of speech clips) per caller, "
-        f"one WebSocket session per caller, +{c['silence_s']:g} s silence after each clip, "
+        f"clips:   {c['clips']} ({len(c['clip_files'])} clips, {c['clip_audio_s']:.1f} s) per caller, one after another, "
+        f"one WebSocket session per clip, +{c['silence_s']:g} s silence after each clip, "
         f"20 ms frames at real-time pace, starts staggered 0-{c['stagger_ms']} ms"
     )
     levels = report["levels"]
     rows: list[tuple[str, list[str]]] = [
         ("utterances (finals)", [str(lv["utterances"]) for lv in levels]),
-        ("  clips streamed / forced / discarded", [f"{lv['clips_streamed']} / {lv['forced_finals']} / {lv['discarded']}" for lv in levels]),
+        ("  sessions (one per clip) / forced / discarded", [f"{lv['sessions']} / {lv['forced_finals']} / {lv['discarded']}" for lv in levels]),
+        ("  sessions the server cut short (handoff)", [str(len(lv["sessions_cut_by_server"])) for lv in levels]),
         ("endpoint->final median ms", [fmt(lv["endpoint_to_final_ms"]["median"]) for lv in levels]),
         ("endpoint->final p95 ms", [fmt(lv["endpoint_to_final_ms"]["p95"]) for lv in levels]),
         ("endpoint->final max ms", [fmt(lv["endpoint_to_final_ms"]["max"]) for lv in levels]),
@@ -580,7 +620,7 @@ def print_report(report: dict) -> None:
             ("server log: endpoint->final p95 ms", [fmt(lv.get("server_log", {}).get("endpoint_to_final_ms_p95")) for lv in levels]),
         ]
     rows += [
-        ("replies / reply audio s received", [f"{lv['replies']} / {lv['reply_audio_s']:g}" for lv in levels]),
+        ("replies / handoffs / reply audio s received", [f"{lv['replies']} / {lv['handoffs']} / {lv['reply_audio_s']:g}" for lv in levels]),
         ("client CPU s", [fmt(lv["client_cpu_s"]) for lv in levels]),
         ("other processes' CPU s (machine - server - client)", [fmt(lv["other_cpu_s"]) for lv in levels]),
         ("machine cores busy (all processes)", [fmt(lv["machine_cores_busy"]) for lv in levels]),
@@ -672,7 +712,7 @@ async def bench(args, server: ServerProcess | None) -> dict:
         "server": {"url": url, "started_by_bench": server is not None, "asr": info.get("asr", {}), "languages": info.get("languages")},
         "config": {
             "clips": args.clips, "clip_files": [c.file for c in clips], "clip_audio_s": round(sum(c.seconds for c in clips), 2),
-            "session_per": "caller", "silence_s": args.silence, "frame_ms": FRAME_MS, "stagger_ms": args.stagger_ms,
+            "session_per": "clip", "silence_s": args.silence, "frame_ms": FRAME_MS, "stagger_ms": args.stagger_ms,
             "seed": args.seed, "language": args.language,
         },
         "levels": levels,

@@ -440,3 +440,15 @@ def test_heldout_set_is_held_out_and_scores(kb):
     # regression floors (measured: see docs/knowledge_base.md)
     assert figures["clean"]["top1"] >= 0.9 and figures["noisy"]["top1"] >= 0.85
     assert figures["all"]["answered"] >= 0.85 and figures["out_of_scope_rejected"]["rate"] >= 0.75
+
+
+def test_documented_example_is_a_valid_knowledge_base(tmp_path):
+    doc = (ROOT / "docs" / "knowledge_base.md").read_text(encoding="utf-8")
+    example = re.search(r"```yaml\n(.*?)```", doc, re.S).group(1)
+    path = tmp_path / "example.yaml"
+    path.write_text(example, encoding="utf-8")
+    kb = KnowledgeBase.load(path)
+    assert kb.model_id == "kb:my-bank@1.2.0" and kb.threshold == 0.25 and kb.max_misunderstood == 2
+    assert top(kb, "Здравствуйте, карту заблокировали", "ru").id == "card_blocked"
+    assert kb.by_id["operator"].action == ("handoff", "user_request") and kb.by_id["goodbye"].action == ("end", "goodbye")
+    assert "scripts/eval_kb.py" in doc and (ROOT / "scripts" / "eval_kb.py").is_file()

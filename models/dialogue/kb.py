@@ -6,17 +6,20 @@ optional action.  The engine finds the entry whose example questions are
 closest to what the caller said and speaks that entry's answer -- it never
 says anything that is not written in the file.
 
-Matching is TF-IDF over character 2-5-grams inside words (padded with word
-boundaries), cosine similarity, maximum over an entry's example questions.
-Character n-grams share the stem of agglutinative Turkic word forms
-("картам", "картамды", "картаны") and survive recognition errors (a dropped
-or substituted letter spoils a few n-grams, not the word).  Before matching
+Matching is TF-IDF over character n-grams and cosine similarity: 2-5-grams
+inside words padded with word boundaries, plus 2-3-grams across the text with
+its spaces removed (recognisers split and merge words).  Character n-grams
+share the stem of agglutinative Turkic word forms ("картам", "картамды",
+"картаны") and survive recognition errors (a dropped or substituted letter
+spoils a few n-grams, not the word).  An entry's score mixes its closest
+example question with the centroid of all its examples.  Before matching
 every text is normalised to one folded Cyrillic form: lowercase, NFKC,
 punctuation dropped, Kazakh letters folded onto their Russian look-alikes
 (ә->а, қ->к, ң->н, і->и ...), and Latin-script Kazakh/Uzbek transliterated
-("kartam bugattaldy" == "картам бұғатталды").  So a Russian question can
-match a Kazakh example and vice versa (code-mixed speech shares words); the
-answer is always given in the caller's language.
+("kartam bugattaldy" == "картам бұғатталды"); greetings and thanks listed as
+``fillers`` are dropped so they do not hide the question.  A Russian question
+can match a Kazakh example and vice versa (code-mixed speech shares words);
+the answer is always given in the caller's language.
 
 Built with numpy only; the index is made once at load and a search takes
 well under a millisecond for the demo knowledge base.
@@ -35,14 +38,15 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from models.dialogue.base import Action, DialogueState, Passage, Turn
+from models.dialogue.base import Action, DialogueEngine, DialogueState, Passage, Turn
 
 DEMO_KB_PATH = Path(__file__).resolve().parent.parent / "data" / "demo_bank_kb.yaml"
 
 DEFAULT_THRESHOLD = 0.25
 DEFAULT_MAX_MISUNDERSTOOD = 2
 # Retrieval constants, chosen by 5-fold cross-validation over the demo knowledge
-# base's own example questions (never on tests/data/kb_heldout.jsonl).
+# base's own example questions and on those questions spoken by espeak-ng and
+# transcribed by whisper-base -- never on tests/data/kb_heldout.jsonl.
 NGRAM_MIN = 2
 NGRAM_MAX = 5
 PREFIX_WEIGHT = 2.0
@@ -536,7 +540,7 @@ def _lang(language: str | None) -> str:
 # --------------------------------------------------------------------------- the engine
 
 
-class KbEngine:
+class KbEngine(DialogueEngine):
     """Dialogue engine answering only with knowledge-base texts (the embedded default)."""
 
     name = "kb"
