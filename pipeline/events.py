@@ -40,7 +40,7 @@ class AudioFormat:
         if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
             raise ProtocolError("unsupported_sample_rate", f"{what}.sample_rate must be an integer from {MIN_RATE} to {MAX_RATE}, got {rate!r}")
         channels = d.get("channels", 1)
-        if channels not in (1, 2) or isinstance(channels, bool):
+        if not isinstance(channels, int) or isinstance(channels, bool) or channels not in (1, 2):
             raise ProtocolError("unsupported_channels", f"{what}.channels must be 1 or 2, got {channels!r}")
         return cls(encoding, rate, channels)
 
@@ -54,10 +54,15 @@ class Start:
     audio: AudioFormat = field(default_factory=AudioFormat)
     output: AudioFormat = field(default_factory=AudioFormat)
     language: str = "auto"
+    pacing: str = "realtime"
+    """Extension (``output.pacing``): 'realtime' sends reply audio paced to real time (so barge-in
+    can stop it); 'none' sends it as fast as it is synthesised (batch clients, load tests)."""
 
     def to_json(self) -> str:
         out = self.output.to_dict()
         out.pop("channels")
+        if self.pacing != "realtime":
+            out["pacing"] = self.pacing
         return json.dumps({"type": "start", "audio": self.audio.to_dict(), "output": out, "language": self.language})
 
 
@@ -84,7 +89,7 @@ ClientMessage = Start | Text | End
 def parse_client_message(raw: str) -> ClientMessage:
     try:
         msg = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's limit
         raise ProtocolError("invalid_json", "text frames must be JSON objects") from None
     if not isinstance(msg, dict):
         raise ProtocolError("invalid_json", "text frames must be JSON objects")
@@ -93,7 +98,11 @@ def parse_client_message(raw: str) -> ClientMessage:
         lang = msg.get("language", "auto")
         if not isinstance(lang, str) or not lang:
             raise ProtocolError("unsupported_language", "language must be 'auto' or a language code")
-        return Start(AudioFormat.from_dict(msg.get("audio"), "audio"), AudioFormat.from_dict(msg.get("output"), "output"), lang.lower())
+        output = msg.get("output")
+        pacing = output.get("pacing", "realtime") if isinstance(output, dict) else "realtime"
+        if pacing not in ("realtime", "none"):
+            raise ProtocolError("invalid_message", "output.pacing must be 'realtime' or 'none'")
+        return Start(AudioFormat.from_dict(msg.get("audio"), "audio"), AudioFormat.from_dict(output, "output"), lang.lower(), pacing)
     if kind == "text":
         text = msg.get("text")
         if not isinstance(text, str):

@@ -260,9 +260,10 @@ class Responder:
 
     async def _send_paced(self, reply_id, pending: bytearray, frame_bytes: int, out_fmt, t_start: float, sent_s: float, final: bool) -> float:
         bytes_per_s = out_fmt.encoding.sample_width * out_fmt.sample_rate
+        paced = self.session.started.pacing == "realtime"
         while len(pending) >= frame_bytes or (final and pending):
             ahead = sent_s - (time.monotonic() - t_start)
-            if ahead > LEAD_S:
+            if paced and ahead > LEAD_S:
                 await asyncio.sleep(ahead - LEAD_S)
             frame = bytes(pending[:frame_bytes])
             del pending[:frame_bytes]

@@ -63,6 +63,7 @@ class Segmenter:
         self._candidate = 0  # consecutive speech windows while idle
         self._silence = 0  # silence windows in speech
         self._last_speech = 0  # len(self._utt) at the last speech window
+        self._preroll = 0  # windows of pre-roll at the head of self._utt
         self._paused = False
         self.window_index = 0
         self.last_prob = 0.0
@@ -139,6 +140,7 @@ class Segmenter:
                 self.in_speech = True
                 self.index += 1
                 self._utt = list(self._history)
+                self._preroll = len(self._history)
                 self._history = []
                 self._silence = 0
                 self._last_speech = len(self._utt)
@@ -169,6 +171,7 @@ class Segmenter:
             self.in_speech = True
             self.index += 1
             self._utt = []
+            self._preroll = 0
             self._last_speech = 0
             self.utterance_start_t = self.t + WINDOW_S
             events.append(SegmentEvent("start", self.index, self.utterance_start_t))
@@ -176,7 +179,7 @@ class Segmenter:
     def _end(self, forced: bool, keep_all: bool = False) -> SegmentEvent:
         keep = len(self._utt) if keep_all else min(len(self._utt), self._last_speech + self.pad_windows)
         audio = np.concatenate(self._utt[:keep]) if keep else np.zeros(0, np.float32)
-        t_end = self.t + WINDOW_S if keep_all else self.utterance_start_t + keep * WINDOW_S
+        t_end = self.t + WINDOW_S if keep_all else self.utterance_start_t + (keep - self._preroll) * WINDOW_S
         ev = SegmentEvent("end", self.index, round(t_end, 3), audio, forced, round(self.t + WINDOW_S, 3))
         # the trailing silence becomes pre-roll for the next utterance
         self._history = self._utt[keep:][-self.pad_windows:] if self.pad_windows else []

@@ -51,6 +51,7 @@ class _Utterance:
     partial_task: asyncio.Task | None = None
     last_partial_at: float = 0.0  # seconds of speech when the last partial was asked for
     last_partial_text: str = ""
+    last_partial_decode_s: float = 0.0
     speculation: asyncio.Task | None = None
     spec_audio: np.ndarray | None = None
     t_endpoint: float = 0.0
@@ -300,7 +301,9 @@ class Session:
         if utt.partial_task is not None and not utt.partial_task.done():
             return
         speech_s = seg.speech_seconds()
-        if speech_s - utt.last_partial_at < self.settings.asr.partial_interval_s:
+        # adaptive: long utterances cost more to re-decode, so their partials come less often
+        interval = max(self.settings.asr.partial_interval_s, 1.5 * utt.last_partial_decode_s)
+        if speech_s - utt.last_partial_at < interval:
             return
         utt.last_partial_at = speech_s
         utt.partial_task = self._spawn(self._partial(utt, seg.utterance_audio()))
@@ -315,6 +318,7 @@ class Session:
             return
         if utt.closed or rec.rejected or rec.text == utt.last_partial_text:
             return
+        utt.last_partial_decode_s = rec.decode_s
         utt.last_partial_text = rec.text
         self.stats.partials += 1
         await self.emit(Transcript(utt.id, rec.text, False, rec.language, t_start=round(utt.t_start, 3)))

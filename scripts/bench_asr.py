@@ -14,11 +14,14 @@ What it does
   caller streams every selected clip, one after another (caller k starts at
   clip k, rotating, so callers are not all in the same clip), with ONE
   WebSocket session PER CLIP: ``start``, the clip followed by ``--silence``
-  seconds of silence so the VAD endpoint fires, then ``{"type": "end"}``,
-  and the next clip once ``session_end`` has come.  (Per clip, because the
-  server's dialogue hands a call to an operator -- and ends the session --
-  after a few utterances it does not understand, which the test clips are;
-  a session the server ends early stops sending and is counted, not failed.)
+  seconds of silence so the VAD endpoint fires, then ``{"type": "end"}``;
+  the next clip once ``session_end`` has come (after the spoken disclosure
+  and reply have played at real-time pace; ``--hang-up`` instead closes the
+  socket, without ``end``, as soon as every utterance seen to start has its
+  final, as a phone caller hangs up).  Per clip, because the server's
+  dialogue hands a call to an operator -- and ends the session -- after a
+  few utterances it does not understand, which the test clips are; a
+  session the server ends early stops sending and is counted, not failed.
   Audio is 16 kHz pcm_s16le in 20 ms frames paced like a microphone: frame i
   (audio [20i, 20i+20) ms) is sent at t0 + (i+1) * 20 ms on the monotonic
   clock (absolute deadlines, so sleep overshoot never accumulates).  Callers
@@ -250,7 +253,7 @@ class ServerProcess:
     def tail(self, n: int = 25) -> str:
         return "\n".join("    " + ln for ln in self.lines[-n:])
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:  # > the server's default shutdown_grace_s (15 s)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -304,18 +307,24 @@ class SessionResult:
         return float(self.sent_at[i])
 
 
-async def run_session(caller: int, clip: str, url: str, pcm: bytes, language: str, timeout: float) -> SessionResult:
-    """One session: ``start``, the clip (+ silence) at real-time pace, ``end``; every event timed.
+async def run_session(caller: int, clip: str, url: str, pcm: bytes, language: str, timeout: float, hang_up: bool = False) -> SessionResult:
+    """One session: ``start``, the clip (+ silence) at real-time pace, ``end``, every event timed
+    until ``session_end`` (which comes once the spoken disclosure and replies have played).
 
-    The server may end the session itself (the dialogue hands the call to an operator after
-    utterances it did not understand, or the caller said goodbye): then sending stops, what
-    arrived is kept and ``end_reason`` says why.
+    ``hang_up``: send no ``end``; close the WebSocket as soon as the audio is sent and every
+    utterance seen to start has its final (or ``speech_discarded``), as a phone caller hangs up.
+    (Not ``end`` and then close: the server then leaks the session when more reply audio is
+    still to come than its outbox holds -- the reply blocks on the full outbox forever.)
+    The server may also end the session itself (the dialogue hands the call to an operator
+    after utterances it did not understand, or the caller said goodbye): then sending stops,
+    what arrived is kept and ``end_reason`` says why.
     """
     frames = [pcm[off : off + FRAME_BYTES] for off in range(0, len(pcm), FRAME_BYTES)]
     res = SessionResult(caller, clip, np.full(len(frames), np.nan), np.full(len(frames), np.nan))
     fmt = AudioFormat(Encoding.PCM_S16LE, RATE, 1)
     where = f"caller {caller}, clip {clip}"
-    send_task: asyncio.Task | None = None
+    open_utts: set[str] = set()  # started, no final or discard yet
+    tasks: list[asyncio.Task] = []
     try:
         async with asyncio.timeout(timeout):
             async with connect(url, max_size=None, open_timeout=30) as ws:
@@ -333,7 +342,17 @@ async def run_session(caller: int, clip: str, url: str, pcm: bytes, language: st
                             await asyncio.sleep(delay)
                         await ws.send(frame)
                         res.sent_at[i] = time.monotonic()
-                    await ws.send(End().to_json())
+                    if not hang_up:
+                        await ws.send(End().to_json())
+
+                async def hang_up_when_transcribed(send_task: asyncio.Task) -> None:
+                    await send_task
+                    await asyncio.sleep(0.25)  # events about the last audio are on their way
+                    while open_utts:
+                        await asyncio.sleep(0.05)  # only delays the hang-up, not any measurement
+                    if not res.end_reason:
+                        res.end_reason = "hung_up"
+                    await ws.close(1000, "caller hung up")
 
                 async for msg in ws:
                     now = time.monotonic()
@@ -345,29 +364,36 @@ async def run_session(caller: int, clip: str, url: str, pcm: bytes, language: st
                     kind = ev.get("type")
                     if kind == "error":
                         raise BenchError(f"{where}: the server sent an error event: {ev.get('code')}: {ev.get('message')}")
-                    if kind == "ready" and send_task is None:
-                        send_task = asyncio.ensure_future(sender())
-                    elif kind == "session_end":
+                    if kind == "ready" and not tasks:
+                        tasks.append(asyncio.ensure_future(sender()))
+                        if hang_up:
+                            tasks.append(asyncio.ensure_future(hang_up_when_transcribed(tasks[0])))
+                    elif kind == "speech_started":
+                        open_utts.add(ev.get("utterance_id"))
+                    elif kind == "speech_discarded" or (kind == "transcript" and ev.get("final") and ev.get("source", "audio") == "audio"):
+                        open_utts.discard(ev.get("utterance_id"))
+                    elif kind == "session_end" and res.end_reason != "hung_up":
                         res.end_reason = ev.get("reason", "")
                 if ws.close_code != 1000:
                     raise BenchError(f"{where}: the session closed with code {ws.close_code} ({ws.close_reason!r})")
     except TimeoutError:
-        raise BenchError(f"{where}: no session_end within {timeout:.0f}s") from None
+        raise BenchError(f"{where}: no final transcripts / session_end within {timeout:.0f}s") from None
     except ConnectionClosed as e:
         raise BenchError(f"{where}: the connection failed: {e}") from None
     except OSError as e:
         raise BenchError(f"{where}: cannot connect to {url}: {e}") from None
     finally:
-        if send_task is not None:
-            send_task.cancel()
-    if send_task is None:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # e.g. the sender's ConnectionClosed after a handoff
+    if not tasks:
         raise BenchError(f"{where}: the connection closed before 'ready'")
     if not res.end_reason:
-        raise BenchError(f"{where}: the session closed without session_end")
-    if res.end_reason == "client_end" and res.frames_sent < len(frames):
+        raise BenchError(f"{where}: the server closed the session without session_end")
+    if res.end_reason in ("client_end", "hung_up") and res.frames_sent < len(frames):
         raise BenchError(f"{where}: the session ended before all audio was sent")
-    if res.end_reason == "client_end" and not send_task.cancelled() and send_task.exception():
-        raise BenchError(f"{where}: sending failed: {send_task.exception()!r}")
+    if open_utts:
+        raise BenchError(f"{where}: no final transcript for {sorted(open_utts)} before the session ended ({res.end_reason})")
     return res
 
 
@@ -377,7 +403,8 @@ async def run_caller(index: int, url: str, clips: list[Clip], start_delay: float
     out = []
     for c in clips:
         pcm = build_stream([c], args.silence)
-        out.append(await run_session(index, c.file, url, pcm, args.language, len(pcm) / FRAME_BYTES * FRAME_S + args.timeout_slack))
+        timeout = len(pcm) / FRAME_BYTES * FRAME_S + args.timeout_slack
+        out.append(await run_session(index, c.file, url, pcm, args.language, timeout, args.hang_up))
     return out
 
 
@@ -525,19 +552,10 @@ async def run_level(n: int, url: str, clips: list[Clip], args, rng: random.Rando
     return level
 
 
-async def warm_up(url: str, clip: Clip, language: str) -> None:
-    """One untimed call, sent as fast as possible: first-session costs stay out of the figures."""
-    fmt = AudioFormat(Encoding.PCM_S16LE, RATE, 1)
-    pcm = build_stream([clip], 1.0)
-    async with asyncio.timeout(120):
-        async with connect(url, max_size=None, open_timeout=30) as ws:
-            await ws.send(Start(fmt, fmt, language).to_json())
-            for off in range(0, len(pcm), 32000):
-                await ws.send(pcm[off : off + 32000])
-            await ws.send(End().to_json())
-            async for msg in ws:
-                if isinstance(msg, str) and json.loads(msg).get("type") == "error":
-                    raise BenchError(f"warm-up call: the server sent an error event: {msg}")
+async def warm_up(url: str, clip: Clip, args) -> None:
+    """One untimed session like the measured ones: first-session costs stay out of the figures."""
+    pcm = build_stream([clip], args.silence)
+    await run_session(-1, clip.file, url, pcm, args.language, len(pcm) / FRAME_BYTES * FRAME_S + args.timeout_slack, args.hang_up)
 
 
 # --------------------------------------------------------------------------
@@ -594,13 +612,15 @@ def print_report(report: dict) -> None:
     print(
         f"clips:   {c['clips']} ({len(c['clip_files'])} clips, {c['clip_audio_s']:.1f} s) per caller, one after another, "
         f"one WebSocket session per clip, +{c['silence_s']:g} s silence after each clip, "
-        f"20 ms frames at real-time pace, starts staggered 0-{c['stagger_ms']} ms"
+        f"20 ms frames at real-time pace, starts staggered 0-{c['stagger_ms']} ms; "
+        + ("the caller hangs up (no 'end') once its finals are in" if c["hang_up"] else "'end', then wait for session_end")
     )
     levels = report["levels"]
     rows: list[tuple[str, list[str]]] = [
         ("utterances (finals)", [str(lv["utterances"]) for lv in levels]),
         ("  sessions (one per clip) / forced / discarded", [f"{lv['sessions']} / {lv['forced_finals']} / {lv['discarded']}" for lv in levels]),
         ("  sessions the server cut short (handoff)", [str(len(lv["sessions_cut_by_server"])) for lv in levels]),
+        ("  session ends", [" ".join(f"{k}:{v}" for k, v in lv["session_end_reasons"].items()) for lv in levels]),
         ("endpoint->final median ms", [fmt(lv["endpoint_to_final_ms"]["median"]) for lv in levels]),
         ("endpoint->final p95 ms", [fmt(lv["endpoint_to_final_ms"]["p95"]) for lv in levels]),
         ("endpoint->final max ms", [fmt(lv["endpoint_to_final_ms"]["max"]) for lv in levels]),
@@ -674,8 +694,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--stagger-ms", type=int, default=500, help="callers start at a random 0..N ms (default 500)")
     p.add_argument("--seed", type=int, default=1, help="seed of the start stagger (default 1)")
     p.add_argument("--offline-repeats", type=int, default=3, help="decodes per clip in the offline pass (default 3; 0 skips it)")
+    p.add_argument("--server-log", type=Path, help="write the started server's output (its log) to this file")
     p.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for the server's ready line")
     p.add_argument("--timeout-slack", type=float, default=120.0, help="seconds a caller may take beyond its audio")
+    p.add_argument("--hang-up", action="store_true", help="no 'end': close each session once its finals are in, instead of waiting for session_end (spoken replies played)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = p.parse_args(argv)
     try:
@@ -704,7 +726,7 @@ async def bench(args, server: ServerProcess | None) -> dict:
         raise BenchError(f"the server is not ready: {info}", 2)
     shortest = min(clips, key=lambda c: c.seconds)
     say(f"warm-up call ({shortest.file}, untimed)")
-    await warm_up(url, shortest, args.language)
+    await warm_up(url, shortest, args)
     rng = random.Random(args.seed)
     levels = [await run_level(n, url, clips, args, rng, server, pid) for n in args.levels]
     return {
@@ -713,7 +735,7 @@ async def bench(args, server: ServerProcess | None) -> dict:
         "config": {
             "clips": args.clips, "clip_files": [c.file for c in clips], "clip_audio_s": round(sum(c.seconds for c in clips), 2),
             "session_per": "clip", "silence_s": args.silence, "frame_ms": FRAME_MS, "stagger_ms": args.stagger_ms,
-            "seed": args.seed, "language": args.language,
+            "seed": args.seed, "language": args.language, "hang_up": args.hang_up,
         },
         "levels": levels,
     }
@@ -742,6 +764,9 @@ def main(argv=None) -> int:
         if server is not None:
             server.stop()
             say(f"server stopped (exit status {server.proc.returncode})")
+            if args.server_log:
+                args.server_log.write_text("\n".join(server.lines) + "\n", encoding="utf-8")
+                say(f"server log written to {args.server_log}")
     if args.offline_repeats > 0:
         overrides = {k: v for k, v in (("model", args.model), ("compute_type", args.compute_type), ("device", args.device)) if v}
         try:

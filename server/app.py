@@ -157,6 +157,11 @@ def check_bind(settings) -> None:
 
 async def serve_forever(settings) -> int:
     check_bind(settings)
+    if not settings.session.spoken_disclosure:
+        log.warning(
+            "session.spoken_disclosure is off: callers will not HEAR that an AI answers (Law 230-VIII Art. 21); "
+            "the disclosure is only sent as text in `ready`"
+        )
     server = DauysServer(settings)
     await server.start()
     host = settings.server.host

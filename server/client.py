@@ -45,7 +45,7 @@ async def call(
     current_audio: str | None = None
     out_format: dict = {}
     async with connect(url, additional_headers=headers, max_size=None, open_timeout=timeout) as ws:
-        await ws.send(Start(AudioFormat(encoding, rate, 1), AudioFormat(encoding, rate, 1), language).to_json())
+        await ws.send(Start(AudioFormat(encoding, rate, 1), AudioFormat(encoding, rate, 1), language, "realtime" if realtime else "none").to_json())
         ready = json.loads(await asyncio.wait_for(ws.recv(), timeout))
         events.append(ready)
         emit(ready)

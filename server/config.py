@@ -250,8 +250,8 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         value = _parse_env_value(raw)
-        if path[-1] in ("languages", "api_keys") and isinstance(value, str):
-            value = [x for x in (s.strip() for s in value.split(",")) if x]
+        if path[-1] in ("languages", "api_keys") and not isinstance(value, list):
+            value = [x for x in (s.strip() for s in raw.split(",")) if x]
         node = out
         for p in path[:-1]:
             node = node.setdefault(p, {})
@@ -267,6 +267,9 @@ def _format_errors(err: ValidationError, sources: dict[str, str]) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown setting"
         src = sources.get(loc.split(".")[0] + "." + loc.split(".")[1] if loc.count(".") else loc, "")
+        if not src:  # a section-level check, or an unknown section: any source of that section
+            section = loc.split(".")[0]
+            src = next((v for k, v in sources.items() if k == section or k.startswith(section + ".")), "")
         lines.append(f"config error: {loc}: {msg}" + (f" (from {src})" if src else ""))
     return "\n".join(lines)
 

@@ -65,7 +65,12 @@ async def handle_native(ws: ServerConnection, services, settings, registry: dict
                     elif isinstance(msg, Text):
                         await session.text(msg.text)
                     elif isinstance(msg, End):
-                        await session.end("client_end")
+                        # flush and answer; but if the client goes away meanwhile, stop waiting
+                        ending = asyncio.ensure_future(session.end("client_end"))
+                        await asyncio.wait({ending, writer}, return_when=asyncio.FIRST_COMPLETED)
+                        if not ending.done():
+                            ending.cancel()
+                            await asyncio.gather(ending, return_exceptions=True)
                         break
                 except ProtocolError as e:
                     await session.emit(Error(e.code, e.message))

@@ -112,7 +112,9 @@ async def test_non_speech_gives_no_transcript(live_server, tmp_path, kind):
     path = tmp_path / f"{kind}.wav"
     write_wav(path, AudioChunk(audio, 16000))
     events = await call(live_server["ws"], str(path), realtime=False, emit=lambda e: None)
-    assert [e["type"] for e in events] == ["ready", "session_end"]
+    types = [e["type"] for e in events]
+    assert types[0] == "ready" and types[-1] == "session_end"
+    assert not {"speech_started", "transcript", "speech_discarded", "reply"} & set(types), types
 
 
 async def test_end_flushes_speech_cut_mid_word(live_server, tmp_path):
@@ -160,7 +162,7 @@ async def test_kazakh_russian_switching_between_utterances(live_server, tmp_path
     assert langs[0] == "kk" and langs[-1] == "kk", langs
 
 
-async def _recv_until(ws, pred, timeout=10):
+async def _recv_until(ws, pred, timeout=30):
     async with asyncio.timeout(timeout):
         while True:
             msg = await ws.recv()
@@ -170,7 +172,7 @@ async def _recv_until(ws, pred, timeout=10):
                     return ev
 
 
-START = json.dumps({"type": "start", "audio": {"encoding": "pcm_s16le", "sample_rate": 16000, "channels": 1}})
+START = json.dumps({"type": "start", "audio": {"encoding": "pcm_s16le", "sample_rate": 16000, "channels": 1}, "output": {"pacing": "none"}})
 
 
 @pytest.mark.parametrize(
@@ -233,9 +235,7 @@ async def test_final_transcripts_survive_a_later_bad_frame(live_server):
             await ws.send(pcm[i : i + 3200])
         await ws.send("garbage")
         await ws.send(json.dumps({"type": "end"}))
-        events = []
-        async for msg in ws:
-            events.append(json.loads(msg))
+        events = [json.loads(msg) async for msg in ws if isinstance(msg, str)]
         assert any(e["type"] == "error" and e["code"] == "invalid_json" for e in events)
         assert any(e["type"] == "transcript" and e["final"] for e in events)
         assert events[-1]["type"] == "session_end"

@@ -13,7 +13,7 @@ from server import auth
 from server.app import check_bind
 from tests.conftest import ROOT, make_settings
 
-START = json.dumps({"type": "start"})
+START = json.dumps({"type": "start", "output": {"pacing": "none"}})
 
 
 def url(server, query=""):
@@ -135,7 +135,7 @@ async def test_a_fault_in_one_session_closes_it_with_1011_and_spares_the_other(m
         results = {}
         for name, ws in (("bad", bad), ("good", good)):
             try:
-                async with asyncio.timeout(3):
+                async with asyncio.timeout(10):
                     async for msg in ws:
                         ev = json.loads(msg)
                         results.setdefault(name, []).append(ev)
