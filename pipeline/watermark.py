@@ -12,6 +12,8 @@ import soxr
 KEY = 0x44415559
 PAYLOAD_BITS = 16
 CRC_BITS = 8
+N_GROUPS = 3
+RM_M = 7
 N_BITS = PAYLOAD_BITS + CRC_BITS
 PERIOD_S = 0.5
 BAND_HZ = (300.0, 3400.0)
@@ -31,51 +33,86 @@ DET_GAMMA = 0.5
 
 
 
-def _crc8(bits: int, nbits: int) -> int:
-    """CRC-8 (poly 0x07, init 0x5A) over the nbits of ``bits``, MSB first."""
-    crc = 0x5A
+CRC_POLY = {8: 0x07, 12: 0x80F, 10: 0x233, 6: 0x2F}
+
+
+def _crc(bits: int, nbits: int) -> int:
+    w = CRC_BITS
+    poly = CRC_POLY[w]
+    crc = (0x5A5 & ((1 << w) - 1))
     for i in range(nbits - 1, -1, -1):
-        b = (bits >> i) & 1
-        fb = ((crc >> 7) & 1) ^ b
-        crc = (crc << 1) & 0xFF
+        fb = ((crc >> (w - 1)) & 1) ^ ((bits >> i) & 1)
+        crc = (crc << 1) & ((1 << w) - 1)
         if fb:
-            crc ^= 0x07
+            crc ^= poly
     return crc
 
 
+def _crc8(bits, nbits):
+    return _crc(bits, nbits)
+
+
+def _scramble() -> int:
+    return int(np.random.default_rng(KEY + 1).integers(0, 1 << 62)) & ((1 << (PAYLOAD_BITS + CRC_BITS)) - 1)
+
+
+def _hadamard(m: int) -> np.ndarray:
+    H = np.ones((1, 1))
+    for _ in range(m):
+        H = np.block([[H, H], [H, -H]])
+    return H
+
+
 def _codeword(payload: int) -> np.ndarray:
-    word = (payload << CRC_BITS) | _crc8(payload, PAYLOAD_BITS)
-    return np.array([(word >> (N_BITS - 1 - i)) & 1 for i in range(N_BITS)], dtype=np.int8)
+    """Chip signs (+-1), N_GROUPS * 2**RM_M."""
+    nb = PAYLOAD_BITS + CRC_BITS
+    word = ((payload << CRC_BITS) | _crc(payload, PAYLOAD_BITS)) ^ _scramble()
+    k = RM_M + 1
+    assert N_GROUPS * k >= nb
+    Hm = _hadamard(RM_M)
+    chips = []
+    for g in range(N_GROUPS):
+        shift = nb - (g + 1) * k
+        v = (word >> shift) & ((1 << k) - 1) if shift >= 0 else (word << -shift) & ((1 << k) - 1)
+        row, sign = v >> 1, v & 1
+        chips.append(Hm[row] * (-1.0 if sign else 1.0))
+    return np.concatenate(chips)
 
 
-SCHEME = "tdm"
+def _decode_groups(y: np.ndarray):
+    """Soft chips -> (word bits, per-group margins)."""
+    nb = PAYLOAD_BITS + CRC_BITS
+    k = RM_M + 1
+    Hm = _hadamard(RM_M)
+    word = 0
+    metrics = []
+    for g in range(N_GROUPS):
+        h = Hm @ y[g * 2**RM_M : (g + 1) * 2**RM_M]
+        j = int(np.argmax(np.abs(h)))
+        v = (j << 1) | (1 if h[j] < 0 else 0)
+        shift = nb - (g + 1) * k
+        word |= (v << shift) if shift >= 0 else (v >> -shift)
+        srt = np.sort(np.abs(h))
+        metrics.append((abs(h[j]), srt[-2]))
+    return word ^ _scramble(), metrics
 
 
 @lru_cache(maxsize=None)
 def _grid() -> tuple[np.ndarray, np.ndarray]:
-    """Harmonic numbers m (freq m/PERIOD_S Hz) and per-bit coefficients D[b, i]."""
+    """Harmonic numbers m (freq m/PERIOD_S Hz) and per-chip coefficients D[c, i]."""
     lo = int(np.ceil(BAND_HZ[0] * PERIOD_S))
     hi = int(np.floor(BAND_HZ[1] * PERIOD_S))
+    nch = N_GROUPS * 2**RM_M
     m = np.arange(lo, hi + 1)
     rng = np.random.default_rng(KEY)
     phase = rng.uniform(0, 2 * np.pi, len(m))
-    if SCHEME == "fdm":
-        bit = rng.permutation(len(m)) % N_BITS
-        D = np.zeros((N_BITS, len(m)), complex)
-        D[bit, np.arange(len(m))] = np.exp(1j * phase)
-    else:
-        Lp = int(round(PERIOD_S * DETECT_RATE))
-        spec = np.zeros(Lp // 2 + 1, complex)
-        spec[m] = np.exp(1j * phase)
-        w = np.fft.irfft(spec, n=Lp)
-        edges = np.round(np.arange(N_BITS + 1) * Lp / N_BITS).astype(int)
-        order = rng.permutation(N_BITS)
-        D = np.zeros((N_BITS, len(m)), complex)
-        for slot in range(N_BITS):
-            seg = np.zeros(Lp)
-            seg[edges[slot] : edges[slot + 1]] = w[edges[slot] : edges[slot + 1]]
-            D[order[slot]] = np.fft.rfft(seg)[m]
-    D /= np.sqrt((np.abs(D) ** 2).sum() / len(m))
+    per = len(m) // nch
+    perm = rng.permutation(len(m))[: per * nch]
+    m = m[np.sort(perm)]
+    phase = phase[np.sort(perm)]
+    chip = rng.permutation(np.arange(len(m)) % nch)
+    D = np.zeros((nch, len(m)), complex)
+    D[chip, np.arange(len(m))] = np.exp(1j * phase)
     return m, D
 
 
@@ -214,6 +251,22 @@ def _whiten(x: np.ndarray, _W=None, _ret_W=False) -> np.ndarray:
     return out[H : H + n]
 
 
+def _fwht(a: np.ndarray) -> np.ndarray:
+    """Walsh-Hadamard transform along the last axis (natural order, matches _hadamard)."""
+    a = a.copy()
+    n = a.shape[-1]
+    h = 1
+    shp = a.shape[:-1]
+    while h < n:
+        a = a.reshape(*shp, n // (2 * h), 2, h)
+        x, y = a[..., 0, :].copy(), a[..., 1, :].copy()
+        a[..., 0, :] = x + y
+        a[..., 1, :] = x - y
+        a = a.reshape(*shp, n)
+        h *= 2
+    return a
+
+
 def _analyse(x8: np.ndarray):
     Lp = int(round(PERIOD_S * DETECT_RATE))
     y = _whiten(x8)
@@ -224,13 +277,20 @@ def _analyse(x8: np.ndarray):
     F = np.fft.rfft(fold)
     m, D = _grid()
     U = UPSAMPLE
-    Z = np.zeros((N_BITS, Lp * U // 2 + 1), complex)
+    Z = np.zeros((D.shape[0], Lp * U // 2 + 1), complex)
     Z[:, m] = F[m][None, :] * np.conj(D)
-    C = np.fft.irfft(Z, n=Lp * U, axis=1)
-    sig = np.sqrt((C**2).mean(axis=1)) + 1e-30
-    z = C / sig[:, None]
-    S = (z**2).sum(axis=0)
-    return z, S, Lp * U
+    C = np.fft.irfft(Z, n=Lp * U, axis=1)  # chips x tau
+    nc = (np.abs(D) > 0).sum(axis=1).mean()
+    G = 2**RM_M
+    Hh = _fwht(C.T.reshape(-1, N_GROUPS, G))  # tau x groups x G
+    best = np.abs(Hh).max(axis=2) ** 2  # tau x groups
+    var0 = (C**2).mean()
+    S0 = best.sum(axis=1) / (var0 * G)
+    t = int(np.argmax(S0))
+    # de-bias the noise variance for the mark's own sidelobes
+    var = max(var0 - (C[:, t] ** 2).mean() / (2 * nc), 1e-3 * var0)
+    S = S0 * var0 / var
+    return C[:, t] / np.sqrt(var), S, t, Lp * U
 
 
 def detect(samples: np.ndarray, rate: int) -> Detection:
@@ -238,12 +298,11 @@ def detect(samples: np.ndarray, rate: int) -> Detection:
     x8 = soxr.resample(x, rate, DETECT_RATE, quality="HQ").astype(np.float64) if rate != DETECT_RATE else x.astype(np.float64)
     if len(x8) < 0.3 * DETECT_RATE or not np.any(x8):
         return Detection(False, None, 0.0)
-    z, S, n = _analyse(x8)
-    t = int(np.argmax(S))
-    zb = z[:, t]
-    bits = (zb > 0).astype(int)
-    word = int("".join(map(str, bits)), 2)
-    payload, crc = word >> CRC_BITS, word & 0xFF
-    ok = _crc8(payload, PAYLOAD_BITS) == crc
+    y, S, t, n = _analyse(x8)
+    word, metr = _decode_groups(y)
+    G = 2**RM_M
+    payload, crc = word >> CRC_BITS, word & ((1 << CRC_BITS) - 1)
+    ok = _crc(payload, PAYLOAD_BITS) == crc
     found = ok and S[t] >= THRESHOLD
-    return Detection(found, payload if found else None, float(S[t]), float(S[t]), float(np.mean(np.abs(zb))), t / n * PERIOD_S, ok)
+    zg = [a / np.sqrt(G) for a, b in metr]
+    return Detection(found, payload if found else None, float(S[t]), float(S[t]), float(min(zg)), t / n * PERIOD_S, ok)
