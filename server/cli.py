@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language", default="auto", help="auto (default) or a code such as kk, ru")
     p.add_argument("--json", action="store_true", help="one JSON object per utterance")
 
+    p = sub.add_parser("say", help="speak text with the server's TTS into a marked WAV file")
+    p.add_argument("text")
+    p.add_argument("--language", default="kk")
+    p.add_argument("-o", "--out", required=True, help="output WAV file")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--rate", type=int, default=None, help="resample to this rate (default: the voice's)")
+
     p = sub.add_parser("call", help="stream a WAV over /v1/voice as a caller would; print events as JSON lines")
     p.add_argument("file", nargs="?", help="audio file (any format PyAV reads); omit with --text")
     p.add_argument("--url", default="ws://127.0.0.1:8765/v1/voice")
@@ -111,6 +118,53 @@ def cmd_transcribe(args) -> int:
     return 0
 
 
+def cmd_say(args) -> int:
+    import numpy as np
+
+    from models.errors import ModelError
+    from models.tts import TtsRouter
+    from pipeline.audio import AudioChunk, resample, write_wav
+    from pipeline.marking import info_chunk, provenance
+    from pipeline.sentences import split_sentences
+
+    settings = _settings(args)
+    try:
+        tts = TtsRouter.from_settings(settings.tts)
+        if tts is None:
+            raise ModelError("no TTS engine is available: install espeak-ng or configure tts.voices")
+        chunks, model_id = [], tts.model_id_for(args.language)
+        for sentence in split_sentences(args.text):
+            chunks.extend(tts.synthesize(sentence, args.language))
+    except ModelError as e:
+        print(f"dauys: error: {e}", file=sys.stderr)
+        return 2
+    if not chunks:
+        print("dauys: error: nothing to say", file=sys.stderr)
+        return 2
+    rate = chunks[0].rate
+    samples = np.concatenate([resample(c.samples, c.rate, rate) for c in chunks])
+    prov = provenance({"tts": model_id}, language=args.language)
+    mark = _watermark(samples, rate, prov)
+    if args.rate and args.rate != rate:
+        samples, rate = resample(mark, rate, args.rate), args.rate
+    else:
+        samples = mark
+    write_wav(args.out, AudioChunk(samples, rate), info_chunk(prov))
+    print(json.dumps({"out": args.out, "seconds": round(len(samples) / rate, 2), **prov}, ensure_ascii=False))
+    return 0
+
+
+def _watermark(samples, rate, prov: dict):
+    """Embed the in-band mark (where the watermark module is present); records its payload in ``prov``."""
+    try:
+        from pipeline import watermark
+    except ImportError:
+        return samples
+    payload = watermark.payload_for(1, prov["created"])
+    prov["watermark"] = watermark.format_payload(payload)
+    return watermark.embed(samples, rate, payload)
+
+
 def cmd_call(args) -> int:
     from websockets.exceptions import InvalidStatus, WebSocketException
 
@@ -138,4 +192,4 @@ def cmd_call(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"serve": cmd_serve, "transcribe": cmd_transcribe, "call": cmd_call}[args.command](args)
+    return {"serve": cmd_serve, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say}[args.command](args)

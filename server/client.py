@@ -92,7 +92,11 @@ async def call(
         enc = Encoding(out_format.get("encoding", encoding.value))
         sr = int(out_format.get("sample_rate", rate))
         pcm = np.concatenate([decode_wire(bytes(b), enc) for b in reply_audio.values()])
-        write_wav(out, AudioChunk(pcm, sr))
+        from pipeline.marking import info_chunk
+
+        prov = {"ai_generated": True, **(out_format.get("provenance") or {}), "replies": list(reply_audio)}
+        prov.setdefault("system", "dauys")
+        write_wav(out, AudioChunk(pcm, sr), info_chunk(prov))
     elif out:
         print("dauys: no reply audio was received; nothing written to " + out, file=sys.stderr)
     return events

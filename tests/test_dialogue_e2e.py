@@ -14,7 +14,7 @@ from server.client import call
 
 pytestmark = pytest.mark.slow
 
-START = json.dumps({"type": "start", "audio": {"encoding": "pcm_s16le", "sample_rate": 16000}, "output": {"encoding": "pcm_s16le", "sample_rate": 16000}})
+START = json.dumps({"type": "start", "audio": {"encoding": "pcm_s16le", "sample_rate": 16000}, "output": {"encoding": "pcm_s16le", "sample_rate": 16000, "pacing": "none"}})
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def assert_marked(ev):
     ],
 )
 async def test_typed_question_gets_the_knowledge_base_answer_in_its_language(live_server, kb, question, language, entry):
-    events = await call(live_server["ws"], None, texts=[question], emit=lambda e: None)
+    events = await call(live_server["ws"], None, texts=[question], realtime=False, emit=lambda e: None)
     (rep,) = replies(events)
     assert rep["language"] == language
     assert rep["text"] == kb.by_id[entry].answers[language]
