@@ -137,8 +137,9 @@ async def test_a_fault_in_one_session_closes_it_with_1011_and_spares_the_other(m
             try:
                 async with asyncio.timeout(10):
                     async for msg in ws:
-                        ev = json.loads(msg)
-                        results.setdefault(name, []).append(ev)
+                        if isinstance(msg, bytes):
+                            continue  # disclosure audio
+                        results.setdefault(name, []).append(json.loads(msg))
             except TimeoutError:
                 results.setdefault(name, []).append("open")
             except ConnectionClosed:
@@ -147,7 +148,9 @@ async def test_a_fault_in_one_session_closes_it_with_1011_and_spares_the_other(m
         assert len(closed) == 1, (results, poisoned_id)
         survivor = good if closed == ["bad"] else bad
         await survivor.send(json.dumps({"type": "text", "text": "сәлем"}))
-        msg = json.loads(await survivor.recv())
-        assert msg["type"] == "transcript" and msg["text"] == "сәлем"
+        async with asyncio.timeout(20):
+            while isinstance(msg := await survivor.recv(), bytes) or json.loads(msg)["type"] != "transcript":
+                pass
+        assert json.loads(msg)["text"] == "сәлем"
         faulted = results[closed[0]]
         assert any(isinstance(e, dict) and e.get("code") == "internal_error" for e in faulted)
