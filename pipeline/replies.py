@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from models.dialogue.base import Action, DialogueState, Turn
-from pipeline.audio import Encoding, OutputConverter
+from pipeline import watermark
+from pipeline.audio import AudioChunk, OutputConverter
 from pipeline.events import AudioEnd, AudioStart, Handoff, Reply
 from pipeline.policy import detect_handoff
 from pipeline.privacy import redact
@@ -31,6 +32,8 @@ FRAME_MS = 40
 LEAD_S = 0.3
 """How far ahead of real time audio may be sent (bounds what barge-in cannot take back)."""
 _DONE = object()
+SYSTEM_ID = 1
+"""Watermark system id of Dauys replies."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,7 @@ class Responder:
         t_start = 0.0
         tts = self.services.tts
         pool = self.services.tts_pool
+        embedder = None
         if tts is None:  # no speech engine: the reply stays text only
             while await sentences.get() is not None:
                 pass
@@ -228,6 +232,9 @@ class Responder:
                     chunk = await loop.run_in_executor(pool, _step, gen)
                     if chunk is _DONE:
                         break
+                    if embedder is None or embedder.rate != chunk.rate:  # every synthesized sample is marked
+                        embedder = watermark.Embedder(chunk.rate, self._payload(reply_id))
+                    chunk = AudioChunk(embedder.process(chunk.samples), chunk.rate)
                     pending += conv.convert(chunk)
                     if not may_send.done():
                         continue
@@ -255,8 +262,15 @@ class Responder:
     async def _audio_start(self, reply_id: str, out_fmt, models: dict) -> None:
         self.speaking = True
         await self.session.emit(
-            AudioStart(reply_id, out_fmt.encoding.value, out_fmt.sample_rate, provenance=self.provenance(reply_id, models))
+            AudioStart(
+                reply_id, out_fmt.encoding.value, out_fmt.sample_rate, watermark=watermark.format_payload(self._payload(reply_id)),
+                provenance=self.provenance(reply_id, models),
+            )
         )
+
+    def _payload(self, reply_id: str) -> int:
+        """The watermark payload of a reply: the system id and a hash of session and reply ids."""
+        return watermark.payload_for(SYSTEM_ID, f"{self.session.id}:{reply_id}")
 
     async def _send_paced(self, reply_id, pending: bytearray, frame_bytes: int, out_fmt, t_start: float, sent_s: float, final: bool) -> float:
         bytes_per_s = out_fmt.encoding.sample_width * out_fmt.sample_rate

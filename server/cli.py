@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--rate", type=int, default=None, help="resample to this rate (default: the voice's)")
 
+    p = sub.add_parser("detect-mark", help="is the Dauys watermark in this audio file? (exit 0 yes, 1 no)")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("call", help="stream a WAV over /v1/voice as a caller would; print events as JSON lines")
     p.add_argument("file", nargs="?", help="audio file (any format PyAV reads); omit with --text")
     p.add_argument("--url", default="ws://127.0.0.1:8765/v1/voice")
@@ -155,14 +159,31 @@ def cmd_say(args) -> int:
 
 
 def _watermark(samples, rate, prov: dict):
-    """Embed the in-band mark (where the watermark module is present); records its payload in ``prov``."""
-    try:
-        from pipeline import watermark
-    except ImportError:
-        return samples
-    payload = watermark.payload_for(1, prov["created"])
+    """Embed the in-band mark; records its payload in ``prov``."""
+    from pipeline import watermark
+    from pipeline.replies import SYSTEM_ID
+
+    payload = watermark.payload_for(SYSTEM_ID, prov["created"])
     prov["watermark"] = watermark.format_payload(payload)
     return watermark.embed(samples, rate, payload)
+
+
+def cmd_detect_mark(args) -> int:
+    from pipeline import watermark
+
+    try:
+        det = watermark.detect_file(args.file)
+    except (OSError, ValueError) as e:
+        print(f"dauys: error: cannot read {args.file}: {e}", file=sys.stderr)
+        return 2
+    payload = watermark.format_payload(det.payload) if det.found and det.payload is not None else None
+    if args.json:
+        print(json.dumps({"found": bool(det.found), "payload": payload, "confidence": round(float(det.confidence), 3)}))
+    elif det.found:
+        print(f"mark found: {payload} (confidence {det.confidence:.2f})")
+    else:
+        print(f"no mark (confidence {det.confidence:.2f})")
+    return 0 if det.found else 1
 
 
 def cmd_call(args) -> int:
@@ -192,4 +213,4 @@ def cmd_call(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"serve": cmd_serve, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say}[args.command](args)
+    return {"serve": cmd_serve, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say, "detect-mark": cmd_detect_mark}[args.command](args)

@@ -1,0 +1,53 @@
+"""Machine-readable marking of the files Dauys writes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.audio import AudioChunk, read_audio, write_wav
+from pipeline.marking import info_chunk, provenance, read_info, read_provenance
+from tests.conftest import ROOT
+
+import numpy as np
+
+
+def test_info_chunk_round_trip_and_file_still_plays(tmp_path):
+    prov = provenance({"tts": "espeak-ng:kk"}, reply_id="r1", note="Сәлем")
+    path = tmp_path / "x.wav"
+    write_wav(path, AudioChunk(np.zeros(8000, np.float32), 16000), info_chunk(prov))
+    info = read_info(path)
+    assert info["IKEY"] == "ai-generated" and info["ISFT"].startswith("dauys/")
+    back = read_provenance(path)
+    assert back["ai_generated"] is True and back["models"]["tts"] == "espeak-ng:kk" and back["note"] == "Сәлем"
+    assert read_audio(path).seconds == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.slow
+def test_say_writes_a_marked_wav(tmp_path):
+    out = tmp_path / "say.wav"
+    p = subprocess.run([sys.executable, "-m", "server", "say", "Сәлеметсіз бе! Картаңыз бұғатталған.", "--language", "kk", "-o", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    meta = json.loads(p.stdout)
+    prov = read_provenance(out)
+    assert prov["ai_generated"] is True and prov["models"]["tts"] and prov["created"] == meta["created"]
+    audio = read_audio(out)
+    assert audio.seconds > 1.5
+    if "watermark" in prov:
+        from pipeline import watermark
+
+        det = watermark.detect_file(out)
+        assert det.found and watermark.format_payload(det.payload) == prov["watermark"]
+
+
+@pytest.mark.slow
+async def test_call_out_saves_marked_reply(live_server, tmp_path):
+    from server.client import call
+
+    out = tmp_path / "reply.wav"
+    await call(live_server["ws"], None, texts=["Картам бұғатталып қалды"], realtime=False, out=str(out), emit=lambda e: None)
+    prov = read_provenance(out)
+    assert prov["ai_generated"] is True and prov["system"].startswith("dauys/")
+    assert read_audio(out).seconds > 2.0

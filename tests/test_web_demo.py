@@ -1,0 +1,280 @@
+"""The web demo in a real browser: headless Chromium with a fake microphone (a WAV of a spoken Kazakh
+question), driven over the Chrome DevTools Protocol against the real `dauys serve` subprocess.
+
+Chromium is a Debian package (`apt-get install chromium`; scripts/install_system_deps.sh installs it).
+No Playwright/Selenium: CDP is spoken directly over a WebSocket with the `websockets` library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from models.dialogue.kb import KnowledgeBase
+from pipeline.audio import AudioChunk, write_wav
+from tests.conftest import ROOT, espeak
+
+pytestmark = pytest.mark.slow
+
+QUESTION_KK = "Картам бұғатталып қалды"  # the kk question for KB entry card_blocked
+POLL_TIMEOUT_S = 60.0
+SCREENSHOT = ROOT / "artifacts" / "web_demo.png"
+PAGE_STATE = ROOT / "artifacts" / "web_demo.json"  # what the page showed (transcripts, replies, stats)
+
+# Everything the test looks at, read from the page in one Runtime.evaluate.
+PROBE = r"""(() => {
+  const q = (s) => Array.from(document.querySelectorAll(s));
+  const s = window.dauysStats || null;
+  return {
+    state: document.body.dataset.state || null,
+    mic: document.body.dataset.mic || null,
+    disclosure: (document.getElementById('disclosure') || {}).textContent || '',
+    finals: q('.final-transcript').map(e => ({ text: (e.querySelector('.text') || e).textContent, lang: e.lang })),
+    replies: q('.reply').map(e => ({
+      text: (e.querySelector('.text') || e).textContent,
+      badge: !!(e.querySelector('.ai-badge') ||
+                (e.previousElementSibling && e.previousElementSibling.classList.contains('ai-badge'))),
+      lang: e.lang,
+    })),
+    errors: q('.error-event, .client-error').map(e => e.textContent),
+    log: q('#log > *').map(e => e.className + ': ' + e.textContent).slice(-40),
+    stats: s && { framesSent: s.framesSent, audioFramesReceived: s.audioFramesReceived,
+                  audioPlayedSeconds: s.audioPlayedSeconds,
+                  eventTypes: s.events.map(e => e.type) },
+  };
+})()"""
+
+
+def _chromium() -> str:
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.fail("chromium is not installed: run `apt-get install chromium` "
+                    "(scripts/install_system_deps.sh does it; CI installs it)")
+    return exe
+
+
+class Browser:
+    """A headless Chromium process; its DevTools URL is read from stderr."""
+
+    def __init__(self, exe: str, profile: Path, wav: Path) -> None:
+        args = [
+            exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", "--disable-default-apps", f"--user-data-dir={profile}",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}", "--autoplay-policy=no-user-gesture-required",
+            "--remote-debugging-port=0", "--window-size=1100,900", "about:blank",
+        ]
+        # Own process group: the launcher script and every Chromium child go down together.
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
+        self.stderr: list[str] = []
+        self._url: str | None = None
+        self._found = threading.Event()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            m = re.search(r"DevTools listening on (ws://\S+)", line)
+            if m and self._url is None:
+                self._url = m.group(1)
+                self._found.set()
+        self._found.set()  # exited (or closed stderr) without a URL
+
+    def devtools_url(self, timeout: float = 30.0) -> str:
+        self._found.wait(timeout)
+        if self._url is None:
+            pytest.fail(f"chromium gave no DevTools URL in {timeout:.0f} s (exit code {self.proc.poll()}):\n"
+                        + "".join(self.stderr[-40:]))
+        return self._url
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        try:  # leftovers of the group (renderers, zygotes), even if the launcher already exited
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class CDP:
+    """Minimal Chrome DevTools Protocol client over one browser WebSocket (flattened sessions)."""
+
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.ids = itertools.count(1)
+        self.pending: dict[int, asyncio.Future] = {}
+        self.events: list[dict] = []
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                msg = json.loads(raw)
+                fut = self.pending.pop(msg["id"], None) if "id" in msg else None
+                if fut is not None:
+                    if not fut.done():
+                        fut.set_result(msg)
+                elif "method" in msg:
+                    self.events.append(msg)
+        finally:
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("DevTools connection closed"))
+
+    async def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30):
+        i = next(self.ids)
+        msg = {"id": i, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[i] = fut
+        await self.ws.send(json.dumps(msg))
+        reply = await asyncio.wait_for(fut, timeout)
+        if "error" in reply:
+            raise AssertionError(f"CDP {method} failed: {reply['error']}")
+        return reply.get("result", {})
+
+    async def evaluate(self, session: str, expression: str):
+        r = await self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session)
+        if "exceptionDetails" in r:
+            raise AssertionError(f"probe threw: {r['exceptionDetails']}")
+        return r["result"].get("value")
+
+    def page_errors(self) -> list[str]:
+        """Uncaught exceptions, console.error calls and error-level log entries, except the favicon."""
+        out = []
+        for ev in self.events:
+            m, p = ev["method"], ev.get("params", {})
+            if m == "Runtime.exceptionThrown":
+                d = p.get("exceptionDetails", {})
+                out.append("exception: " + (d.get("exception", {}).get("description") or d.get("text", "")))
+            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+                out.append("console." + p["type"] + ": " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", [])))
+            elif m == "Log.entryAdded":
+                e = p.get("entry", {})
+                if e.get("level") == "error" and "favicon" not in (e.get("url") or "") + e.get("text", ""):
+                    out.append(f"log ({e.get('source')}): {e.get('text')} {e.get('url') or ''}".rstrip())
+        return out
+
+
+def _missing(snap: dict | None, expected_answer: str) -> list[str]:
+    """Conditions that do not hold yet (empty: all hold)."""
+    if not snap:
+        return ["page not loaded"]
+    miss = []
+    if snap["state"] != "ready":
+        miss.append(f"body[data-state] is {snap['state']!r}, not 'ready'")
+    if "жасанды интеллект" not in snap["disclosure"].lower():
+        miss.append("disclosure banner lacks the server's disclosure text")
+    if not snap["finals"]:
+        miss.append("no .final-transcript")
+    if not any(r["badge"] and r["text"].strip() for r in snap["replies"]):
+        miss.append("no .reply with an AI badge")
+    elif not any(r["badge"] and expected_answer in r["text"] for r in snap["replies"]):
+        miss.append("no AI-badged .reply with the card_blocked answer")
+    st = snap["stats"] or {}
+    if not st.get("framesSent", 0) > 50:
+        miss.append(f"framesSent {st.get('framesSent')} <= 50")
+    if not st.get("audioFramesReceived", 0) > 0:
+        miss.append("no reply audio frames received")
+    if not st.get("audioPlayedSeconds", 0) > 0.5:
+        miss.append(f"audioPlayedSeconds {st.get('audioPlayedSeconds')} <= 0.5")
+    return miss
+
+
+async def test_web_demo_in_headless_chromium(live_server, tmp_path):
+    exe = _chromium()
+    expected = KnowledgeBase.load(None).by_id["card_blocked"].answers["kk"]
+
+    # The fake microphone: silence, the question, silence (Chromium loops the file).
+    rate = 16000
+    speech = espeak(QUESTION_KK, "kk", 140)
+    audio = np.concatenate([np.zeros(int(1.5 * rate), np.float32), speech, np.zeros(3 * rate, np.float32)])
+    wav = tmp_path / "mic.wav"
+    write_wav(wav, AudioChunk(audio.astype(np.float32), rate))  # 16-bit PCM WAV
+
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    url = f"{live_server['http']}/?autostart=1&lang=kk"
+    browser = Browser(exe, profile, wav)
+    cdp = None
+    snap = None
+    screenshot_error = None
+    t0 = time.monotonic()
+    try:
+        async with connect(browser.devtools_url(), max_size=None, ping_interval=None, open_timeout=30) as ws:
+            cdp = CDP(ws)
+            try:
+                targets = (await cdp.send("Target.getTargets"))["targetInfos"]
+                page = next((t for t in targets if t["type"] == "page"), None)
+                target_id = page["targetId"] if page else (await cdp.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
+                session = (await cdp.send("Target.attachToTarget", {"targetId": target_id, "flatten": True}))["sessionId"]
+                for domain in ("Page", "Runtime", "Log"):
+                    await cdp.send(f"{domain}.enable", session=session)
+                nav = await cdp.send("Page.navigate", {"url": url}, session)
+                assert not nav.get("errorText"), f"navigation to {url} failed: {nav}"
+
+                deadline = time.monotonic() + POLL_TIMEOUT_S
+                while True:
+                    try:
+                        snap = await cdp.evaluate(session, PROBE)
+                    except AssertionError:
+                        snap = None  # page still loading (context swapped mid-navigation)
+                    errors = cdp.page_errors() + (snap["errors"] if snap else [])
+                    if errors:
+                        break  # fail fast below with the page state
+                    if not _missing(snap, expected) or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.5)
+                try:
+                    shot = await cdp.send("Page.captureScreenshot", {"format": "png"}, session)
+                    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                    SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
+                except Exception as e:  # noqa: BLE001 - reported below; the page state matters more
+                    screenshot_error = e
+            finally:
+                cdp.reader.cancel()
+    finally:
+        browser.close()
+    elapsed = time.monotonic() - t0
+    if snap is not None:
+        PAGE_STATE.parent.mkdir(parents=True, exist_ok=True)
+        PAGE_STATE.write_text(json.dumps({"elapsed_s": round(elapsed, 1), **snap}, ensure_ascii=False, indent=1), encoding="utf-8")
+
+    context = (f"after {elapsed:.1f} s; page state:\n{json.dumps(snap, ensure_ascii=False, indent=1)}\n"
+               f"server log tail:\n{''.join(live_server['log'][-30:])}")
+    page_errors = cdp.page_errors() + (snap["errors"] if snap else [])
+    assert not page_errors, f"page errors: {page_errors}\n{context}"
+    missing = _missing(snap, expected)
+    assert not missing, f"not met: {missing}\n{context}"
+    assert screenshot_error is None, f"screenshot failed: {screenshot_error!r}"
+    assert SCREENSHOT.stat().st_size > 10_000
+    # The final transcript is Kazakh (the session language is fixed by ?lang=kk).
+    assert all(f["lang"] == "kk" for f in snap["finals"]), snap["finals"]
