@@ -83,6 +83,8 @@ GAMMA = 0.5
 """Spectral shaping: mark magnitude ~ (speech spectral envelope) ** GAMMA (1 = fully speech-shaped, 0 = flat)."""
 EMBED_FRAME_S = 0.024
 """Embedding frames: 24 ms, 50 % overlap; each frame's mark is shaped by the same 24 ms of speech."""
+GATE_S = 0.002
+GATE_REL = 0.1
 ENVELOPE_SMOOTH_BINS = 4
 """Spectral envelope = speech power averaged over +-4 bins (+-167 Hz, about one critical band at 1 kHz)."""
 
@@ -100,8 +102,9 @@ THRESHOLD = 90.0
 """Sync score needed (besides a good CRC) to report a mark; see docs/watermark.md for the calibration."""
 MIN_SECONDS = 1.0
 """Shorter input is not searched (the mark needs 1.5 s to be reliable)."""
-LONG_INPUT_S = 10.0
-"""Longer input is also searched in windows (a reply inside a long recording)."""
+LONG_INPUT_S = 6.0
+"""Longer input is also searched in 4 s windows, 2 s apart (a reply inside a long recording;
+clock drift between the two ends of a long excerpt)."""
 WINDOW_S = 4.0
 H0_LOC = 54.2
 H0_SCALE = 2.9
@@ -300,7 +303,15 @@ class Embedder:
         spec = shape * np.fft.rfft(carrier, axis=1)
         e_mark = (np.abs(spec) ** 2).sum(axis=1)
         gain = self.strength * np.sqrt(e_band / np.maximum(e_mark, 1e-30))
-        return np.fft.irfft(spec * gain[:, None], n=L, axis=1) * self._win
+        frames = np.fft.irfft(spec * gain[:, None], n=L, axis=1)
+        if GATE_S > 0:
+            # silence gate: no mark where the speech, at a 2 ms scale, is 20 dB below the frame's level
+            # (so no mark creeps into the silence just before an onset)
+            raw = host[(starts - self.emitted)[:, None] + np.arange(L)]
+            local = np.sqrt(_smooth_bins(raw**2, max(1, round(GATE_S * self.rate))))
+            level = np.sqrt((seg**2).sum(axis=1, keepdims=True) / (self._win**2).sum())
+            frames *= np.minimum(1.0, local / np.maximum(GATE_REL * level, 1e-30))
+        return frames * self._win
 
     def _run(self, host: np.ndarray, stop: int) -> np.ndarray:
         """Make every frame starting before ``stop`` (absolute; ``host`` covers its
@@ -337,6 +348,7 @@ class Embedder:
         n = self.position - self.emitted
         host = np.concatenate([self._host, np.zeros(2 * self.frame)])
         out = self._run(host, self.position)
+        self.emitted = self.position
         return out[:n]
 
 

@@ -333,6 +333,7 @@ def mark_replies(replies: list[dict], rng: np.random.Generator) -> None:
                 n = int(rng.integers(int(0.005 * rate), int(0.2 * rate)))
                 out.append(e.process(x[pos : pos + n]))
                 pos += n
+            out.append(e.flush())
             rep["marked"] = np.concatenate(out)
             rep["streamed"] = True
 
@@ -400,6 +401,7 @@ def run_speed(replies: list[dict]) -> dict:
     t = time.perf_counter()
     for i in range(0, len(x), hop):
         e.process(x[i : i + hop])
+    e.flush()
     stream = (time.perf_counter() - t) / dur
     y = wm.embed(x, rate, 0x1234)
     det = {}
