@@ -260,6 +260,10 @@ class Responder:
             raise
 
     async def _audio_start(self, reply_id: str, out_fmt, models: dict) -> None:
+        # never start talking over a caller who is speaking (a reply to an earlier utterance
+        # can be ready while the next one is under way): wait for their pause
+        while self.session._utt is not None and reply_id != "disclosure":
+            await asyncio.sleep(0.02)
         self.speaking = True
         await self.session.emit(
             AudioStart(

@@ -64,6 +64,7 @@ class Segmenter:
         self._silence = 0  # silence windows in speech
         self._last_speech = 0  # len(self._utt) at the last speech window
         self._preroll = 0  # windows of pre-roll at the head of self._utt
+        self._head_t = 0.0
         self._paused = False
         self.window_index = 0
         self.last_prob = 0.0
@@ -147,6 +148,7 @@ class Segmenter:
                 self._paused = False
                 start_window = self.window_index + 1 - self._candidate
                 self.utterance_start_t = start_window * WINDOW_S
+                self._head_t = (self.window_index + 1 - self._preroll) * WINDOW_S  # time of self._utt[0]
                 self._candidate = 0
                 events.append(SegmentEvent("start", self.index, self.utterance_start_t))
             return
@@ -174,12 +176,13 @@ class Segmenter:
             self._preroll = 0
             self._last_speech = 0
             self.utterance_start_t = self.t + WINDOW_S
+            self._head_t = self.utterance_start_t
             events.append(SegmentEvent("start", self.index, self.utterance_start_t))
 
     def _end(self, forced: bool, keep_all: bool = False) -> SegmentEvent:
         keep = len(self._utt) if keep_all else min(len(self._utt), self._last_speech + self.pad_windows)
         audio = np.concatenate(self._utt[:keep]) if keep else np.zeros(0, np.float32)
-        t_end = self.t + WINDOW_S if keep_all else self.utterance_start_t + (keep - self._preroll) * WINDOW_S
+        t_end = self.t + WINDOW_S if keep_all else self._head_t + keep * WINDOW_S
         ev = SegmentEvent("end", self.index, round(t_end, 3), audio, forced, round(self.t + WINDOW_S, 3))
         # the trailing silence becomes pre-roll for the next utterance
         self._history = self._utt[keep:][-self.pad_windows:] if self.pad_windows else []

@@ -50,13 +50,17 @@ round(t * 16000) - 1.  Arrival times are the monotonic times at which the
 receive loop got an event (or binary frame).  Per question, for the LAST
 final transcript of the question (normally the only one):
 
-* end of speech: the final's ``t_end`` minus the server's speech pad
-  (``vad.speech_pad_ms`` rounded to whole 32 ms VAD windows -- the segmenter
-  keeps that much audio after the last speech window), i.e. the end of the
-  last VAD speech window, mapped to its send time.  (For a forced final,
-  ``t_end`` itself.)  Cross-check: "end of speech from the audio" is the
-  question's last 10 ms window within 26 dB of its loudest, known to the
-  client -- the "total from audio speech end" row.
+* end of speech (``--speech-end audio``, the default): the end of the
+  question's own audio -- its last 10 ms window within 26 dB of its loudest
+  (the client knows it: espeak-ng appends ~0.4 s of silence, which is not
+  speech) -- mapped to its send time.  This is independent of the server.
+  ``--speech-end server``: the final's ``t_end`` minus the server's speech
+  pad (``vad.speech_pad_ms`` in whole 32 ms VAD windows, as the segmenter
+  pads), meant to be the end of the last VAD speech window (for a forced
+  final, ``t_end`` itself).  The other reference is printed as a cross-check
+  row, with "(server t_end - pad) - audio speech end": Silero's last speech
+  window ends some 10-70 ms after the audio's, so a negative value means the
+  server reports ``t_end`` early (see the note printed then).
 * endpoint: end of speech -> send time of ``t_endpoint`` (the input time at
   which the VAD decided the utterance had ended: ``vad.min_silence_ms`` of
   silence).  Mostly the configured endpointing silence itself.
@@ -398,7 +402,7 @@ class ReplyKinds:
         return "answer_other"
 
 
-def analyse(call: Call, pad_s: float, kinds: ReplyKinds) -> dict:
+def analyse(call: Call, pad_s: float, kinds: ReplyKinds, reference: str = "audio") -> dict:
     q = call.question
     out = {
         "caller": call.caller, "question": q.name, "language": q.lang, "expected": q.expected, "end_reason": call.end_reason,
@@ -442,9 +446,11 @@ def analyse(call: Call, pad_s: float, kinds: ReplyKinds) -> dict:
         for a, ev in call.events
     )
     forced = bool(fin.get("forced"))
-    t_speech_end = float(fin["t_end"]) - (0.0 if forced else pad_s)
-    s = call.sent_time(t_speech_end)
-    s_audio = call.sent_time(q_start_t + q.speech_end_s)
+    t_server_end = float(fin["t_end"]) - (0.0 if forced else pad_s)
+    t_audio_end = q_start_t + q.speech_end_s
+    s_server = call.sent_time(t_server_end)
+    s_audio = call.sent_time(t_audio_end)
+    s = s_audio if reference == "audio" else s_server
     e = call.sent_time(float(fin["t_endpoint"]))
     out.update(
         outcome="reply",
@@ -457,8 +463,9 @@ def analyse(call: Call, pad_s: float, kinds: ReplyKinds) -> dict:
             "first_audio": b_arr - a_arr,
             "total": b_arr - s,
             "total_from_audio_speech_end": b_arr - s_audio,
+            "total_from_server_t_end": b_arr - s_server,
         },
-        vad_minus_audio_speech_end=(q_start_t + q.speech_end_s, t_speech_end),
+        vad_minus_audio_speech_end=(t_audio_end, t_server_end),
     )
     return out
 
@@ -481,7 +488,7 @@ def metrics_snapshot(base: str) -> dict[str, float]:
     return out
 
 
-STAGES = ["endpoint", "asr_final", "dialogue", "first_tts_chunk", "first_audio", "total", "total_from_audio_speech_end"]
+STAGES = ["endpoint", "asr_final", "dialogue", "first_tts_chunk", "first_audio", "total", "total_from_audio_speech_end", "total_from_server_t_end"]
 
 
 async def run_level(n: int, url: str, questions: list[Question], args, rng: random.Random, server, server_pid, pad_s: float, kinds: ReplyKinds) -> dict:
@@ -510,7 +517,7 @@ async def run_level(n: int, url: str, questions: list[Question], args, rng: rand
     await asyncio.sleep(1.0)  # let the server clean up the hung-up sessions
     m1 = await asyncio.to_thread(metrics_snapshot, base)
 
-    per = [analyse(c, pad_s, kinds) for c in calls]
+    per = [analyse(c, pad_s, kinds, args.speech_end) for c in calls]
     ok = [p for p in per if p["outcome"] == "reply"]
     stage = {}
     for s in STAGES:
@@ -579,14 +586,22 @@ def print_report(report: dict) -> None:
     print(f"machine: {m['nproc']} CPUs, {m['cpu_model']} (Python {m['python']})")
     print(f"server:  {s['url']}  ASR {asr.get('model')} on {asr.get('device')}/{asr.get('compute_type')}; "
           f"dialogue {s.get('models', {}).get('dialogue')}; TTS {', '.join(sorted(set(s.get('tts', []))) or ['-'])}")
-    print(f"         VAD min_silence {c['vad_min_silence_ms']} ms, speech pad {c['speech_pad_ms']} ms "
-          f"(= {c['speech_pad_effective_ms']:g} ms in 32 ms windows, subtracted from t_end)")
+    print(f"         VAD min_silence {c['vad_min_silence_ms']} ms, speech pad {c['speech_pad_ms']} ms (= {c['speech_pad_effective_ms']:g} ms in 32 ms windows)")
+    if c["speech_end"] == "audio":
+        print("end of speech: from the question's audio (its last 10 ms within 26 dB of its loudest), mapped to its send time")
+    else:
+        print(f"end of speech: the final's t_end minus the speech pad ({c['speech_pad_effective_ms']:g} ms), mapped to its send time")
     print(f"calls:   {len(c['questions'])} questions per caller ({c['n_tts_questions']} espeak-ng kk/ru KB questions at {c['espeak_wpm']} wpm + "
           f"{len(c['questions']) - c['n_tts_questions']} real kk clips), one session each, start language = question language, "
           f"pcm_s16le 16 kHz in/out, realtime output pacing; question after the disclosure has played, then >= {c['silence_s']:g} s "
           f"silence until the reply's first audio byte, then hang up; 20 ms frames, starts staggered 0-{c['stagger_ms']} ms")
     print(f"target:  one caller on a 2-core CPU: voice-to-voice median <= {TARGET_MEDIAN_MS} ms, p95 <= {TARGET_P95_MS} ms")
     levels = report["levels"]
+
+    if c["speech_end"] == "audio":
+        other_ref, other_key = "server t_end - pad", "total_from_server_t_end"
+    else:
+        other_ref, other_key = "audio speech end", "total_from_audio_speech_end"
 
     def mp(lv, key):
         st = lv["stages_ms"][key]
@@ -595,14 +610,14 @@ def print_report(report: dict) -> None:
     rows = [
         ("replies (questions answered with audio)", [f"{lv['replies']} of {lv['calls']}" for lv in levels]),
         ("TOTAL voice-to-voice median / p95 ms", [mp(lv, "total") for lv in levels]),
-        ("  endpoint (speech end -> endpoint decision)", [mp(lv, "endpoint") for lv in levels]),
+        (f"  endpoint ({'audio' if c['speech_end'] == 'audio' else 't_end - pad'} speech end -> endpoint decision)", [mp(lv, "endpoint") for lv in levels]),
         ("  ASR final (endpoint -> final transcript)", [mp(lv, "asr_final") for lv in levels]),
         ("  dialogue (final -> reply event)", [mp(lv, "dialogue") for lv in levels]),
         ("  first TTS chunk (reply -> audio_start)", [mp(lv, "first_tts_chunk") for lv in levels]),
         ("  first audio (audio_start -> first byte)", [mp(lv, "first_audio") for lv in levels]),
         ("TOTAL max ms", [fmt(lv["stages_ms"]["total"]["max"]) for lv in levels]),
-        ("total from audio speech end median / p95 ms", [mp(lv, "total_from_audio_speech_end") for lv in levels]),
-        ("  VAD speech end - audio speech end median ms", [fmt(lv["vad_minus_audio_speech_end_ms"]["median"]) for lv in levels]),
+        (f"total from {other_ref} median / p95 ms", [mp(lv, other_key) for lv in levels]),
+        ("  (server t_end - pad) - audio speech end median ms", [fmt(lv["vad_minus_audio_speech_end_ms"]["median"]) for lv in levels]),
     ]
     rows.append(("total median / p95 ms, one-utterance questions",
                  [f"{fmt(lv['total_single_utterance_ms']['median'])} / {fmt(lv['total_single_utterance_ms']['p95'])}" for lv in levels]))
@@ -651,6 +666,11 @@ def print_report(report: dict) -> None:
         print()
         print(f"target (1 caller, 2-core CPU; this machine has {m['nproc']} CPUs): median {med:g} ms vs <= {TARGET_MEDIAN_MS}, "
               f"p95 {p:g} ms vs <= {TARGET_P95_MS}: {verdict}")
+    offs = [lv["vad_minus_audio_speech_end_ms"]["median"] for lv in levels if lv["vad_minus_audio_speech_end_ms"]["median"] is not None]
+    if offs and max(offs) < 0:
+        print()
+        print(f"note: the server's t_end - speech pad lies {-max(offs):g} ms or more BEFORE the end of the question's audio (median); "
+              "Silero's last speech window ends after the audio's, so the finals' t_end look reported too early")
     print()
     print("per question (1st level listed, caller 0): total ms / kind / transcript")
     lv0 = levels[0]
@@ -689,6 +709,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reply-timeout", type=float, default=15.0, help="seconds after the question to wait for the reply's first audio (default 15)")
     p.add_argument("--disclosure-wait", type=float, default=10.0, help="seconds to wait for the spoken disclosure to start before asking anyway (default 10)")
     p.add_argument("--call-timeout", type=float, default=90.0, help="seconds one call may take in all (default 90)")
+    p.add_argument("--speech-end", choices=["audio", "server"], default="audio",
+                   help="end of speech: 'audio' (default): from the question's own audio (energy); 'server': the final's t_end minus vad.speech_pad_ms")
     p.add_argument("--speech-pad-ms", type=int, help="the server's vad.speech_pad_ms (default: from this project's settings/environment)")
     p.add_argument("--stagger-ms", type=int, default=500, help="callers start at a random 0..N ms (default 500)")
     p.add_argument("--seed", type=int, default=1, help="seed of the start stagger (default 1)")
@@ -745,7 +767,7 @@ async def bench(args, server: ServerProcess | None) -> dict:
             "n_tts_questions": sum(1 for q in questions if q.expected is not None),
             "espeak_wpm": args.espeak_wpm, "silence_s": args.silence, "reply_timeout_s": args.reply_timeout, "frame_ms": round(FRAME_S * 1000),
             "stagger_ms": args.stagger_ms, "seed": args.seed, "speech_pad_ms": pad_ms, "speech_pad_effective_ms": round(pad_s * 1000, 1),
-            "vad_min_silence_ms": settings.vad.min_silence_ms, "session_per": "question", "language": "per question (kk or ru)",
+            "vad_min_silence_ms": settings.vad.min_silence_ms, "speech_end": args.speech_end, "session_per": "question", "language": "per question (kk or ru)",
             "output_pacing": "realtime (default)",
         },
         "target": {"callers": 1, "cpus": 2, "median_ms": TARGET_MEDIAN_MS, "p95_ms": TARGET_P95_MS},

@@ -165,7 +165,17 @@ async def test_twilio_media_stream_round_trip_with_marks_and_barge_in(live_serve
             await asyncio.sleep(0.02)
         # wait for the reply to start playing, then barge in with more speech
         deadline = time.monotonic() + 40
-        while time.monotonic() < deadline and sum(1 for _, m in received if m["event"] == "media") < 150:
+        def reply_media():  # media sent after the disclosure's mark, i.e. the answer playing
+            seen = False
+            n = 0
+            for _, m in received:
+                if m["event"] == "mark" and m["mark"]["name"] == "dauys-ai:disclosure":
+                    seen = True
+                elif seen and m["event"] == "media":
+                    n += 1
+            return n
+
+        while time.monotonic() < deadline and reply_media() < 25:
             await asyncio.sleep(0.1)
         barge = encode_wire(resample(read_audio(clip("kk_kscd_ex2.wav")).samples, 16000, 8000), Encoding.MULAW)
         for off in range(0, len(barge), 160):
