@@ -233,7 +233,11 @@ class Responder:
                     if chunk is _DONE:
                         break
                     if embedder is None or embedder.rate != chunk.rate:  # every synthesized sample is marked
-                        embedder = watermark.Embedder(chunk.rate, self._payload(reply_id))
+                        start_s = 0.0
+                        if embedder is not None:  # the voice changed rate mid-reply: keep the carrier in phase
+                            pending += conv.convert(AudioChunk(embedder.flush(), embedder.rate))
+                            start_s = embedder.position / embedder.rate
+                        embedder = watermark.Embedder(chunk.rate, self._payload(reply_id), start_s=start_s)
                     chunk = AudioChunk(embedder.process(chunk.samples), chunk.rate)
                     pending += conv.convert(chunk)
                     if not may_send.done():
@@ -243,6 +247,8 @@ class Responder:
                         t_start = time.monotonic()
                         await self._audio_start(reply_id, out_fmt, models)
                     sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=False)
+            if embedder is not None:  # the embedder lags by < 24 ms: the reply's last samples
+                pending += conv.convert(AudioChunk(embedder.flush(), embedder.rate), last=True)
             await may_send
             if not started:
                 started = True

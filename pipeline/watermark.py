@@ -19,17 +19,20 @@ Scheme in short
   lines are dealt out to the 384 chips (4 lines each); a chip's sign
   multiplies its lines.  The mark therefore repeats every 0.5 s: any excerpt
   of 0.5 s or more holds every chip, whatever its start.
-* **Embedding** (:class:`Embedder`): short-time Fourier frames (16 ms, 50 %
+* **Embedding** (:class:`Embedder`): short-time Fourier frames (24 ms, 50 %
   overlap); in each frame the carrier is shaped by the spectral envelope of
-  the *preceding* 16 ms of speech raised to :data:`GAMMA` (partial spectral
-  masking) and scaled to ``strength`` times that speech's in-band RMS, so
-  the mark follows the speech and silence stays silent.  Causal, so chunked
-  (streamed) embedding equals whole-signal embedding sample for sample.
+  the same 24 ms of speech raised to :data:`GAMMA` (partial spectral
+  masking), scaled to ``strength`` times that speech's in-band RMS, and
+  gated off where the speech is 20 dB under the frame's level at a 2 ms
+  scale: the mark follows the speech and silence stays silent.  Streamed
+  embedding (24 ms of delay, ``flush()`` at the end) equals whole-signal
+  embedding sample for sample, whatever the chunking.
 * **Detection** (:func:`detect`): resample to 8 kHz, whiten each
   time-frequency cell by the expected-mark / received-power weight, fold the
-  excerpt modulo 0.5 s, correlate with every chip at every lag (FFT, 4x
-  oversampled), Walsh-Hadamard decode at the lag where the three groups'
-  best codewords are strongest, check the CRC.  No original needed, any
+  excerpt modulo 0.5 s, correlate with all 3 x 128 codewords at every lag
+  (one inverse FFT; 1/16000 s grid, refined to 1/64000 s around the best
+  lags), decode each group at the lag where the three groups' best
+  codewords are strongest, check the CRC.  No original needed, any
   start offset, any sample rate 8-48 kHz.
 """
 
@@ -85,8 +88,11 @@ EMBED_FRAME_S = 0.024
 """Embedding frames: 24 ms, 50 % overlap; each frame's mark is shaped by the same 24 ms of speech."""
 GATE_S = 0.002
 GATE_REL = 0.1
+"""Silence gate: the mark is scaled down where the speech's RMS over +-2 ms is below
+0.1 x (-20 dB) the frame's RMS (onsets, word ends); no mark at all in digital silence."""
 ENVELOPE_SMOOTH_BINS = 4
-"""Spectral envelope = speech power averaged over +-4 bins (+-167 Hz, about one critical band at 1 kHz)."""
+"""Spectral envelope = speech power averaged over +-4 bins (+-167 Hz, about one critical band at 1 kHz).
+Wider is flatter: more robust to low-rate codecs, more audible (docs/watermark.md, "Tuning")."""
 
 # detection
 DETECT_RATE = 8000
@@ -106,10 +112,10 @@ LONG_INPUT_S = 6.0
 """Longer input is also searched in 4 s windows, 2 s apart (a reply inside a long recording;
 clock drift between the two ends of a long excerpt)."""
 WINDOW_S = 4.0
-H0_LOC = 54.2
-H0_SCALE = 2.9
+H0_LOC = 55.3
+H0_SCALE = 3.2
 """Gumbel fit (location, scale) of the sync score of unmarked audio: 3000 excerpts of
-speech, music, noise, tones and silence, as is or through the phone channel (max seen: 74)."""
+speech, music, noise, tones and silence, as is or through the phone channel (max seen: 74.2)."""
 
 
 # --------------------------------------------------------------------------

@@ -51,3 +51,31 @@ async def test_call_out_saves_marked_reply(live_server, tmp_path):
     prov = read_provenance(out)
     assert prov["ai_generated"] is True and prov["system"].startswith("dauys/")
     assert read_audio(out).seconds > 2.0
+
+
+@pytest.mark.slow
+async def test_detect_mark_finds_the_servers_mark_after_a_phone_line(live_server, tmp_path):
+    """A reply recorded from the server as 8 kHz mu-law keeps its watermark; `dauys detect-mark` reads it."""
+    import asyncio
+
+    from server.client import call
+    from pipeline.audio import Encoding
+
+    out = tmp_path / "phone.wav"
+    events = await call(live_server["ws"], None, texts=["Картам бұғатталып қалды"], realtime=False,
+                        encoding=Encoding.MULAW, rate=8000, out=str(out), emit=lambda e: None)
+    marks = {e["reply_id"]: e["watermark"] for e in events if e["type"] == "audio_start"}
+    assert all(m and m.startswith("dauys-") for m in marks.values())
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "server", "detect-mark", str(out), "--json",
+                                                stdout=asyncio.subprocess.PIPE, cwd=ROOT)
+    stdout, _ = await proc.communicate()
+    res = json.loads(stdout)
+    assert proc.returncode == 0 and res["found"] and res["payload"] in marks.values(), (res, marks)
+
+
+@pytest.mark.parametrize("name", ["kk_kscd_ex1.wav", "uz_uzbekvoice_1.wav"])
+def test_detect_mark_finds_nothing_in_human_speech(name):
+    from tests.conftest import clip
+
+    p = subprocess.run([sys.executable, "-m", "server", "detect-mark", str(clip(name))], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 1 and "no mark" in p.stdout
