@@ -174,8 +174,6 @@ class Responder:
                 if isinstance(item, Action):
                     action = item
                     continue
-                if pieces and item[:1].isalnum() and pieces[-1][-1:] in ".!?…":
-                    item = " " + item  # engines may yield whole sentences without separators
                 pieces.append(item)
                 for s in buf.feed(item):
                     await sentences.put(s)
