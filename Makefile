@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 # torch first, pinned: its CPU build lies on this machines' disk; an unpinned torch pulls a CUDA build.
 $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet 'torch==2.13.0'
-	$(PY) -m pip install --quiet -e '.[test,llm,tts]'
+	$(PY) -m pip install --quiet -e '.[test,llm,tts,finetune]'
 	touch $(TEST_STAMP)
 
 install: $(STAMP)
