@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from models.dialogue import load_dialogue
 from models.errors import ModelError
@@ -34,6 +34,10 @@ class Services:
     tts_pool: ThreadPoolExecutor | None = None
     load_seconds: dict[str, float] = field(default_factory=dict)
 
+    def close_asr(self) -> None:
+        """Stop this generation's ASR queue (the pools and other engines are shared)."""
+        self.scheduler.close()
+
     def close(self) -> None:
         self.scheduler.close()
         for pool in (self.vad_pool, self.dialogue_pool, self.tts_pool):
@@ -47,11 +51,8 @@ def load_services(settings) -> Services:
     t = time.perf_counter()
     vad = SileroVad()
     times["vad"] = time.perf_counter() - t
-    t = time.perf_counter()
-    asr = load_whisper(settings.asr)
-    times["asr_load"] = time.perf_counter() - t
-    if settings.asr.warmup:
-        times["asr_warmup"] = asr.warmup(settings.asr.languages)
+    asr, scheduler, asr_times = load_asr(settings.asr)
+    times.update(asr_times)
     t = time.perf_counter()
     dialogue = load_dialogue(settings.dialogue)
     times["dialogue"] = time.perf_counter() - t
@@ -60,12 +61,27 @@ def load_services(settings) -> Services:
     if tts is not None and settings.asr.warmup:
         tts.warmup(settings.asr.default_language)
     times["tts"] = time.perf_counter() - t
-    scheduler = AsrScheduler(asr.recognize, workers=settings.asr.num_workers)
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vad")
     dialogue_pool = ThreadPoolExecutor(max_workers=settings.dialogue.workers, thread_name_prefix="dialogue")
     tts_pool = ThreadPoolExecutor(max_workers=settings.tts.workers, thread_name_prefix="tts")
     log.info("models ready: %s", ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
     return Services(settings, asr, vad, scheduler, pool, dialogue, tts, dialogue_pool, tts_pool, times)
+
+
+def make_scheduler(asr: WhisperEngine, asr_settings) -> AsrScheduler:
+    """The process-wide ASR queue in front of ``asr``."""
+    return AsrScheduler(asr.recognize, workers=asr_settings.num_workers)
+
+
+def load_asr(asr_settings) -> tuple[WhisperEngine, AsrScheduler, dict[str, float]]:
+    """Blocking: load (and warm up) one recogniser and its queue, e.g. to switch models."""
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    asr = load_whisper(asr_settings)
+    times["asr_load"] = time.perf_counter() - t
+    if asr_settings.warmup:
+        times["asr_warmup"] = asr.warmup(asr_settings.languages)
+    return asr, make_scheduler(asr, asr_settings), times
 
 
 def load_tts(settings):
@@ -78,8 +94,20 @@ def load_tts(settings):
     return TtsRouter.from_settings(settings)
 
 
+class SwitchError(Exception):
+    """A model switch was refused (nothing loaded yet, a switch under way, or the new model failed)."""
+
+
 class ModelHub:
-    """Async wrapper: loads in a thread at start-up; /readyz reflects the state."""
+    """Async wrapper: loads in a thread at start-up; /readyz reflects the state.
+
+    :meth:`switch_asr` hot-swaps the recogniser: the new model is loaded and
+    warmed up in a thread while calls go on; then new sessions get a new
+    :class:`Services` generation (same VAD, dialogue, TTS and pools, new
+    engine and ASR queue), while sessions already running keep the one they
+    started with until they end.  :meth:`retire` closes an old generation's
+    queue once no live session uses it.
+    """
 
     def __init__(self, settings) -> None:
         self.settings = settings
@@ -87,6 +115,9 @@ class ModelHub:
         self.error: str | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._switching = False
+        self.retired: list[Services] = []
+        self.generation = 0
 
     def start(self) -> asyncio.Task:
         self._task = asyncio.ensure_future(self._load())
@@ -112,6 +143,49 @@ class ModelHub:
             return None
         return self.services
 
+    async def switch_asr(self, asr_settings) -> Services:
+        """Load ``asr_settings.model`` and make it the model of every new session.
+
+        Raises :class:`SwitchError` (the old model stays live) if nothing is
+        loaded yet, a switch is already under way, or the new model fails to load.
+        """
+        old = self.services
+        if old is None:
+            raise SwitchError("models are not loaded yet")
+        if self._switching:
+            raise SwitchError("a model switch is already under way")
+        self._switching = True
+        try:
+            try:
+                asr, scheduler, times = await asyncio.to_thread(load_asr, asr_settings)
+            except (ModelError, OSError, ValueError, RuntimeError) as e:
+                raise SwitchError(f"the new ASR model did not load, keeping {old.asr.model_id}: {e}") from None
+            settings = old.settings.model_copy(update={"asr": asr_settings})
+            new = replace(old, settings=settings, asr=asr, scheduler=scheduler, load_seconds={**old.load_seconds, **times})
+            self.services = new
+            self.retired.append(old)
+            self.generation += 1
+            log.info("ASR model switched: %s -> %s (%s); sessions already running keep the old one", old.asr.model_id, asr.model_id, ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
+            return new
+        finally:
+            self._switching = False
+
+    def retire(self, live_sessions) -> int:
+        """Close the ASR queue of old generations no live session uses; returns how many are still in use."""
+        in_use = {id(getattr(s, "services", None)) for s in live_sessions}
+        keep = []
+        for svc in self.retired:
+            if id(svc) in in_use:
+                keep.append(svc)
+            else:
+                svc.close_asr()
+                log.info("ASR model %s retired", svc.asr.model_id)
+        self.retired = keep
+        return len(keep)
+
     def close(self) -> None:
+        for svc in self.retired:
+            svc.close_asr()
+        self.retired = []
         if self.services is not None:
             self.services.close()

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from models.loader import ModelHub
+from models.loader import ModelHub, SwitchError
 from server import auth, http, metrics
 from server.native import handle_native
 from server.twilio import handle_twilio
@@ -33,6 +33,7 @@ class DauysServer:
         """Live sessions by id (for shutdown and inspection)."""
         self.connections: set[ServerConnection] = set()
         self.stopping = False
+        self._retirer: asyncio.Future | None = None
 
     @property
     def port(self) -> int:
@@ -109,6 +110,22 @@ class DauysServer:
 
             self._audiosocket = await serve_audiosocket(s.audiosocket_host or s.host, s.audiosocket_port, self.hub, self.settings, self.sessions)
 
+    async def switch_asr(self, asr_settings) -> str:
+        """Hot model switch: new sessions get ``asr_settings.model``; calls in progress keep theirs.
+
+        Returns the new model id; raises models.loader.SwitchError (old model kept) on failure.
+        """
+        svc = await self.hub.switch_asr(asr_settings)
+        self.settings = self.settings.model_copy(update={"asr": asr_settings})
+        metrics.MODEL_SWITCHES.inc()
+        if self._retirer is None or self._retirer.done():
+            self._retirer = asyncio.ensure_future(self._retire_old_models())
+        return svc.asr.model_id
+
+    async def _retire_old_models(self) -> None:
+        while self.hub.retire(list(self.sessions.values())):
+            await asyncio.sleep(1.0)
+
     @property
     def audiosocket_port(self) -> int | None:
         return self._audiosocket.sockets[0].getsockname()[1] if self._audiosocket else None
@@ -155,7 +172,10 @@ def check_bind(settings) -> None:
         )
 
 
-async def serve_forever(settings) -> int:
+async def serve_forever(settings, reload_settings=None) -> int:
+    """Serve until SIGINT/SIGTERM (graceful stop). With ``reload_settings`` (a callable
+    returning fresh Settings), SIGHUP re-reads the configuration and switches the ASR
+    model if the ``asr`` section changed, without dropping calls."""
     check_bind(settings)
     if not settings.session.spoken_disclosure:
         log.warning(
@@ -175,6 +195,28 @@ async def serve_forever(settings) -> int:
         try:
             loop.add_signal_handler(sig, stop.set)
         except NotImplementedError:  # pragma: no cover
+            pass
+    if reload_settings is not None:
+
+        async def reload() -> None:
+            try:
+                fresh = await asyncio.to_thread(reload_settings)
+            except (Exception, SystemExit) as e:  # a bad edit of the config file must not stop the server
+                log.error("reload: configuration not reloaded: %s", e)
+                return
+            if fresh.asr == server.settings.asr:
+                log.info("reload: the asr section is unchanged; nothing to switch (other sections need a restart)")
+                return
+            try:
+                model_id = await server.switch_asr(fresh.asr)
+            except SwitchError as e:
+                log.error("reload: %s", e)
+                return
+            print(f"dauys: ASR model switched to {model_id} (new sessions; calls in progress keep theirs)", flush=True)
+
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload()))
+        except (NotImplementedError, AttributeError):  # pragma: no cover
             pass
     load = asyncio.ensure_future(server.hub.wait(float("inf")))
     waiter = asyncio.ensure_future(stop.wait())

@@ -94,7 +94,10 @@ def cmd_serve(args) -> int:
 
     settings = _settings(args)
     setup_logging(settings.server.log_level, settings.server.log_format)
-    return asyncio.run(serve_forever(settings))
+    from server.config import load_settings
+
+    # SIGHUP re-reads the same sources (file, environment, these flags) and switches the ASR model.
+    return asyncio.run(serve_forever(settings, reload_settings=lambda: load_settings(args.config, _cli_layer(args))))
 
 
 def cmd_transcribe(args) -> int:
