@@ -192,6 +192,22 @@ def test_manifest_rows_carry_audio_text_language_speaker_duration(opt_out_tree):
     np.testing.assert_array_equal(next(r for r in kept.rows if r.id == "ok1").audio, ref)
 
 
+def test_unreadable_reservation_files_count_as_reservations(tmp_path):
+    for name in ("a.wav", "b.wav"):
+        _copy("kk_kscd_word_bes.wav", tmp_path / "x" / name)
+    _copy("kk_kscd_word_bes.wav", tmp_path / "c.wav")
+    (tmp_path / "c.wav.json").write_text("{broken")
+    (tmp_path / "x" / "tdmrep.json").write_text("[{not json")
+    rows = [{"file": f, "text": "бес", "lang": "kk"} for f in ("x/a.wav", "x/b.wav", "c.wav")]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    res = load_rows(tmp_path / "m.jsonl")
+    assert res.rows == [] and res.skipped_optout.count == 3
+    assert res.skipped_optout.via["c.wav"] == "sidecar:c.wav.json"
+    (tmp_path / "x" / "tdmrep.json").write_text(json.dumps([{"location": "a.wav", "tdm-reservation": 1}]))
+    (tmp_path / "c.wav.json").write_text(json.dumps({"note": "no reservation here"}))
+    assert [r.id for r in load_rows(tmp_path / "m.jsonl").rows] == ["x/b.wav", "c.wav"]
+
+
 def test_csv_manifest_and_the_shared_manifest(tmp_path):
     _copy("kk_kscd_word_bes.wav", tmp_path / "a.wav")
     _copy("kk_kscd_word_eki.wav", tmp_path / "b.wav")
