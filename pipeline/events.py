@@ -107,6 +107,10 @@ def parse_client_message(raw: str) -> ClientMessage:
         text = msg.get("text")
         if not isinstance(text, str):
             raise ProtocolError("invalid_message", "'text' needs a string field 'text'")
+        try:  # "\ud800" is valid JSON but no Unicode text: echoed in a transcript, it broke the connection
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("invalid_message", "'text' holds an unpaired surrogate (\\ud800-\\udfff escape)") from None
         return Text(text)
     if kind == "end":
         return End()

@@ -51,6 +51,13 @@ def _step(gen):
         return _DONE
 
 
+def _close(gen) -> None:
+    try:
+        gen.close()
+    except ValueError:  # "generator already executing": a cancelled step still runs in another worker;
+        pass  # the generator is closed when it is collected, once that step is over
+
+
 class Responder:
     def __init__(self, session) -> None:
         self.session = session
@@ -191,9 +198,8 @@ class Responder:
         except asyncio.CancelledError:
             speaker.cancel()
             await asyncio.gather(speaker, return_exceptions=True)
-            close = getattr(gen, "close", None) if "gen" in locals() else None
-            if close is not None:  # stops an LLM's generation thread
-                loop.run_in_executor(self.services.dialogue_pool, close)
+            if "gen" in locals() and hasattr(gen, "close"):  # stops an LLM's generation thread
+                loop.run_in_executor(self.services.dialogue_pool, _close, gen)
             raise
         if action is not None and action.kind == "handoff":
             self.finished = "handoff"

@@ -21,7 +21,7 @@ import logging
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from pipeline.audio import Encoding
+from pipeline.audio import MAX_RATE, MIN_RATE, Encoding
 from pipeline.errors import ProtocolError
 from pipeline.events import AudioEnd, AudioFormat, AudioStart, Error, Handoff, SessionEnd, Start, Transcript
 from pipeline.replies import AudioFrame
@@ -109,7 +109,7 @@ class TwilioCall:
             raise ProtocolError("invalid_message", "Twilio media streams send text frames only")
         try:
             msg = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's limit
             raise ProtocolError("invalid_json", "not JSON") from None
         if not isinstance(msg, dict):
             raise ProtocolError("invalid_json", "not a JSON object")
@@ -125,7 +125,10 @@ class TwilioCall:
             params = start.get("customParameters") or {}
             language = str(params.get("language", "auto")).lower() if isinstance(params, dict) else "auto"
             fmt = start.get("mediaFormat") or {}
-            rate = int(fmt.get("sampleRate", 8000)) if isinstance(fmt, dict) and str(fmt.get("sampleRate", "8000")).isdigit() else 8000
+            rate = fmt.get("sampleRate", 8000) if isinstance(fmt, dict) else 8000
+            rate = int(rate) if isinstance(rate, str) and rate.isascii() and rate.isdigit() and len(rate) < 7 else rate  # "²".isdigit() too
+            if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
+                rate = 8000  # Twilio sends 8000; a hostile value must not reach the resampler
             enc = Encoding.MULAW if not isinstance(fmt, dict) or "mulaw" in str(fmt.get("encoding", "audio/x-mulaw")) else Encoding.PCM_S16LE
             try:
                 await self.session.start(Start(AudioFormat(enc, rate, 1), AudioFormat(enc, rate, 1), language))
