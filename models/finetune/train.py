@@ -11,7 +11,10 @@ resumable on a laptop CPU.
   by window so padding stays small.
 * Targets are ``<|startoftranscript|><|lang|><|transcribe|><|notimestamps|> text<|endoftext|>``,
   the prompt the server decodes with.
-* ``method="full"`` trains every weight (encoder optionally frozen);
+* ``method="full"`` trains every weight; with ``freeze_encoder`` only the
+  decoder learns, and the encoder's outputs are computed once per example and
+  cached (a CPU epoch then costs a fraction: the encoder is most of the work),
+  so phone degradation is drawn once per example instead of every epoch;
   ``method="lora"`` trains LoRA adapters (peft) on the attention and MLP
   projections, then merges them, so the result is a plain Whisper
   checkpoint that converts to CTranslate2 like any other.
@@ -223,11 +226,26 @@ class Examples:
         padded[: min(len(audio), len(padded))] = audio[: len(padded)]
         return self.features(padded, padding=0)[:, :frames]
 
-    def collate(self, batch: list[int], rng: np.random.Generator | None):
+    def encoded(self, batch: list[int], encode: Callable, seed: int):
+        """Cached encoder outputs of ``batch`` (frozen encoder): computed once per example."""
+        import torch
+
+        if not hasattr(self, "_cache"):
+            self._cache: dict[int, object] = {}
+        todo = [i for i in batch if i not in self._cache]
+        if todo:
+            feats = torch.from_numpy(np.stack([self.mel(i, np.random.default_rng([seed, i, 7])) for i in todo]).astype(np.float32))
+            with torch.no_grad():
+                hidden = encode(feats, self.frames[todo[0]])
+            for i, h in zip(todo, hidden):
+                self._cache[i] = h.to("cpu", torch.float16)
+        return torch.stack([self._cache[i] for i in batch]).float()
+
+    def collate(self, batch: list[int], rng: np.random.Generator | None, features: bool = True):
         import torch
 
         frames = self.frames[batch[0]]
-        feats = torch.from_numpy(np.stack([self.mel(i, rng) for i in batch]).astype(np.float32))
+        feats = torch.from_numpy(np.stack([self.mel(i, rng) for i in batch]).astype(np.float32)) if features else None
         longest = max(len(self.ids[i]) for i in batch) - 1
         dec = torch.full((len(batch), longest), self.tokens.eot, dtype=torch.long)
         labels = torch.full((len(batch), longest), -100, dtype=torch.long)
@@ -357,6 +375,8 @@ def train(cfg: TrainConfig, rows: Sequence, *, progress: bool = True, on_step: C
         from peft import LoraConfig, get_peft_model
 
         targets = cfg.lora_targets
+        if cfg.freeze_encoder:  # adapters on the decoder only (a regex: peft matches it against full module names)
+            targets = r".*decoder\.layers\.\d+\.((self_attn|encoder_attn)\.)?(%s)$" % "|".join(cfg.lora_targets)
         lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, target_modules=targets, bias="none")
         model = get_peft_model(model, lcfg)
         if cfg.freeze_encoder:
@@ -366,6 +386,9 @@ def train(cfg: TrainConfig, rows: Sequence, *, progress: bool = True, on_step: C
     elif cfg.freeze_encoder:
         model.model.encoder.requires_grad_(False)
     model.to(device)
+    encoder = model.get_encoder()
+    if cfg.freeze_encoder:
+        encoder.eval()  # no dropout in what is cached
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in params)
     log.info("training %d of %d parameters (%s) on %s", n_train, sum(p.numel() for p in model.parameters()), cfg.method, device)
@@ -418,6 +441,8 @@ def train(cfg: TrainConfig, rows: Sequence, *, progress: bool = True, on_step: C
             shutil.rmtree(old, ignore_errors=True)
 
     model.train()
+    if cfg.freeze_encoder:
+        encoder.eval()
     examples_seen = 0
     running = 0.0
     while step < total_steps:
@@ -427,10 +452,22 @@ def train(cfg: TrainConfig, rows: Sequence, *, progress: bool = True, on_step: C
             continue
         batch = batches[pos]
         rng = np.random.default_rng([cfg.seed, epoch, pos])
-        feats, dec, labels, frames = examples.collate(batch, rng)
-        window.set(frames)
+        if cfg.freeze_encoder:
+            _, dec, labels, frames = examples.collate(batch, None, features=False)
+
+            def encode(feats, frames):
+                window.set(frames)
+                with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
+                    return encoder(feats.to(device)).last_hidden_state.float()
+
+            hidden = examples.encoded(batch, encode, cfg.seed).to(device)
+            inputs = {"encoder_outputs": (hidden,)}
+        else:
+            feats, dec, labels, frames = examples.collate(batch, rng)
+            window.set(frames)
+            inputs = {"input_features": feats.to(device)}
         with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=use_amp):
-            outp = model(input_features=feats.to(device), decoder_input_ids=dec.to(device), labels=labels.to(device))
+            outp = model(**inputs, decoder_input_ids=dec.to(device), labels=labels.to(device))
         loss = outp.loss / cfg.grad_accum
         scaler.scale(loss).backward()
         running += float(loss.detach())
