@@ -579,8 +579,9 @@ def model_card(card: Mapping[str, Any]) -> str:
     )
     lines += ["", "| | |", "| --- | --- |"]
     lines.append(f"| base model | {card.get('base_model') or 'unknown'} |")
-    lines.append(f"| quantization | {card.get('quantization', '')} |")
-    lines.append(f"| date | {card.get('date', '')} |")
+    for key in ("quantization", "date"):
+        if card.get(key):
+            lines.append(f"| {key} | {card[key]} |")
     if card.get("languages"):
         lines.append(f"| languages | {', '.join(card['languages'])} |")
     for key, label in (("ctranslate2", "ctranslate2"), ("transformers", "transformers")):
@@ -605,15 +606,22 @@ def model_card(card: Mapping[str, Any]) -> str:
     lines += ["", "## Evaluation", ""]
     if evaluation:
         split = card.get("eval_split") or "held-out split"
-        lines.append(f"On the {split}, greedy decoding with the language forced, text normalised as in `models/finetune/textnorm.py`:")
+        lines.append(f"On the {split}, decoded as the server decodes (`scripts/evaluate_asr.py`), text normalised by `models/finetune/textnorm.py`:")
         lines += ["", "| language | rows | WER before | WER after | CER before | CER after |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
-        for lang, m in sorted(evaluation.items()):
+        for lang, m in sorted(evaluation.items(), key=lambda kv: (kv[0] == "overall", kv[0])):
             lines.append(
                 f"| {lang} | {_fmt(m.get('n'))} | {_fmt(m.get('wer_before'), True)} | {_fmt(m.get('wer_after'), True)} "
                 f"| {_fmt(m.get('cer_before'), True)} | {_fmt(m.get('cer_after'), True)} |"
             )
     else:
         lines.append("No evaluation recorded.")
+    other = card.get("other_sets") or {}
+    if other:
+        lines += ["", "Other evaluation sets (all languages together):", "",
+                  "| set | WER before | WER after | CER before | CER after |", "| --- | ---: | ---: | ---: | ---: |"]
+        for name, m in sorted(other.items()):
+            b, a = m.get("before") or {}, m.get("after") or {}
+            lines.append(f"| {name} | {_fmt(b.get('wer'), True)} | {_fmt(a.get('wer'), True)} | {_fmt(b.get('cer'), True)} | {_fmt(a.get('cer'), True)} |")
 
     training = card.get("training") or {}
     lines += ["", "## Training settings", ""]
