@@ -172,7 +172,7 @@ async def test_fifty_sessions_disconnecting_at_random_moments_leak_nothing(leak_
     warm_rss = []
     for _ in range(WARMUP_GROUPS):
         await asyncio.gather(*(one_session(url, warm.choice(MOMENTS), random.Random(warm.random()), speech) for _ in range(5)))
-        await wait_clean(srv, base_tasks)
+        await wait_clean(srv, base_tasks, 10)
         warm_rss.append(settle_memory())
     extra = await wait_clean(srv, base_tasks)
     assert not extra, "tasks left running after the warm-up:\n" + "\n".join(sorted(repr(t.get_coro()) for t in extra))
