@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--phone-prob", type=float, default=0.0, help="probability of phone degradation per training example and epoch")
+    p.add_argument("--window-s", type=float, default=0.0, help="encoder window in training (default: the server's rule on this device: 30 s on CUDA, max(10 s, duration + 1 s) on CPU); use 30 to train on a CPU for GPU serving")
     p.add_argument("--save-every", type=int, default=50)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=0)
@@ -182,12 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     before: dict[str, dict] = {}
     base_ct2 = out / "base-ct2-int8"
     if not a.skip_before:
-        if not (base_ct2 / "model.bin").is_file():
-            export_ct2(base_dir, base_ct2, quantization="int8")
-        for name, (rows, phone, src) in eval_sets.items():
-            rep = evaluate_dir(base_ct2, rows, settings, phone=phone, seed=a.seed, progress=progress, loaded=src)
-            before[name] = rep.to_dict()
-            print(f"\nbefore, {name}:\n{rep.table()}", flush=True)
+        # a resumed run reuses the starting model's scores measured on the same rows
+        key = {"base": base_desc, "sets": {n: [r.id for r in rows] for n, (rows, _, _) in eval_sets.items()}, "phone": a.eval_phone, "seed": a.seed}
+        cached = out / "before.json"
+        if cached.is_file() and json.loads(cached.read_text(encoding="utf-8")).get("key") == key:
+            before = json.loads(cached.read_text(encoding="utf-8"))["before"]
+            print("starting model's scores: measured earlier in this run directory", flush=True)
+        else:
+            if not (base_ct2 / "model.bin").is_file():
+                export_ct2(base_dir, base_ct2, quantization="int8")
+            for name, (rows, phone, src) in eval_sets.items():
+                rep = evaluate_dir(base_ct2, rows, settings, phone=phone, seed=a.seed, progress=progress, loaded=src)
+                before[name] = rep.to_dict()
+                print(f"\nbefore, {name}:\n{rep.table()}", flush=True)
+            cached.write_text(json.dumps({"key": key, "before": before}, ensure_ascii=False), encoding="utf-8")
 
     # 5. fine-tune
     from models.finetune.train import TrainConfig, train
@@ -196,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         base=base_dir, output_dir=out / "train", method=a.method, epochs=a.epochs, max_steps=a.max_steps,
         batch_size=a.batch_size, grad_accum=a.grad_accum, learning_rate=a.lr, warmup_steps=a.warmup_steps,
         freeze_encoder=a.freeze_encoder, lora_r=a.lora_r, lora_alpha=a.lora_alpha, phone_prob=a.phone_prob,
-        save_every=a.save_every, seed=a.seed, device=a.device, num_threads=a.threads,
+        save_every=a.save_every, seed=a.seed, window_s=a.window_s, device=a.device, num_threads=a.threads,
     )
     result = train(cfg, train_rows, progress=progress)
     print(f"trained {result.steps} steps ({result.epochs_done} epochs) in {result.seconds / 60:.1f} min; loss {result.first_loss:.3f} -> {result.final_loss:.3f}", flush=True)
