@@ -70,7 +70,17 @@ def load_services(settings) -> Services:
 
 def make_scheduler(asr: WhisperEngine, asr_settings) -> AsrScheduler:
     """The process-wide ASR queue in front of ``asr``."""
-    return AsrScheduler(asr.recognize, workers=asr_settings.num_workers)
+    cuda = asr.device == "cuda"
+    batch = asr_settings.batch_size or (8 if cuda else 1)
+    return AsrScheduler(
+        asr.recognize,
+        workers=asr_settings.num_workers,
+        batch_size=batch,
+        batch_window_ms=asr_settings.batch_window_ms,
+        recognize_batch=asr.recognize_batch,
+        batch_key=asr.batch_key,
+        mix_partials=cuda,  # on CUDA a batch costs about one decode; on the CPU, the sum of its items
+    )
 
 
 def load_asr(asr_settings) -> tuple[WhisperEngine, AsrScheduler, dict[str, float]]:

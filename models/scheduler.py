@@ -5,6 +5,25 @@ session) replaces a queued older one ("latest wins"), and partials are
 refused outright when the queue is long, so partial transcripts degrade
 under load while finals keep their latency.  ``asr.num_workers`` threads
 call the (GIL-releasing) engine.
+
+Cross-call batching (``asr.batch_size`` > 1): a worker decodes several
+sessions' requests in one engine call (``WhisperEngine.recognize_batch``:
+one CTranslate2 encode/generate for the whole batch).  The policy:
+
+* The most urgent queued request heads the batch (finals first, then the
+  oldest).  Queued requests that share its encoder window (``batch_key``;
+  padding to another window would change Whisper's output) join it in the
+  same order, up to ``batch_size``.  Partials join a batch headed by a final
+  only when ``mix_partials`` is set (on CUDA, where a batch costs about what
+  one decode costs); on the CPU a batch costs nearly the sum of its items,
+  so a final never waits for partials decoded with it.
+* If fewer than ``batch_size`` requests were taken, the worker waits for
+  more until ``batch_window_ms`` after the head was submitted: requests that
+  already waited in the queue (behind a running decode) go at once, and a
+  lone request while no other decode runs goes at once too (an idle server
+  adds no latency).  A final that arrives during the wait heads the next
+  pick, so it is never held behind a batch of partials being gathered.
+* ``batch_size`` 1 is the unbatched path: one ``recognize`` call per request.
 """
 
 from __future__ import annotations
@@ -14,6 +33,7 @@ import heapq
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Callable
@@ -43,11 +63,37 @@ class _Job:
     loop: asyncio.AbstractEventLoop = field(compare=False)
     key: object = field(compare=False, default=None)
     cancelled: bool = field(compare=False, default=False)
+    bucket: object = field(compare=False, default=None)
+    """Requests with the same bucket (encoder window) may share a batch."""
+    submitted: float = field(compare=False, default=0.0)
+    """time.monotonic() at submission."""
 
 
 class AsrScheduler:
-    def __init__(self, recognize: Callable, workers: int = 1, max_partial_backlog: int = 2) -> None:
+    """``recognize(audio, language, allowed)`` decodes one request; with ``batch_size`` > 1,
+    ``recognize_batch([(audio, language, allowed), ...])`` decodes a batch (results in order)
+    and ``batch_key(audio)`` says which requests may share one (see the module docstring)."""
+
+    def __init__(
+        self,
+        recognize: Callable,
+        workers: int = 1,
+        max_partial_backlog: int = 2,
+        *,
+        batch_size: int = 1,
+        batch_window_ms: float = 0.0,
+        recognize_batch: Callable | None = None,
+        batch_key: Callable | None = None,
+        mix_partials: bool = False,
+    ) -> None:
+        if batch_size > 1 and recognize_batch is None:
+            raise ValueError("batch_size > 1 needs recognize_batch")
         self._recognize = recognize
+        self._recognize_batch = recognize_batch
+        self._batch_key = batch_key or (lambda audio: None)
+        self.batch_size = max(1, int(batch_size))
+        self.batch_window_s = max(0.0, float(batch_window_ms)) / 1000.0
+        self.mix_partials = mix_partials
         self._heap: list[_Job] = []
         self._cond = threading.Condition()
         self._seq = itertools.count()
@@ -55,6 +101,11 @@ class AsrScheduler:
         self._max_partial_backlog = max_partial_backlog
         self._closed = False
         self.busy = 0
+        """Engine calls in progress."""
+        self.batches = 0
+        """Engine calls made (a batch of one counts)."""
+        self.decoded = 0
+        """Requests decoded in them (decoded / batches = mean batch size)."""
         self._threads = [threading.Thread(target=self._run, name=f"asr-{i}", daemon=True) for i in range(workers)]
         for t in self._threads:
             t.start()
@@ -67,7 +118,8 @@ class AsrScheduler:
         """Decode ``audio``; returns a Recognition. Cancelling the awaiting task drops a queued job."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        job = _Job(int(priority), next(self._seq), audio, language, allowed, fut, loop, key)
+        bucket = self._batch_key(audio) if self.batch_size > 1 else None
+        job = _Job(int(priority), next(self._seq), audio, language, allowed, fut, loop, key, bucket=bucket, submitted=time.monotonic())
         with self._cond:
             if self._closed:
                 raise RuntimeError("ASR scheduler is closed")
@@ -77,11 +129,12 @@ class AsrScheduler:
                     old.cancelled = True
                     loop.call_soon(self._cancel_future, old.future)
                 backlog = sum(1 for j in self._heap if not j.cancelled)
-                if backlog >= self._max_partial_backlog + len(self._threads):
+                if backlog >= self._max_partial_backlog + len(self._threads) * self.batch_size:
                     raise QueueFull()
                 self._partials[key] = job
             heapq.heappush(self._heap, job)
-            self._cond.notify()
+            # a worker gathering a batch waits on the same condition as idle ones
+            self._cond.notify_all() if self.batch_size > 1 else self._cond.notify()
         try:
             return await fut
         except asyncio.CancelledError:
@@ -100,28 +153,87 @@ class AsrScheduler:
                 job.cancelled = True
                 job.loop.call_soon_threadsafe(self._cancel_future, job.future)
 
+    # ------------------------------------------------------------------ workers
+    def _forget(self, job: _Job) -> None:
+        if job.key is not None and self._partials.get(job.key) is job:
+            del self._partials[job.key]
+
+    def _select(self) -> list[_Job]:
+        """The batch the queue offers now: its head and the requests that may join it (lock held)."""
+        live = []
+        for job in self._heap:
+            if job.cancelled or job.future.cancelled():
+                self._forget(job)
+            else:
+                live.append(job)
+        if len(live) != len(self._heap):
+            self._heap = live
+            heapq.heapify(self._heap)
+        if not live:
+            return []
+        live.sort()
+        head = live[0]
+        batch = [head]
+        for job in live[1:]:
+            if len(batch) >= self.batch_size:
+                break
+            if job.bucket != head.bucket:
+                continue
+            if job.priority != head.priority and not self.mix_partials:
+                continue
+            batch.append(job)
+        return batch
+
+    def _take(self) -> list[_Job] | None:
+        """Block until a batch is ready (see the module docstring); None once closed."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                batch = self._select()
+                if not batch:
+                    self._cond.wait()
+                    continue
+                if len(batch) < self.batch_size and self.batch_window_s > 0 and not (len(self._heap) == 1 and self.busy == 0):
+                    remaining = batch[0].submitted + self.batch_window_s - time.monotonic()
+                    if remaining > 0:
+                        self._cond.wait(remaining)
+                        continue  # pick again: more may have come, or a final
+                taken = {id(j) for j in batch}
+                self._heap = [j for j in self._heap if id(j) not in taken]
+                heapq.heapify(self._heap)
+                for job in batch:
+                    self._forget(job)
+                self.busy += 1
+                return batch
+
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._closed and not self._heap:
-                    self._cond.wait()
-                if self._closed:
-                    return
-                job = heapq.heappop(self._heap)
-                if job.key is not None and self._partials.get(job.key) is job:
-                    del self._partials[job.key]
-                if job.cancelled or job.future.cancelled():
-                    continue
-                self.busy += 1
+            batch = self._take()
+            if batch is None:
+                return
+            results: list = []
+            error: BaseException | None = None
             try:
-                result = self._recognize(job.audio, job.language, job.allowed)
-                job.loop.call_soon_threadsafe(_set_result, job.future, result)
-            except BaseException as e:  # reported to the awaiting session
-                log.exception("ASR decode failed")
-                job.loop.call_soon_threadsafe(_set_exception, job.future, e)
-            finally:
-                with self._cond:
-                    self.busy -= 1
+                if self.batch_size == 1:
+                    job = batch[0]
+                    results = [self._recognize(job.audio, job.language, job.allowed)]
+                else:
+                    results = list(self._recognize_batch([(j.audio, j.language, j.allowed) for j in batch]))
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"recognize_batch returned {len(results)} results for {len(batch)} requests")
+            except BaseException as e:  # reported to the awaiting sessions
+                log.exception("ASR decode failed (%d request%s)", len(batch), "" if len(batch) == 1 else "s")
+                error = e
+            with self._cond:  # counted before the sessions hear of it
+                self.busy -= 1
+                self.batches += 1
+                self.decoded += len(batch)
+            for i, job in enumerate(batch):
+                if error is None:
+                    job.loop.call_soon_threadsafe(_set_result, job.future, results[i])
+                else:
+                    job.loop.call_soon_threadsafe(_set_exception, job.future, error)
 
     def close(self) -> None:
         with self._cond:

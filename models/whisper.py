@@ -174,16 +174,30 @@ class WhisperEngine:
             win = 30.0 if self.device == "cuda" else min(30.0, max(10.0, math.ceil(n_samples / SAMPLE_RATE + 1.0)))
         return int(win * SAMPLE_RATE) // HOP
 
-    def _encode(self, audio: np.ndarray):
-        import ctranslate2
+    def batch_key(self, audio: np.ndarray) -> int:
+        """The encoder window (in mel frames) ``audio`` is decoded with.
 
-        frames = self._window_frames(len(audio))
+        Only utterances with the same key are batched together: padding an
+        utterance to a longer window than its own changes Whisper's output
+        (see :meth:`recognize_batch`).  On CUDA every key is the 30 s window.
+        """
+        return self._window_frames(len(audio))
+
+    def _features(self, audio: np.ndarray, frames: int) -> np.ndarray:
+        """Log-mel features of ``audio`` zero-padded (or cut) to ``frames`` frames: [n_mels, frames]."""
         audio = audio[: frames * HOP]
         padded = np.zeros(frames * HOP, np.float32)
         padded[: len(audio)] = audio
-        feats = self.features(padded, padding=0)[:, :frames]
-        x = ctranslate2.StorageView.from_array(np.ascontiguousarray(feats[None], dtype=np.float32))
+        return self.features(padded, padding=0)[:, :frames]
+
+    def _encode_features(self, feats: list[np.ndarray]):
+        import ctranslate2
+
+        x = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(feats), dtype=np.float32))
         return self.model.encode(x, to_cpu=self.device == "cpu" and self.model.device == "cpu")
+
+    def _encode(self, audio: np.ndarray):
+        return self._encode_features([self._features(audio, self._window_frames(len(audio)))])
 
     def detect_language(self, encoder_output, allowed) -> tuple[str, float, dict[str, float]]:
         """The most probable language among ``allowed``.
@@ -194,34 +208,110 @@ class WhisperEngine:
         shares its target's probability; the real language wins a tie.
         Returns (language, posterior among allowed, raw probabilities of ``allowed``).
         """
+        return self._choose(self.model.detect_language(encoder_output)[0], allowed)
+
+    def _choose(self, detected, allowed) -> tuple[str, float, dict[str, float]]:
         weights = allowed if isinstance(allowed, dict) else {lang: 1.0 for lang in allowed}
-        probs = {tok[2:-2]: p for tok, p in self.model.detect_language(encoder_output)[0]}
+        probs = {tok[2:-2]: p for tok, p in detected}
         raw = {lang: probs.get(self.whisper_language(lang), 0.0) for lang in weights}
         return choose_language(raw, weights, self.whisper_language)
+
+    def _prompt(self, language: str) -> list[int]:
+        if not self.is_multilingual:
+            return [self._sot, self._no_timestamps]
+        return [self._sot, self.tokenizer.token_to_id(f"<|{self.whisper_language(language)}|>"), self._transcribe, self._no_timestamps]
+
+    def _max_new(self, duration: float) -> int:
+        return int(20 + self.options.max_tokens_per_second * duration)
 
     def recognize(self, audio: np.ndarray, language: str | None, allowed) -> Recognition:
         """Decode one utterance (16 kHz float32). ``language=None`` detects among ``allowed``
         (a list, or a dict of prior weights: see :meth:`detect_language`)."""
+        return self.recognize_batch([(audio, language, allowed)])[0]
+
+    def recognize_batch(self, items) -> list[Recognition]:
+        """Decode several utterances, e.g. from different calls, in as few CTranslate2 calls as possible.
+
+        ``items`` is a sequence of ``(audio, language | None, allowed)`` as for
+        :meth:`recognize`; the results come back in the same order and equal
+        what :meth:`recognize` gives each item alone (tested on the shared
+        clips).  Items are grouped by encoder window (:meth:`batch_key`); each
+        group is one ``encode``, one batched ``detect_language`` (when any item
+        needs detection) and one ``generate`` with a prompt per item (their
+        language tokens differ).  Padding a short utterance to a longer window
+        than its own changes Whisper's output, so groups never mix windows; the
+        scheduler only batches items with the same key, so there it is one call.
+
+        The decode budget (``asr.max_tokens_per_second``) differs per item;
+        the group is decoded with the largest, and an item that would have
+        run into its own smaller budget alone (a looping decode, rejected as
+        a repetition) is decoded again alone with its budget, so that its
+        scores are also exactly what :meth:`recognize` gives.
+        ``decode_s`` of each result is the wall time of its group's decode.
+        """
+        items = list(items)
+        out: list[Recognition | None] = [None] * len(items)
+        groups: dict[int, list[int]] = {}
+        for i, (audio, _, _) in enumerate(items):
+            groups.setdefault(self.batch_key(audio), []).append(i)
+        for frames, idx in groups.items():
+            for i, rec in zip(idx, self._decode_group([items[i] for i in idx], frames)):
+                out[i] = rec
+        return out  # type: ignore[return-value]
+
+    def _decode_group(self, items: list, frames: int) -> list[Recognition]:
         t0 = time.perf_counter()
-        duration = len(audio) / SAMPLE_RATE
-        enc = self._encode(audio)
-        lang_probs: dict[str, float] = {}
-        if language is None:
-            language, lang_prob, lang_probs = self.detect_language(enc, allowed)
-        else:
-            lang_prob = 1.0
-        tok = self.tokenizer.token_to_id(f"<|{self.whisper_language(language)}|>")
-        prompt = [self._sot, tok, self._transcribe, self._no_timestamps] if self.is_multilingual else [self._sot, self._no_timestamps]
-        max_new = int(20 + self.options.max_tokens_per_second * duration)
-        res = self.model.generate(
+        enc = self._encode_features([self._features(audio, frames) for audio, _, _ in items])
+        langs: list[str] = []
+        lang_info: list[tuple[float, dict[str, float]]] = []
+        detected = None
+        if any(language is None for _, language, _ in items):
+            detected = self.model.detect_language(enc)
+        for j, (_, language, allowed) in enumerate(items):
+            if language is None:
+                language, p, probs = self._choose(detected[j], allowed)
+                lang_info.append((p, probs))
+            else:
+                lang_info.append((1.0, {}))
+            langs.append(language)
+        prompts = [self._prompt(lang) for lang in langs]
+        budgets = [self._max_new(len(audio) / SAMPLE_RATE) for audio, _, _ in items]
+        results = self._generate(enc, prompts, max(budgets))
+        recs = []
+        for j, (audio, _, _) in enumerate(items):
+            res = results[j]
+            if len(items) > 1 and len(res.sequences_ids[0]) >= self._length_cap(len(prompts[j]), budgets[j]):
+                # alone it would have been cut at its own budget: decode it alone, for exact scores
+                res = self._generate(self._encode_features([self._features(audio, frames)]), [prompts[j]], budgets[j])[0]
+            recs.append(self._finish(res, audio, langs[j], *lang_info[j], budgets[j]))
+        decode_s = time.perf_counter() - t0
+        for rec in recs:
+            rec.decode_s = decode_s
+        return recs
+
+    @staticmethod
+    def _max_length(prompt_len: int, max_new: int) -> int:
+        return min(448, prompt_len + max_new)
+
+    @classmethod
+    def _length_cap(cls, prompt_len: int, max_new: int) -> int:
+        """Most tokens CTranslate2 generates with our ``max_length``: its Whisper ``generate``
+        decodes at most min(max_length / 2, max_length - (prompt length - 1)) steps."""
+        ml = cls._max_length(prompt_len, max_new)
+        return min(ml // 2, ml - (prompt_len - 1))
+
+    def _generate(self, enc, prompts: list[list[int]], max_new: int):
+        return self.model.generate(
             enc,
-            [prompt],
+            prompts,
             beam_size=self.options.beam_size,
-            max_length=min(448, len(prompt) + max_new),
+            max_length=self._max_length(len(prompts[0]), max_new),
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,
-        )[0]
+        )
+
+    def _finish(self, res, audio: np.ndarray, language: str, lang_prob: float, lang_probs: dict[str, float], max_new: int) -> Recognition:
         ids = [t for t in res.sequences_ids[0] if t < self._eot]
         raw = self.tokenizer.decode(ids).strip()
         text = collapse_loops(raw)
@@ -236,12 +326,11 @@ class WhisperEngine:
             avg_logprob=avg_logprob,
             no_speech_prob=float(res.no_speech_prob),
             compression_ratio=ratio,
-            duration=duration,
+            duration=len(audio) / SAMPLE_RATE,
             decode_s=0.0,
             language_probs=lang_probs,
         )
         rec.rejected = self._reject_reason(rec, len(ids), max_new)
-        rec.decode_s = time.perf_counter() - t0
         return rec
 
     def _reject_reason(self, rec: Recognition, n_ids: int, max_new: int) -> str | None:

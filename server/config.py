@@ -82,6 +82,11 @@ class AsrSettings(_Section):
     """0 = all cores."""
     num_workers: int = Field(1, ge=1)
     """Parallel decodes (CTranslate2 workers)."""
+    batch_size: int | None = Field(None, ge=1, le=64)
+    """Most decode requests (from any calls) decoded in one CTranslate2 call.
+    None = auto: 8 on CUDA, 1 (unbatched) on the CPU. See README, *Batching*."""
+    batch_window_ms: float = Field(10.0, ge=0, le=1000)
+    """How long a request may wait for others to fill its batch, from its submission."""
     languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))
     """Languages detected among in 'auto' mode (and accepted as fixed session languages)."""
     default_language: str = "kk"
