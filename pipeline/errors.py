@@ -34,4 +34,5 @@ ERROR_CODES = {
     "session_too_long": "the session reached server.max_session_s",
     "asr_failed": "recognition of one utterance failed on the server",
     "internal_error": "a server fault (then close 1011)",
+    "slow_consumer": "the client read none of its output for server.send_timeout_s (then close 1008)",
 }

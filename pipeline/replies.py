@@ -24,6 +24,7 @@ from pipeline.events import AudioEnd, AudioStart, Handoff, Reply
 from pipeline.policy import detect_handoff
 from pipeline.privacy import redact
 from pipeline.sentences import SentenceBuffer
+from server import metrics
 
 log = logging.getLogger("dauys.reply")
 
@@ -49,6 +50,15 @@ def _step(gen):
         return next(gen)
     except StopIteration:
         return _DONE
+
+
+def _observe_first_audio(timing: dict) -> None:
+    now = time.perf_counter()
+    if timing.get("reply") is not None:
+        metrics.REPLY_TO_FIRST_AUDIO.observe(now - timing["reply"])
+    if timing.get("speech_end") is not None:
+        metrics.VOICE_TO_VOICE.observe(now - timing["speech_end"])
+    timing.clear()
 
 
 def _close(gen) -> None:
@@ -109,13 +119,14 @@ class Responder:
 
     def answer(self, utterance_id: str, text: str, language: str, confidence: float = 1.0) -> None:
         """Answer a final transcript (cancels a reply still in progress)."""
-        self._start_reply(utterance_id, text, language, None, Turn("user", text, language, confidence))
+        speech_end = self.session.speech_end_at.pop(utterance_id, None)
+        self._start_reply(utterance_id, text, language, None, Turn("user", text, language, confidence), speech_end)
 
     def handoff(self, reason: str, language: str, cause: str = "dtmf") -> None:
         """Hand the call to a human now (e.g. DTMF 0 on a phone line); ``cause`` stands in for the utterance id."""
         self._start_reply(cause, "", language, Action("handoff", reason))
 
-    def _start_reply(self, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None = None) -> None:
+    def _start_reply(self, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None = None, speech_end: float | None = None) -> None:
         """Replies run one after another, in order; only the caller's voice (barge-in) or a
         forced action (DTMF operator request) cuts the one in progress."""
         previous = self.current
@@ -123,7 +134,7 @@ class Responder:
             self.interrupted.add(self.current_id)
             previous.cancel()
         self.current_id = self._next_reply_id()
-        self.current = self.session._spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn))
+        self.current = self.session._spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn, speech_end))
 
     def disclose(self, text: str, language: str) -> None:
         """Speak the AI disclosure: the first audio of the session, not interruptible."""
@@ -140,7 +151,9 @@ class Responder:
         started.set_result(None)
         await self._speak(reply_id, sentences, language, started, {"tts": self._tts_id(language)})
 
-    async def _answer(self, previous, reply_id: str, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None) -> None:
+    async def _answer(
+        self, previous, reply_id: str, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None, speech_end: float | None = None
+    ) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # one reply at a time, in order
         if self.finished is not None or (self.session._closing and action is None):
@@ -152,7 +165,8 @@ class Responder:
         sentences: asyncio.Queue = asyncio.Queue()
         may_send = loop.create_future()
         models = {"asr": self.services.asr.model_id, "dialogue": engine.model_id, "tts": self._tts_id(language)}
-        speaker = asyncio.ensure_future(self._speak(reply_id, sentences, language, may_send, models))
+        timing = {"speech_end": speech_end}  # perf_counter() marks for the latency metrics
+        speaker = asyncio.ensure_future(self._speak(reply_id, sentences, language, may_send, models, timing))
         intent = detect_handoff(text) if action is None else None
         t0 = time.perf_counter()
         pieces: list[str] = []
@@ -189,7 +203,9 @@ class Responder:
             await sentences.put(None)
             reply_text = "".join(pieces).strip()
             self.history.append(Turn("assistant", reply_text, language))
-            self.session.stats.reply_latencies.append(time.perf_counter() - t0)
+            timing["reply"] = time.perf_counter()
+            self.session.stats.reply_latencies.append(timing["reply"] - t0)
+            metrics.FINAL_TO_REPLY.observe(timing["reply"] - t0)
             await self.session.emit(
                 Reply(utterance_id, reply_id, reply_text, language, provenance=self.provenance(reply_id, models))
             )
@@ -209,7 +225,7 @@ class Responder:
             self.finished = "end"
             self.session.request_end("goodbye")
 
-    async def _speak(self, reply_id: str, sentences: asyncio.Queue, language: str, may_send: asyncio.Future, models: dict) -> None:
+    async def _speak(self, reply_id: str, sentences: asyncio.Queue, language: str, may_send: asyncio.Future, models: dict, timing: dict | None = None) -> None:
         """Synthesise sentences as they come; send paced audio once ``may_send`` is set."""
         loop = asyncio.get_running_loop()
         out_fmt = self.session.started.output
@@ -250,7 +266,7 @@ class Responder:
                         started = True
                         t_start = time.monotonic()
                         await self._audio_start(reply_id, out_fmt, models)
-                    sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=False)
+                    sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=False, timing=timing)
             if embedder is not None:  # the embedder lags by < 24 ms: the reply's last samples
                 pending += conv.convert(AudioChunk(embedder.flush(), embedder.rate), last=True)
             await may_send
@@ -258,7 +274,7 @@ class Responder:
                 started = True
                 t_start = time.monotonic()
                 await self._audio_start(reply_id, out_fmt, models)
-            sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=True)
+            sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=True, timing=timing)
             self.speaking = False
             await self.session.emit(AudioEnd(reply_id, False))
         except asyncio.CancelledError:
@@ -286,7 +302,9 @@ class Responder:
         """The watermark payload of a reply: the system id and a hash of session and reply ids."""
         return watermark.payload_for(SYSTEM_ID, f"{self.session.id}:{reply_id}")
 
-    async def _send_paced(self, reply_id, pending: bytearray, frame_bytes: int, out_fmt, t_start: float, sent_s: float, final: bool) -> float:
+    async def _send_paced(
+        self, reply_id, pending: bytearray, frame_bytes: int, out_fmt, t_start: float, sent_s: float, final: bool, timing: dict | None = None
+    ) -> float:
         bytes_per_s = out_fmt.encoding.sample_width * out_fmt.sample_rate
         paced = self.session.started.pacing == "realtime"
         while len(pending) >= frame_bytes or (final and pending):
@@ -296,6 +314,8 @@ class Responder:
             frame = bytes(pending[:frame_bytes])
             del pending[:frame_bytes]
             await self.session.emit(AudioFrame(reply_id, frame))
+            if sent_s == 0.0 and timing:  # the reply's first audio is on its way
+                _observe_first_audio(timing)
             sent_s += len(frame) / bytes_per_s
         return sent_s
 

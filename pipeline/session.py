@@ -28,6 +28,8 @@ from pipeline.events import Error, Ready, ServerEvent, SessionEnd, SpeechDiscard
 from pipeline.langid import detect_text_language
 from pipeline.replies import Responder
 from pipeline.segmenter import Segmenter, SegmentEvent
+from server import metrics
+from server.logs import SESSION_ID
 
 log = logging.getLogger("dauys.session")
 
@@ -93,6 +95,9 @@ class Session:
         self.end_reason: str | None = None
         self._closing = False
         self.responder = Responder(self)
+        self.speech_end_at: dict[str, float] = {}
+        """perf_counter() at which the caller's speech of an utterance ended, until its reply (voice-to-voice)."""
+        SESSION_ID.set(self.id)  # log lines of this connection's task and of the tasks it spawns carry the id
 
     # ------------------------------------------------------------------ inbound
     async def start(self, msg: Start) -> Ready:
@@ -255,6 +260,7 @@ class Session:
             self.stats.utterances += 1
             await self.emit(SpeechStarted(self._utt.id, round(ev.t, 3)))
             if self.responder.barge_in():
+                metrics.BARGE_INS.inc()
                 log.info("session %s: barge-in at %.2fs", self.id, ev.t)
         elif ev.kind == "pause" and self._utt is not None:
             self._cancel_partial(self._utt)
@@ -358,6 +364,11 @@ class Session:
         self._last_language = rec.language
         self.stats.finals += 1
         self.stats.final_latencies.append(latency)
+        metrics.ENDPOINT_TO_FINAL.observe(latency)
+        if rec.duration > 0:
+            metrics.ASR_RTF.observe(rec.decode_s / rec.duration)
+        # the speech ended the confirming silence before the endpoint (exact for real-time input)
+        self.speech_end_at[utt.id] = endpoint_at - max(0.0, ev.t_decided - ev.t)
         log.info(
             "session %s: final %s lang=%s p=%.2f conf=%.2f %.2fs audio, decode %.3fs, endpoint->final %.3fs",
             self.id, utt.id, rec.language, rec.language_probability, rec.confidence, rec.duration, rec.decode_s, latency,

@@ -12,11 +12,13 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 
 from models.loader import ModelHub, SwitchError
-from server import auth, http, metrics
+from server import auth, http, metrics, outgoing
+from pipeline.session import Close
 from server.native import handle_native
 from server.twilio import handle_twilio
 
 log = logging.getLogger("dauys.server")
+access_log = logging.getLogger("dauys.access")
 
 VOICE_PATH = "/v1/voice"
 TWILIO_PATH = "/v1/twilio"
@@ -43,9 +45,12 @@ class DauysServer:
         path = urlsplit(request.path).path
         if path in (VOICE_PATH, TWILIO_PATH):
             s = self.settings.server
-            refused = auth.check(request.path, request.headers, connection.remote_address, s.api_keys, s.allow_unauthenticated_remote)
+            refused = auth.check(
+                request.path, request.headers, connection.remote_address, s.api_keys, s.allow_unauthenticated_remote,
+                s.api_key_hashes, s.allowed_origins,
+            )
             if refused:
-                metrics.SESSIONS_REFUSED.labels("auth").inc()
+                metrics.SESSIONS_REFUSED.labels("origin" if refused[1].startswith("origin") else "auth").inc()
                 return http.text(HTTPStatus(refused[0]), refused[1] + "\n")
             return None  # go on with the WebSocket handshake
         if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -64,13 +69,23 @@ class DauysServer:
         page = http.static(path)
         return page or http.text(HTTPStatus.NOT_FOUND, "not found\n")
 
+    def _process_response(self, connection: ServerConnection, request, response) -> None:
+        """The access log: one line per request; query values (``?token=``) are never logged."""
+        path = urlsplit(request.path).path
+        level = logging.DEBUG if path in ("/healthz", "/readyz", "/metrics") and response.status_code < 400 else logging.INFO
+        if access_log.isEnabledFor(level):
+            remote = connection.remote_address[0] if connection.remote_address else "-"
+            access_log.log(level, '%s "GET %s" %d', remote, auth.redact_path(request.path), response.status_code)
+        return None
+
     async def _handler(self, ws: ServerConnection) -> None:
         if self.stopping:
-            await ws.close(1001, "server shutting down")
+            metrics.SESSIONS_REFUSED.labels("shutting_down").inc()
+            await outgoing.close(ws, 1001, "server shutting down")
             return
         if self.active >= self.settings.server.max_sessions:
             metrics.SESSIONS_REFUSED.labels("capacity").inc()
-            await ws.close(1013, "at capacity, try again later")
+            await outgoing.close(ws, 1013, "at capacity, try again later")
             return
         self.active += 1
         self.connections.add(ws)
@@ -79,7 +94,7 @@ class DauysServer:
             services = await self.hub.wait(self.settings.server.ready_wait_s)
             if services is None:
                 metrics.SESSIONS_REFUSED.labels("not_ready").inc()
-                await ws.close(1013, "models are not ready, try again later")
+                await outgoing.close(ws, 1013, "models are not ready, try again later")
                 return
             if urlsplit(ws.request.path).path == TWILIO_PATH:
                 await handle_twilio(ws, services, self.settings, self.sessions)
@@ -98,6 +113,7 @@ class DauysServer:
             s.host,
             s.port,
             process_request=self._process_request,
+            process_response=self._process_response,
             max_size=max(4 * s.max_frame_bytes, 1 << 20),
             max_queue=32,
             compression=None,
@@ -142,8 +158,13 @@ class DauysServer:
         if speaking:
             log.info("shutdown: waiting up to %.0fs for %d replies in progress", grace_s, len(speaking))
             await asyncio.wait(speaking, timeout=grace_s)
-        for ws in list(self.connections):
-            await ws.close(1001, "server shutting down")
+        # behind what each session has queued (the end of a reply's audio, its audio_end): close 1001
+        for session in list(self.sessions.values()):
+            session.outbox_put_nowait(Close(1001, "server shutting down"))
+        if self.connections:
+            await asyncio.wait([asyncio.ensure_future(ws.wait_closed()) for ws in self.connections], timeout=outgoing.CLOSE_WAIT_S)
+        # whatever is left (a connection without a session yet, a full outbox): close it directly, all at once
+        await asyncio.gather(*(outgoing.close(ws, 1001, "server shutting down", 2.0) for ws in list(self.connections)))
         await self.stop()
 
     async def stop(self) -> None:
@@ -165,9 +186,9 @@ def check_bind(settings) -> None:
             f"dauys: refusing to serve AudioSocket on {as_host}: the protocol has no authentication; bind it to "
             "loopback or a private interface reachable only by Asterisk and set server.allow_unauthenticated_remote = true"
         )
-    if not s.api_keys and not s.allow_unauthenticated_remote and not is_loopback(s.host) and s.host != "localhost":
+    if not s.api_keys and not s.api_key_hashes and not s.allow_unauthenticated_remote and not is_loopback(s.host) and s.host != "localhost":
         raise SystemExit(
-            f"dauys: refusing to listen on {s.host} without API keys: add --api-key KEY (or server.api_keys), "
+            f"dauys: refusing to listen on {s.host} without API keys: add --api-key KEY (or server.api_keys, server.api_key_hashes), "
             "or set server.allow_unauthenticated_remote = true if a trusted proxy authenticates callers"
         )
 

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audiosocket-port", dest="server_audiosocket_port", type=int, help="also serve Asterisk AudioSocket on this TCP port")
     p.add_argument("--log-format", dest="server_log_format", choices=["text", "json"])
 
+    p = sub.add_parser("hash-key", help="print the server.api_key_hashes entry of an API key (read from stdin), or make a new key")
+    p.add_argument("--new", action="store_true", help="generate a random key; print it, then its hash")
+
     p = sub.add_parser("transcribe", help="transcribe an audio file with the server's engine")
     _add_model_flags(p)
     p.add_argument("file")
@@ -98,6 +101,26 @@ def cmd_serve(args) -> int:
 
     # SIGHUP re-reads the same sources (file, environment, these flags) and switches the ASR model.
     return asyncio.run(serve_forever(settings, reload_settings=lambda: load_settings(args.config, _cli_layer(args))))
+
+
+def cmd_hash_key(args) -> int:
+    """``sha256:<hex>`` for server.api_key_hashes: the config file then holds no usable key."""
+    import getpass
+    import secrets
+
+    from server.auth import hash_key
+
+    if args.new:
+        key = secrets.token_urlsafe(32)
+        print(key)
+        print(hash_key(key))
+        return 0
+    key = getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.readline()
+    if not key.strip():
+        print("dauys: error: no key given (pipe it in: printf %s \"$KEY\" | dauys hash-key)", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
 
 
 def cmd_transcribe(args) -> int:
@@ -216,4 +239,4 @@ def cmd_call(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"serve": cmd_serve, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say, "detect-mark": cmd_detect_mark}[args.command](args)
+    return {"serve": cmd_serve, "hash-key": cmd_hash_key, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say, "detect-mark": cmd_detect_mark}[args.command](args)

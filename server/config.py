@@ -45,13 +45,20 @@ class ServerSettings(_Section):
     port: int = Field(8765, ge=0, le=65535)
     api_keys: list[str] = Field(default_factory=list)
     """Bearer keys; when set, every /v1/voice connection must present one."""
+    api_key_hashes: list[str] = Field(default_factory=list)
+    """Keys stored as "sha256:<hex>" (`dauys hash-key`), accepted like api_keys."""
     allow_unauthenticated_remote: bool = False
     """Without keys only loopback clients are served, unless this is true."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Browser origins (https://host[:port]) allowed besides the server's own; "*" = any.
+    Connections without an Origin header (non-browser clients) are not affected."""
     max_sessions: int = Field(64, ge=1)
     max_frame_bytes: int = Field(64 * 1024, ge=320)
     """Largest audio or text frame accepted; larger gets error frame_too_large and close 1009."""
     max_text_chars: int = Field(2000, ge=1)
     max_session_s: float = Field(3600.0, gt=0)
+    send_timeout_s: float = Field(10.0, gt=0)
+    """A client that takes none of its pending output for this long is cut off (close 1008)."""
     shutdown_grace_s: float = Field(15.0, ge=0)
     """On SIGTERM, replies being spoken may finish for this long before sessions close with 1001."""
     ready_wait_s: float = Field(120.0, ge=0)
@@ -64,6 +71,33 @@ class ServerSettings(_Section):
     """Session language of AudioSocket calls (the protocol cannot carry one)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _hashes(cls, v: list[str]) -> list[str]:
+        out = []
+        for h in v:
+            algo, _, digest = h.strip().partition(":")
+            digest = digest.lower()
+            if algo.lower() != "sha256" or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"{h!r} is not 'sha256:' followed by 64 hex digits (make one with `dauys hash-key`)")
+            out.append("sha256:" + digest)
+        return out
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        from urllib.parse import urlsplit
+
+        out = []
+        for o in v:
+            o = o.strip().lower().rstrip("/")
+            if o != "*":
+                u = urlsplit(o)
+                if u.scheme not in ("http", "https") or not u.hostname or u.path or u.query or u.fragment:
+                    raise ValueError(f"{o!r} is not an origin like https://example.com or http://host:8080 (or \"*\")")
+            out.append(o)
+        return out
 
 
 class AsrSettings(_Section):
@@ -255,7 +289,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         value = _parse_env_value(raw)
-        if path[-1] in ("languages", "api_keys") and not isinstance(value, list):
+        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins") and not isinstance(value, list):
             value = [x for x in (s.strip() for s in raw.split(",")) if x]
         node = out
         for p in path[:-1]:

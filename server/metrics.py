@@ -6,13 +6,36 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 SESSIONS_ACTIVE = Gauge("dauys_sessions_active", "Sessions in progress", registry=REGISTRY)
 SESSIONS_TOTAL = Counter("dauys_sessions_total", "Sessions started", ["transport"], registry=REGISTRY)
-SESSIONS_REFUSED = Counter("dauys_sessions_refused_total", "Connections refused", ["reason"], registry=REGISTRY)
-ERRORS = Counter("dauys_errors_total", "Error events sent, by code", ["code"], registry=REGISTRY)
+SESSIONS_REFUSED = Counter(
+    "dauys_sessions_refused_total", "Connections refused (auth, origin, capacity, not_ready, shutting_down)", ["reason"], registry=REGISTRY
+)
+ERRORS = Counter("dauys_errors_total", "Errors, by code (PROTOCOL.md error codes; slow_consumer when a client is cut off)", ["code"], registry=REGISTRY)
 TRANSCRIPTS = Counter("dauys_transcripts_total", "Transcripts sent", ["kind", "language"], registry=REGISTRY)
 ENDPOINT_TO_FINAL = Histogram(
     "dauys_endpoint_to_final_seconds",
     "From the VAD endpoint decision to the final transcript",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0),
+    registry=REGISTRY,
+)
+_STAGE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+FINAL_TO_REPLY = Histogram(
+    "dauys_final_to_reply_seconds",
+    "From the final transcript (or typed text) to the reply text (the dialogue's answer, the `reply` event); "
+    "time spent waiting for an earlier reply to finish playing is not counted",
+    buckets=_STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+REPLY_TO_FIRST_AUDIO = Histogram(
+    "dauys_reply_to_first_audio_seconds",
+    "From the reply text to its first synthesised audio frame handed to the connection",
+    buckets=_STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+VOICE_TO_VOICE = Histogram(
+    "dauys_voice_to_voice_seconds",
+    "From the end of the caller's speech (endpoint decision minus the silence that confirmed it) "
+    "to the first audio frame of the reply",
+    buckets=_STAGE_BUCKETS,
     registry=REGISTRY,
 )
 ASR_RTF = Histogram(

@@ -10,41 +10,54 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from pipeline.errors import ProtocolError
-from pipeline.events import End, Error, Start, Text, Transcript, parse_client_message
+from pipeline.events import End, Error, Handoff, Start, Text, Transcript, parse_client_message
 from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
-from server import metrics
+from server import metrics, outgoing
 
 log = logging.getLogger("dauys.native")
 
 
-async def _writer(ws: ServerConnection, session: Session) -> None:
-    while True:
-        item = await session.outbox.get()
-        if item is None:
-            await ws.close(1000, "session ended")
-            return
-        if isinstance(item, Close):
-            await ws.close(item.code, item.reason)
-            return
-        if isinstance(item, AudioFrame):
-            if item.reply_id not in session.responder.interrupted:
-                await ws.send(item.data)
-            continue
-        if isinstance(item, Error):
-            metrics.ERRORS.labels(item.code).inc()
-        elif isinstance(item, Transcript):
-            metrics.TRANSCRIPTS.labels("final" if item.final else "partial", item.language).inc()
-            if item.final and item.source == "audio" and session.stats.final_latencies:
-                metrics.ENDPOINT_TO_FINAL.observe(session.stats.final_latencies[-1])
-        await ws.send(item.to_json())
+async def _writer(ws: ServerConnection, session: Session, send_timeout: float) -> None:
+    """Send the session's events and audio, in order. A client that takes none of its output
+    for ``send_timeout`` s is cut off (1008 "slow consumer"); other sessions never wait for it."""
+    try:
+        while True:
+            item = await session.outbox.get()
+            if item is None or isinstance(item, Close):
+                code, reason = (1000, "session ended") if item is None else (item.code, item.reason)
+                await outgoing.close(ws, code, reason, send_timeout + outgoing.CLOSE_WAIT_S)
+                return
+            if isinstance(item, AudioFrame):
+                if item.reply_id not in session.responder.interrupted:
+                    await outgoing.send(ws, item.data, send_timeout)
+                continue
+            if isinstance(item, Error):
+                metrics.ERRORS.labels(item.code).inc()
+            elif isinstance(item, Transcript):
+                metrics.TRANSCRIPTS.labels("final" if item.final else "partial", item.language).inc()
+            elif isinstance(item, Handoff):
+                metrics.HANDOFFS.labels(item.reason).inc()
+            await outgoing.send(ws, item.to_json(), send_timeout)
+    except outgoing.SlowConsumer:
+        log.warning("session %s: slow consumer: the client took no output for %.1f s; cut off (1008)", session.id, send_timeout)
+        metrics.ERRORS.labels("slow_consumer").inc()
+        error = Error("slow_consumer", f"the client read none of its output for {send_timeout:g} s")
+        await outgoing.cut_off(ws, error.to_json())
+    except ConnectionClosed:
+        pass
+    # nothing more can be sent: keep the session's producers moving (their events go nowhere)
+    # until the handler sees the closed connection
+    while await session.outbox.get() is not None:
+        pass
 
 
 async def handle_native(ws: ServerConnection, services, settings, registry: dict | None = None) -> None:
     session = Session(services)
     registry = {} if registry is None else registry
     registry[session.id] = session
-    writer = asyncio.ensure_future(_writer(ws, session))
+    send_timeout = settings.server.send_timeout_s
+    writer = asyncio.ensure_future(_writer(ws, session, send_timeout))
     max_frame = settings.server.max_frame_bytes
     metrics.SESSIONS_TOTAL.labels("native").inc()
     try:
@@ -53,7 +66,7 @@ async def handle_native(ws: ServerConnection, services, settings, registry: dict
                 if len(message) > max_frame:
                     await session.emit(Error("frame_too_large", f"frames are limited to {max_frame} bytes"))
                     await _drain(session, writer)
-                    await ws.close(1009, "frame too large")
+                    await outgoing.close(ws, 1009, "frame too large", send_timeout + outgoing.CLOSE_WAIT_S)
                     return
                 try:
                     if isinstance(message, bytes):
@@ -83,10 +96,10 @@ async def handle_native(ws: ServerConnection, services, settings, registry: dict
         log.exception("session %s: internal error", session.id)
         metrics.ERRORS.labels("internal_error").inc()
         try:
-            await ws.send(Error("internal_error", "server fault").to_json())
-        except ConnectionClosed:
+            await outgoing.send(ws, Error("internal_error", "server fault").to_json(), send_timeout)
+        except (ConnectionClosed, outgoing.SlowConsumer):
             pass
-        await ws.close(1011, "internal error")
+        await outgoing.close(ws, 1011, "internal error", send_timeout + outgoing.CLOSE_WAIT_S)
     finally:
         if not writer.done() and ws.state is State.OPEN:
             # a normal end: let the writer deliver the last events and close with 1000

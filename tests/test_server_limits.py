@@ -1,9 +1,14 @@
 """Admission: API keys, loopback-only default, capacity, readiness (in-process servers on 127.0.0.1:0)."""
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import struct
 import subprocess
 import sys
+import time
 
 import pytest
 from websockets.asyncio.client import connect
@@ -154,3 +159,204 @@ async def test_a_fault_in_one_session_closes_it_with_1011_and_spares_the_other(m
         assert json.loads(msg)["text"] == "сәлем"
         faulted = results[closed[0]]
         assert any(isinstance(e, dict) and e.get("code") == "internal_error" for e in faulted)
+
+
+# ---------------------------------------------------------------------------------------------
+# limits on one session: length, utterance length, a client that stops reading
+
+
+def _raw_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """One masked client frame (RFC 6455), for the raw-socket client."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def _raw_ws(port: int, rcvbuf: int = 4096) -> socket.socket:
+    """A WebSocket client on a bare socket with a small receive buffer: it reads the handshake
+    response and then, unless the test reads, nothing more."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(
+        f"GET /v1/voice HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def _drained_until_closed(s: socket.socket, within: float) -> bool:
+    """Read what the server had buffered; True if the server has closed the connection by then."""
+    s.settimeout(within)
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            if not s.recv(1 << 16):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+    return False
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_the_others_go_on(make_server):
+    """A caller that never reads fills its buffers; within send_timeout_s of the server being unable to
+    send to it, it is cut off (error slow_consumer counted, 1008, TCP closed), its session freed;
+    a second caller meanwhile gets every reply on time."""
+    from server.metrics import REGISTRY
+
+    send_timeout = 2.0
+    server = await make_server(server={"send_timeout_s": send_timeout})
+    cut_before = REGISTRY.get_sample_value("dauys_errors_total", {"code": "slow_consumer"}) or 0.0
+    slow = await asyncio.to_thread(_raw_ws, server.port)
+    t0 = time.monotonic()
+    try:
+        # 48 kHz PCM sent as fast as synthesised: the disclosure and a few spoken replies are megabytes
+        start = {"type": "start", "output": {"encoding": "pcm_s16le", "sample_rate": 48000, "pacing": "none"}, "language": "kk"}
+        slow.sendall(_raw_frame(json.dumps(start).encode()))
+        for _ in range(4):
+            slow.sendall(_raw_frame(json.dumps({"type": "text", "text": "Депозит пайызы қанша?"}).encode()))
+        async with asyncio.timeout(5):
+            while len(server.sessions) < 1:
+                await asyncio.sleep(0.02)
+        slow_id = next(iter(server.sessions))
+        cut_at = None
+
+        async def watch():
+            nonlocal cut_at
+            while slow_id in server.sessions:
+                await asyncio.sleep(0.05)
+            cut_at = time.monotonic()
+
+        watcher = asyncio.ensure_future(watch())
+        latencies = []
+        async with connect(url(server)) as good:
+            await good.send(json.dumps({"type": "start", "language": "kk", "output": {"pacing": "none"}}))
+            async with asyncio.timeout(30):
+                while isinstance(m := await good.recv(), bytes) or json.loads(m)["type"] != "audio_end":
+                    pass
+            # ask again and again while the slow one stalls, and once after it is gone
+            while cut_at is None or len(latencies) < 2 or (latencies and latencies[-1][0] < cut_at):
+                assert time.monotonic() - t0 < 60, "the slow consumer was never cut off"
+                asked = time.monotonic()
+                await good.send(json.dumps({"type": "text", "text": "Картам бұғатталып қалды"}))
+                got_reply = None
+                async with asyncio.timeout(30):
+                    while True:
+                        m = await good.recv()
+                        if isinstance(m, bytes):
+                            continue
+                        ev = json.loads(m)
+                        if ev["type"] == "reply":
+                            got_reply = time.monotonic() - asked
+                        if ev["type"] == "audio_end":
+                            break
+                latencies.append((asked, got_reply, time.monotonic() - asked))
+        await watcher
+    finally:
+        closed = await asyncio.to_thread(_drained_until_closed, slow, 10.0)
+        slow.close()
+    assert cut_at - t0 < 20, f"cut off after {cut_at - t0:.1f} s"
+    assert closed, "the server kept the slow consumer's TCP connection open"
+    assert (REGISTRY.get_sample_value("dauys_errors_total", {"code": "slow_consumer"}) or 0.0) == cut_before + 1
+    # the other caller: every reply text within 2 s of asking, its audio complete within 15 s
+    assert all(r is not None and r < 2.0 and done < 15.0 for _, r, done in latencies), latencies
+    assert any(asked < cut_at for asked, _, _ in latencies) and any(asked > cut_at for asked, _, _ in latencies)
+
+
+async def _serve_with(services, **sections):
+    """An in-process server whose sessions see these settings too (sessions read their limits
+    and VAD settings from their services)."""
+    from dataclasses import replace
+
+    from server.app import DauysServer
+    from tests.conftest import _LoadedHub
+
+    settings = make_settings(**{**sections, "server": {"port": 0, **sections.get("server", {})}})
+    server = DauysServer(settings, hub=_LoadedHub(replace(services, settings=settings)))
+    await server.start()
+    return server
+
+
+async def _events_until_closed(ws, timeout: float) -> tuple[list[dict], int | None]:
+    events = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for m in ws:
+                if isinstance(m, str):
+                    events.append(json.loads(m))
+    except ConnectionClosed:
+        pass
+    return events, ws.close_code
+
+
+async def test_session_length_limit_ends_the_session_cleanly(make_server):
+    server = await make_server(server={"max_session_s": 1.5})
+    t0 = time.monotonic()
+    async with connect(url(server)) as ws:
+        await ws.send(START)
+        events, code = await _events_until_closed(ws, 30)
+    took = time.monotonic() - t0
+    errors = [e for e in events if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["session_too_long"]
+    assert events[-1] == {"type": "session_end", "reason": "max_duration"} and code == 1000
+    assert 1.5 <= took < 15, took
+
+
+async def test_long_speech_is_cut_at_max_utterance_with_a_forced_final(services):
+    from pipeline.audio import Encoding, encode_wire, read_audio
+    from tests.conftest import clip
+
+    # no pause long enough to end an utterance: only the length limit can
+    server = await _serve_with(services, vad={"max_utterance_s": 2.0, "min_silence_ms": 3000, "speculative_ms": 96})
+    try:
+        speech = read_audio(clip("kk_kscd_ex1.wav")).samples  # 5 s of continuous speech
+        async with connect(url(server)) as ws:
+            await ws.send(json.dumps({"type": "start", "language": "kk", "output": {"pacing": "none"}}))
+            pcm = encode_wire(speech, Encoding.PCM_S16LE)
+            for i in range(0, len(pcm), 6400):
+                await ws.send(pcm[i : i + 6400])
+            async with asyncio.timeout(60):  # before any `end`: the limit alone makes the final
+                while isinstance(m := await ws.recv(), bytes) or not ((ev := json.loads(m))["type"] in ("transcript", "speech_discarded") and ev.get("final", True)):
+                    pass
+            await ws.send(json.dumps({"type": "end"}))
+            rest, code = await _events_until_closed(ws, 60)  # no decode left in flight after the test
+            assert rest[-1]["type"] == "session_end" and code == 1000
+        assert ev["type"] == "transcript" and ev["forced"] is True and ev["text"], ev
+        assert ev["t_end"] - ev["t_start"] <= 2.0 + 0.25, ev
+    finally:
+        server._server.close()
+        await server._server.wait_closed()
+
+
+async def test_typed_text_limit_is_exact(services):
+    server = await _serve_with(services, server={"max_text_chars": 12})
+    try:
+        async with connect(url(server)) as ws:
+            await ws.send(START)
+            await ws.send(json.dumps({"type": "text", "text": "x" * 13}))
+            await ws.send(json.dumps({"type": "text", "text": "сәлем сәлем!"}))  # 12: accepted
+            seen = []
+            async with asyncio.timeout(20):
+                while not any(e["type"] == "transcript" for e in seen):
+                    if isinstance(m := await ws.recv(), str):
+                        seen.append(json.loads(m))
+        assert [e["code"] for e in seen if e["type"] == "error"] == ["text_too_long"]
+        assert next(e for e in seen if e["type"] == "transcript")["text"] == "сәлем сәлем!"
+    finally:
+        server._server.close()
+        await server._server.wait_closed()
