@@ -59,7 +59,7 @@ def resolve_base(base: str, out: Path, settings) -> tuple[Path, str]:
     target = out / "base-hf"
     stamp = target / "dauys_rebuilt_from.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("source") == str(resolved.path):
-        return target, f"{resolved.model_id} (rebuilt from CTranslate2, cached)"
+        return target, f"{resolved.model_id} (rebuilt from CTranslate2)"
     if target.exists():
         shutil.rmtree(target)
     print(f"rebuilding a transformers checkpoint from {resolved.model_id} ({resolved.path}) ...", flush=True)
