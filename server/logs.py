@@ -15,7 +15,7 @@ SESSION_ID: ContextVar[str | None] = ContextVar("dauys_session_id", default=None
 _SECRETS = (
     (re.compile(r"((?:[?&]|\b)(?:token|api_key|apikey|key|access_token)=)[^&\s\"'#]+", re.I), r"\1[REDACTED]"),
     (re.compile(r"(\bBearer\s+)[^\s\"',;]+", re.I), r"\1[REDACTED]"),
-    (re.compile(r"(\bAuthorization:\s*)(?!Bearer\b)[^\r\n\"']+", re.I), r"\1[REDACTED]"),
+    (re.compile(r"(\bAuthorization:[ \t]*)(?![ \t]|Bearer\b)[^\r\n\"']+", re.I), r"\1[REDACTED]"),
 )
 
 

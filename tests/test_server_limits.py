@@ -4,6 +4,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -26,7 +27,7 @@ def url(server, query=""):
 
 
 async def test_api_key_required_when_configured(make_server):
-    server = await make_server(server={"api_keys": ["s3cret-key"]})
+    server = await make_server(server={"port": 0, "api_keys": ["s3cret-key"]})
     with pytest.raises(InvalidStatus) as e:
         async with connect(url(server)):
             pass
@@ -65,7 +66,7 @@ def test_serve_command_exits_with_one_line_when_binding_off_loopback_without_key
 
 
 async def test_capacity_is_enforced_with_1013(make_server):
-    server = await make_server(server={"max_sessions": 1})
+    server = await make_server(server={"port": 0, "max_sessions": 1})
     async with connect(url(server)) as first:
         await first.send(START)
         assert json.loads(await first.recv())["type"] == "ready"
@@ -220,7 +221,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_the_others_go_on(make_
     from server.metrics import REGISTRY
 
     send_timeout = 2.0
-    server = await make_server(server={"send_timeout_s": send_timeout})
+    server = await make_server(server={"port": 0, "send_timeout_s": send_timeout})
     cut_before = REGISTRY.get_sample_value("dauys_errors_total", {"code": "slow_consumer"}) or 0.0
     slow = await asyncio.to_thread(_raw_ws, server.port)
     t0 = time.monotonic()
@@ -305,7 +306,7 @@ async def _events_until_closed(ws, timeout: float) -> tuple[list[dict], int | No
 
 
 async def test_session_length_limit_ends_the_session_cleanly(make_server):
-    server = await make_server(server={"max_session_s": 1.5})
+    server = await make_server(server={"port": 0, "max_session_s": 1.5})
     t0 = time.monotonic()
     async with connect(url(server)) as ws:
         await ws.send(START)
@@ -360,3 +361,92 @@ async def test_typed_text_limit_is_exact(services):
     finally:
         server._server.close()
         await server._server.wait_closed()
+
+
+# ---------------------------------------------------------------------------------------------
+# the real `dauys serve` process
+
+
+class ServeProcess:
+    """`dauys serve --port 0` in a subprocess, the way users run it; stdout and stderr collected."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        import threading
+
+        from tests.conftest import CACHE_DIR
+
+        full_env = dict(os.environ, DAUYS_ASR__CACHE_DIR=str(CACHE_DIR), DAUYS_ASR__DOWNLOAD="false", PYTHONUNBUFFERED="1", **(env or {}))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=ROOT,
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
+        self.url = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.out.append(line)
+            if "listening on http://" in line:
+                self.url = line.split("listening on ")[1].split()[0].rstrip("/")
+            if "dauys: ready" in line:
+                break
+        if self.url is None or self.proc.poll() is not None:
+            self.kill()
+            pytest.fail("server did not start:\n" + "".join(self.out + self.err))
+        threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()
+        self.ws = self.url.replace("http://", "ws://") + "/v1/voice"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+            time.sleep(0.1)  # let the reader threads take the last lines
+
+
+async def test_sigterm_during_a_reply_lets_it_finish_then_closes_1001_and_exits_0():
+    server = await asyncio.to_thread(ServeProcess, env={"DAUYS_SERVER__SHUTDOWN_GRACE_S": "60"})
+    try:
+        frames_after_signal = 0
+        async with connect(server.ws) as ws:
+            await ws.send(json.dumps({"type": "start", "language": "kk"}))  # real-time paced audio
+            await ws.send(json.dumps({"type": "text", "text": "Депозит пайызы қанша?"}))
+            signalled_at = None
+            events = []
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(120):
+                    while True:
+                        m = await ws.recv()
+                        if isinstance(m, bytes):
+                            frames_after_signal += signalled_at is not None
+                            continue
+                        ev = json.loads(m)
+                        events.append(ev)
+                        if ev["type"] == "audio_start" and ev["reply_id"] != "disclosure":
+                            server.proc.send_signal(signal.SIGTERM)
+                            signalled_at = time.monotonic()
+            took = time.monotonic() - signalled_at
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001, closed.value
+        reply = next(e for e in events if e["type"] == "reply")
+        end = events[-1]
+        assert end == {"type": "audio_end", "reply_id": reply["reply_id"], "interrupted": False}, events[-3:]
+        # the reply was spoken to its end at real-time pace: 40 ms frames for seconds after the signal
+        assert frames_after_signal * 0.04 > 1.0 and took > 1.0, (frames_after_signal, took)
+        assert await asyncio.to_thread(server.stop, 30) == 0
+        # and it no longer listens
+        with pytest.raises(OSError):
+            async with connect(server.ws, open_timeout=2):
+                pass
+    finally:
+        await asyncio.to_thread(server.kill)
