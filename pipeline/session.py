@@ -367,8 +367,8 @@ class Session:
         metrics.ENDPOINT_TO_FINAL.observe(latency)
         if rec.duration > 0:
             metrics.ASR_RTF.observe(rec.decode_s / rec.duration)
-        # the speech ended the confirming silence before the endpoint (exact for real-time input)
-        self.speech_end_at[utt.id] = endpoint_at - max(0.0, ev.t_decided - ev.t)
+        # the speech ended vad.min_silence_ms before a (non-forced) endpoint; exact for real-time input
+        self.speech_end_at[utt.id] = endpoint_at - (0.0 if ev.forced else self.settings.vad.min_silence_ms / 1000)
         log.info(
             "session %s: final %s lang=%s p=%.2f conf=%.2f %.2fs audio, decode %.3fs, endpoint->final %.3fs",
             self.id, utt.id, rec.language, rec.language_probability, rec.confidence, rec.duration, rec.decode_s, latency,
