@@ -196,6 +196,14 @@ class WhisperEngine:
         x = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.stack(feats), dtype=np.float32))
         return self.model.encode(x, to_cpu=self.device == "cpu" and self.model.device == "cpu")
 
+    def _encoder_row(self, enc, j: int, audio: np.ndarray, frames: int):
+        """Row ``j`` of a batch's encoder output (sliced on the CPU, encoded again elsewhere)."""
+        import ctranslate2
+
+        if getattr(enc, "device", "cpu") == "cpu":
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(enc)[j : j + 1]))
+        return self._encode_features([self._features(audio, frames)])
+
     def _encode(self, audio: np.ndarray):
         return self._encode_features([self._features(audio, self._window_frames(len(audio)))])
 
@@ -243,10 +251,10 @@ class WhisperEngine:
         scheduler only batches items with the same key, so there it is one call.
 
         The decode budget (``asr.max_tokens_per_second``) differs per item;
-        the group is decoded with the largest, and an item that would have
-        run into its own smaller budget alone (a looping decode, rejected as
-        a repetition) is decoded again alone with its budget, so that its
-        scores are also exactly what :meth:`recognize` gives.
+        the group is decoded with the largest, and an item that reached its
+        own, smaller length cap (usually a looping decode) is decoded again
+        alone from its row of the encoder output with its own budget, so
+        that its scores too are exactly what :meth:`recognize` gives.
         ``decode_s`` of each result is the wall time of its group's decode.
         """
         items = list(items)
@@ -277,12 +285,14 @@ class WhisperEngine:
         prompts = [self._prompt(lang) for lang in langs]
         budgets = [self._max_new(len(audio) / SAMPLE_RATE) for audio, _, _ in items]
         results = self._generate(enc, prompts, max(budgets))
+        group_cap = self._length_cap(len(prompts[0]), max(budgets))
         recs = []
         for j, (audio, _, _) in enumerate(items):
             res = results[j]
-            if len(items) > 1 and len(res.sequences_ids[0]) >= self._length_cap(len(prompts[j]), budgets[j]):
-                # alone it would have been cut at its own budget: decode it alone, for exact scores
-                res = self._generate(self._encode_features([self._features(audio, frames)]), [prompts[j]], budgets[j])[0]
+            cap = self._length_cap(len(prompts[j]), budgets[j])
+            if cap < group_cap and len(res.sequences_ids[0]) >= cap:
+                # alone it would have been cut at its own budget: decode it again alone, for exact scores
+                res = self._generate(self._encoder_row(enc, j, audio, frames), [prompts[j]], budgets[j])[0]
             recs.append(self._finish(res, audio, langs[j], *lang_info[j], budgets[j]))
         decode_s = time.perf_counter() - t0
         for rec in recs:

@@ -4,6 +4,8 @@
     .venv/bin/python scripts/bench_asr.py                 # start `dauys serve`, streams 1 and 4
     .venv/bin/python scripts/bench_asr.py --streams 1,2,4 --clips all --json
     .venv/bin/python scripts/bench_asr.py --url ws://127.0.0.1:8765/v1/voice --server-pid 1234
+    .venv/bin/python scripts/bench_asr.py --batch-size 8          # the started server batches (asr.batch_size)
+    .venv/bin/python scripts/bench_asr.py --compare-batching      # in process: ASR throughput, batch 1 vs 8, 1/4/8 streams
 
 What it does
 ------------
@@ -61,6 +63,29 @@ client's receive loop got the event.
 * From the server's own log (when this script started it): its
   ``decode`` and ``endpoint->final`` timings per final, a cross-check of the
   client-side figures (the difference is delivery: outbox, socket, client).
+
+Batching comparison (``--compare-batching``)
+--------------------------------------------
+No server: the ASR engine is loaded in this process and driven through the
+server's own queue (``models.loader.make_scheduler`` with ``asr.batch_size``
+set to each value of ``--batch-sizes``, ``asr.batch_window_ms`` as
+configured).  For each level N in ``--streams`` (default 1,4,8 in this mode),
+N streams run at once, closed loop: stream k submits the selected clips whole
+as final decodes (language auto), rotated to start at clip k, one after
+another (the next when the previous result is back), ``--rounds`` times.
+Clips of different lengths have different encoder windows on the CPU, so
+only some of the streams' requests can share a batch, as in a server.
+
+* aggregate RTF: wall time of the level / seconds of audio decoded by all
+  streams (lower is better; 1 / RTF = how many real-time streams of this
+  mix one machine decodes).  Speed-up: aggregate RTF at batch size 1 / this.
+* latency: per request, submit -> result (queueing + decode), median, p95.
+* mean batch: requests per engine call (``decoded / batches`` of the queue).
+* CPU s/audio s: this process's CPU time (getrusage) over the audio seconds.
+Each level and batch size is run ``--batch-repeats`` times; the table shows
+the medians over repeats.  Partials and VAD are not in this load: it measures
+the decoder's throughput, which batching changes, not the end-to-end latency
+(use the streaming mode with ``--batch-size`` or scripts/bench_load.py).
 
 Percentiles: ``statistics.median`` and nearest-rank p95 (the ceil(0.95 n)-th
 smallest value).  The benchmark client runs on the same machine as the
@@ -205,8 +230,8 @@ class ServerProcess:
 
     LISTEN = re.compile(r"^dauys: listening on .*?(ws://\S+/v1/voice)")
 
-    def __init__(self, extra_args: list[str]) -> None:
-        env = dict(os.environ, DAUYS_ASR__DOWNLOAD="false", PYTHONUNBUFFERED="1")
+    def __init__(self, extra_args: list[str], extra_env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ, DAUYS_ASR__DOWNLOAD="false", PYTHONUNBUFFERED="1", **(extra_env or {}))
         cmd = [sys.executable, "-m", "server", "serve", "--port", "0", *extra_args]
         say("starting: " + " ".join(cmd[1:]))
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
@@ -585,6 +610,102 @@ def offline_rtf(clips: list[Clip], asr_overrides: dict, repeats: int) -> dict:
 
 
 # --------------------------------------------------------------------------
+# batching comparison, in process
+# --------------------------------------------------------------------------
+async def _batch_level(scheduler, clips: list[Clip], streams: int, rounds: int, allowed) -> dict:
+    from models.scheduler import Priority
+
+    latencies: list[float] = []
+
+    async def stream(k: int) -> float:
+        audio_s = 0.0
+        order = clips[k % len(clips):] + clips[: k % len(clips)]
+        for _ in range(rounds):
+            for c in order:
+                t = time.perf_counter()
+                await scheduler.submit(c.samples, None, allowed, Priority.FINAL)
+                latencies.append(time.perf_counter() - t)
+                audio_s += c.seconds
+        return audio_s
+
+    b0, d0 = scheduler.batches, scheduler.decoded
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    audio = sum(await asyncio.gather(*(stream(k) for k in range(streams))))
+    wall = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
+    calls = scheduler.batches - b0
+    return {
+        "audio_s": audio, "wall_s": wall, "rtf": wall / audio, "cpu_per_audio_s": cpu / audio,
+        "latency_median_s": median(latencies), "latency_p95_s": p95(latencies),
+        "requests": len(latencies), "engine_calls": calls, "mean_batch": (scheduler.decoded - d0) / max(1, calls),
+    }
+
+
+def compare_batching(args) -> dict:
+    from models.loader import make_scheduler
+    from models.whisper import load_whisper
+    from server.config import load_settings
+
+    overrides = {k: v for k, v in (("model", args.model), ("compute_type", args.compute_type), ("device", args.device)) if v}
+    settings = load_settings(cli={"asr": overrides} if overrides else None, environ=dict(os.environ, DAUYS_ASR__DOWNLOAD="false"))
+    clips = load_clips(args.audio_dir, args.clips)
+    say(f"batching comparison: loading {settings.asr.model} in process")
+    engine = load_whisper(settings.asr)
+    engine.warmup(settings.asr.languages)
+    allowed = settings.asr.language_weights()
+    busy0 = machine_busy_seconds()
+    t0 = time.perf_counter()
+    rows = []
+    for n in args.levels:
+        for b in args.batch_sizes:
+            runs = []
+            for r in range(args.batch_repeats):
+                sched = make_scheduler(engine, settings.asr.model_copy(update={"batch_size": b}))
+                try:
+                    say(f"  {n} stream(s), batch size {b}, run {r + 1}/{args.batch_repeats}")
+                    runs.append(asyncio.run(_batch_level(sched, clips, n, args.rounds, allowed)))
+                finally:
+                    sched.close()
+            row = {"streams": n, "batch_size": b, "runs": len(runs)}
+            for key in runs[0]:
+                row[key] = statistics.median(run[key] for run in runs)
+            rows.append(row)
+    wall = time.perf_counter() - t0
+    for row in rows:
+        base = next(r for r in rows if r["streams"] == row["streams"] and r["batch_size"] == min(args.batch_sizes))
+        row["speedup"] = base["rtf"] / row["rtf"]
+    return {
+        "machine": machine(),
+        "model": engine.model_id, "device": engine.device, "compute_type": engine.compute_type,
+        "batch_window_ms": settings.asr.batch_window_ms,
+        "clips": [c.file for c in clips], "rounds": args.rounds, "repeats": args.batch_repeats,
+        "machine_cores_busy": (machine_busy_seconds() - busy0) / wall if wall > 0 else None,
+        "rows": rows,
+    }
+
+
+def print_batching(report: dict) -> None:
+    m = report["machine"]
+    print(f"ASR batching, in process: {report['model']} on {report['device']}/{report['compute_type']}, "
+          f"{m['nproc']} cores ({m['cpu_model']}), batch window {report['batch_window_ms']:g} ms")
+    print(f"load: N closed-loop streams, each decoding {', '.join(report['clips'])} whole (language auto) x{report['rounds']}; "
+          f"medians of {report['repeats']} run(s)")
+    head = ["streams", "batch", "aggregate RTF", "speed-up", "latency med s", "latency p95 s", "mean batch", "CPU s/audio s", "audio s", "wall s"]
+    table = [head]
+    for r in report["rows"]:
+        table.append([str(r["streams"]), str(r["batch_size"]), f"{r['rtf']:.3f}", f"{r['speedup']:.2f}x", f"{r['latency_median_s']:.2f}",
+                      f"{r['latency_p95_s']:.2f}", f"{r['mean_batch']:.2f}", f"{r['cpu_per_audio_s']:.3f}", f"{r['audio_s']:.0f}", f"{r['wall_s']:.1f}"])
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+    busy = report.get("machine_cores_busy")
+    if busy is not None:
+        print(f"machine cores busy during the comparison (all processes): {busy:.2f} of {m['nproc']}")
+
+
+# --------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------
 def machine() -> dict:
@@ -699,11 +820,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--timeout-slack", type=float, default=120.0, help="seconds a caller may take beyond its audio")
     p.add_argument("--hang-up", action="store_true", help="no 'end': close each session once its finals are in, instead of waiting for session_end (spoken replies played)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--batch-size", type=int, help="asr.batch_size of the started server (DAUYS_ASR__BATCH_SIZE; 1 = unbatched; default: the server's)")
+    p.add_argument("--compare-batching", action="store_true", help="no server: ASR throughput in process through the server's queue, per --batch-sizes and --streams (default 1,4,8)")
+    p.add_argument("--batch-sizes", default="1,8", help="with --compare-batching: asr.batch_size values (default 1,8)")
+    p.add_argument("--rounds", type=int, default=1, help="with --compare-batching: passes over the clips per stream (default 1)")
+    p.add_argument("--batch-repeats", type=int, default=1, help="with --compare-batching: runs per level and batch size, medians reported (default 1)")
     args = p.parse_args(argv)
+    if args.compare_batching and args.streams == p.get_default("streams"):
+        args.streams = "1,4,8"
     try:
         args.levels = [int(x) for x in args.streams.split(",") if x.strip()]
+        args.batch_sizes = [int(x) for x in args.batch_sizes.split(",") if x.strip()]
     except ValueError:
-        p.error(f"--streams must be comma-separated integers, got {args.streams!r}")
+        p.error(f"--streams and --batch-sizes must be comma-separated integers, got {args.streams!r}, {args.batch_sizes!r}")
+    if not args.batch_sizes or min(args.batch_sizes) < 1 or args.rounds < 1 or args.batch_repeats < 1:
+        p.error("--batch-sizes values, --rounds and --batch-repeats must be >= 1")
+    if args.compare_batching and args.url:
+        p.error("--compare-batching runs in process; it takes no --url")
     if not args.levels or min(args.levels) < 1:
         p.error("--streams needs at least one level >= 1")
     if args.server_pid and not args.url:
@@ -743,11 +876,22 @@ async def bench(args, server: ServerProcess | None) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.compare_batching:
+        try:
+            report = compare_batching(args)
+        except BenchError as e:
+            print(f"bench: error: {e}", file=sys.stderr)
+            return e.code
+        if args.json:
+            print(json.dumps(report, ensure_ascii=False, indent=2))
+        else:
+            print_batching(report)
+        return 0
     extra = []
     for flag, value in (("--model", args.model), ("--compute-type", args.compute_type), ("--device", args.device)):
         if value:
             extra += [flag, value]
-    server = None if args.url else ServerProcess(extra)
+    server = None if args.url else ServerProcess(extra, {"DAUYS_ASR__BATCH_SIZE": str(args.batch_size)} if args.batch_size else None)
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the server is always stopped
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

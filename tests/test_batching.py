@@ -7,7 +7,6 @@ import asyncio
 import threading
 import time
 
-import numpy as np
 import pytest
 
 from models.loader import make_scheduler
@@ -323,12 +322,14 @@ def test_batched_decoding_equals_one_by_one_on_the_shared_clips(services, monkey
         assert b.duration == a.duration
     assert any(a.rejected == "repetition" for a in alone)  # the budget fallback is exercised
     # the 7 short items share the 10 s window (one encode/generate of 7), the 3 long ones 19 s;
-    # the two looping items are decoded again alone with their own token budget
+    # the looping 0.36 s word reaches its own (smaller) length cap in the batch of 7, so it is
+    # decoded again alone from its row of the encoder output (on the CPU: no second encode)
     short, long_ = engine.batch_key(kk1), engine.batch_key(uz1)
     assert short != long_ and {engine.batch_key(x[0]) for x in items[:7]} == {short}
     assert ("encode", 7) in proxy.calls and ("generate", 7) in proxy.calls and ("detect_language", 7) in proxy.calls
     assert ("encode", 3) in proxy.calls and ("generate", 3) in proxy.calls
-    assert sum(1 for name, n in proxy.calls if name == "generate" and n == 1) >= 2
+    assert sum(1 for name, n in proxy.calls if name == "generate" and n == 1) >= 1
+    assert ("encode", 1) not in proxy.calls
 
 
 @pytest.mark.slow
@@ -361,3 +362,40 @@ async def test_concurrent_sessions_through_the_batching_scheduler_get_their_own_
     for (audio, lang), rec in zip(jobs, got):
         ref = engine.recognize(audio, lang, ["kk", "ru", "uz"])
         assert (rec.text, rec.language) == (ref.text, ref.language)
+
+
+@pytest.mark.slow
+async def test_simultaneous_calls_on_a_batching_server_get_partials_and_finals_in_order(services):
+    """Three calls at once through a real in-process server whose ASR queue batches (batch_size 4)."""
+    from dataclasses import replace
+
+    import jiwer
+
+    from server.app import DauysServer
+    from server.client import call
+    from tests.conftest import _LoadedHub, reference
+    from tests.test_native_e2e import KK_EX1_CER_BOUND, check_order, finals, norm
+
+    settings = make_settings(server={"port": 0}, asr={"batch_size": 4})
+    sched = make_scheduler(services.asr, settings.asr)
+    server = DauysServer(settings, hub=_LoadedHub(replace(services, settings=settings, scheduler=sched)))
+    await server.start()
+    url = f"ws://127.0.0.1:{server.port}/v1/voice"
+    names = ["kk_kscd_ex1.wav", "kk_kscd_ex1.wav", "kk_kscd_ex2.wav"]
+    try:
+        calls = await asyncio.gather(*(call(url, str(clip(n)), realtime=True, language="kk", emit=lambda e: None) for n in names))
+    finally:
+        server._server.close()
+        await server._server.wait_closed()
+        sched.close()
+    assert sched.decoded > sched.batches  # requests of different calls were decoded together
+    # partials are best effort: under this load (3 real-time calls on 2 shared cores) some arrive after
+    # their utterance's final and are dropped, batched or not (measured: one kk_ex1 call had none unbatched)
+    assert any(e["type"] == "transcript" and not e["final"] for events in calls for e in events)
+    for name, events in zip(names, calls):
+        check_order(events)
+        fs = [f for f in finals(events) if f["source"] == "audio"]
+        assert fs and all(f["language"] == "kk" for f in fs), name
+        if name == "kk_kscd_ex1.wav":
+            text = " ".join(f["text"] for f in fs)
+            assert jiwer.cer(norm(reference(name)), norm(text)) < KK_EX1_CER_BOUND, text
