@@ -151,7 +151,10 @@ class AsrScheduler:
             job = self._partials.pop(key, None)
             if job is not None:
                 job.cancelled = True
-                job.loop.call_soon_threadsafe(self._cancel_future, job.future)
+                try:
+                    job.loop.call_soon_threadsafe(self._cancel_future, job.future)
+                except RuntimeError:  # loop already closed
+                    pass
 
     # ------------------------------------------------------------------ workers
     def _forget(self, job: _Job) -> None:
@@ -230,10 +233,13 @@ class AsrScheduler:
                 self.batches += 1
                 self.decoded += len(batch)
             for i, job in enumerate(batch):
-                if error is None:
-                    job.loop.call_soon_threadsafe(_set_result, job.future, results[i])
-                else:
-                    job.loop.call_soon_threadsafe(_set_exception, job.future, error)
+                try:
+                    if error is None:
+                        job.loop.call_soon_threadsafe(_set_result, job.future, results[i])
+                    else:
+                        job.loop.call_soon_threadsafe(_set_exception, job.future, error)
+                except RuntimeError:  # the requester's event loop is closed: nobody waits for this result
+                    pass
 
     def close(self) -> None:
         with self._cond:

@@ -63,7 +63,7 @@ async def handle_native(ws: ServerConnection, services, settings, registry: dict
     try:
         async with asyncio.timeout(settings.server.max_session_s):
             async for message in ws:
-                if len(message) > max_frame:
+                if (len(message) if isinstance(message, bytes) else len(message.encode("utf-8", "surrogatepass"))) > max_frame:
                     await session.emit(Error("frame_too_large", f"frames are limited to {max_frame} bytes"))
                     await _drain(session, writer)
                     await outgoing.close(ws, 1009, "frame too large", send_timeout + outgoing.CLOSE_WAIT_S)

@@ -97,7 +97,9 @@ async def make_server(services):
     started = []
 
     async def make(**sections):
-        settings = make_settings(**{"server": {"port": 0}, **sections})
+        sections = dict(sections)
+        sections["server"] = {"port": 0, **sections.get("server", {})}
+        settings = make_settings(**sections)
         svc = services
         svc_settings = svc.settings
         server = DauysServer(settings, hub=_LoadedHub(svc))

@@ -223,6 +223,20 @@ async def test_oversized_frame_gets_error_then_1009(live_server):
         assert closed.value.rcvd.code == 1009
 
 
+async def test_the_frame_limit_counts_bytes_of_text_frames_too(live_server):
+    """64 KiB is bytes on the wire: 40,000 Kazakh letters (80,000 UTF-8 bytes) in one text frame exceed it."""
+    async with connect(live_server["ws"], max_size=None) as ws:
+        await ws.send(START)
+        await _recv_until(ws, lambda e: e["type"] == "ready")
+        await ws.send(json.dumps({"type": "text", "text": "қ" * 40_000}, ensure_ascii=False))
+        err = await _recv_until(ws, lambda e: e["type"] == "error")
+        assert err["code"] == "frame_too_large"
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await ws.recv()
+        assert closed.value.rcvd.code == 1009
+
+
 async def test_final_transcripts_survive_a_later_bad_frame(live_server):
     """An error after a final never takes the final back; the session goes on."""
     from pipeline.audio import read_audio
