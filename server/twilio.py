@@ -26,7 +26,7 @@ from pipeline.errors import ProtocolError
 from pipeline.events import AudioEnd, AudioFormat, AudioStart, Error, Handoff, SessionEnd, Start, Transcript
 from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
-from server import metrics
+from server import metrics, outgoing
 
 log = logging.getLogger("dauys.twilio")
 
@@ -49,15 +49,31 @@ class TwilioCall:
         self._marks_clear.set()
 
     async def send(self, obj: dict) -> None:
-        await self.ws.send(json.dumps(obj))
+        await outgoing.send(self.ws, json.dumps(obj), self.settings.server.send_timeout_s)
 
     async def writer(self) -> None:
+        """Send audio, marks and clears; a peer that takes nothing for ``server.send_timeout_s``
+        is cut off (1008 "slow consumer") without holding up other calls."""
+        try:
+            await self._write()
+            return
+        except outgoing.SlowConsumer:
+            log.warning("call %s: slow consumer: took no output for %.1f s; cut off (1008)", self.call_sid, self.settings.server.send_timeout_s)
+            metrics.ERRORS.labels("slow_consumer").inc()
+            await outgoing.cut_off(self.ws)
+        except ConnectionClosed:
+            pass
+        # keep the session's producers moving until the handler sees the closed connection
+        while await self.session.outbox.get() is not None:
+            pass
+
+    async def _write(self) -> None:
         s = self.session
         while True:
             item = await s.outbox.get()
             if item is None or isinstance(item, Close):
                 await self._wait_marks()
-                await self.ws.close(1000 if item is None else item.code, "session ended")
+                await outgoing.close(self.ws, 1000 if item is None else item.code, "session ended")
                 return
             if isinstance(item, AudioFrame):
                 if item.reply_id not in s.responder.interrupted and self.stream_sid:
@@ -177,7 +193,7 @@ async def handle_twilio(ws: ServerConnection, services, settings, registry: dict
             async for message in ws:
                 if len(message) > settings.server.max_frame_bytes * 2:
                     metrics.ERRORS.labels("frame_too_large").inc()
-                    await ws.close(1009, "frame too large")
+                    await outgoing.close(ws, 1009, "frame too large")
                     return
                 try:
                     if not await call.handle(message):
@@ -193,7 +209,7 @@ async def handle_twilio(ws: ServerConnection, services, settings, registry: dict
     except Exception:
         log.exception("twilio call %s: internal error", call.call_sid)
         metrics.ERRORS.labels("internal_error").inc()
-        await ws.close(1011, "internal error")
+        await outgoing.close(ws, 1011, "internal error")
     finally:
         if not writer.done() and session._ended:
             try:
