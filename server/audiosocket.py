@@ -14,6 +14,7 @@ continues (e.g. to a Queue()).  DTMF 0 asks for the operator.
 from __future__ import annotations
 
 import asyncio
+import socket
 import logging
 import struct
 import time
@@ -49,6 +50,10 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return kind, await reader.readexactly(length) if length else b""
 
 
+SEND_BUFFER_BYTES = 16384
+"""Kernel send buffer for AudioSocket connections (Linux doubles it): about a second of 8 kHz audio."""
+
+
 class AudioSocketCall:
     def __init__(self, reader, writer, services, settings) -> None:
         self.reader, self.writer = reader, writer
@@ -59,6 +64,24 @@ class AudioSocketCall:
         self._q: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_FRAMES)
         self._carry = b""
         self.sent_times: list[float] = []
+        self.cut_off = False
+        self._warned: set[str] = set()
+        # Audio is paced in real time (16 kB/s): more than a few frames buffered is only delay, and
+        # small buffers let a peer that reads nothing show up within send_timeout_s (Linux would
+        # otherwise auto-size the kernel buffer to megabytes on loopback: minutes of audio).
+        try:
+            writer.transport.set_write_buffer_limits(high=8 * (FRAME_BYTES + 3))
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except (AttributeError, NotImplementedError, OSError):  # pragma: no cover
+            pass
+
+    def _warn_once(self, what: str, msg: str, *args) -> None:
+        """Log a peer's protocol oddity once per call (a hostile peer cannot flood the log)."""
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning(msg + " (further ones not logged)", *args)
 
     async def pacer(self) -> None:
         """Send queued 320-byte frames exactly every 20 ms (monotonic clock)."""
@@ -72,9 +95,22 @@ class AudioSocketCall:
                 next_t = now
             if next_t > now:
                 await asyncio.sleep(next_t - now)
+            if self.cut_off:
+                continue  # keep the queue moving; nothing more goes out
             self.writer.write(frame(KIND_AUDIO, data))
             self.sent_times.append(time.monotonic())
-            await self.writer.drain()
+            try:
+                async with asyncio.timeout(self.settings.server.send_timeout_s):
+                    await self.writer.drain()
+            except TimeoutError:
+                # Asterisk (or whatever is on the line) reads nothing: drop the connection
+                # rather than hold this call's resources; the reader then sees the hangup.
+                log.warning("call %s: slow consumer: took no audio for %.1f s; connection dropped", self.call_id, self.settings.server.send_timeout_s)
+                metrics.ERRORS.labels("slow_consumer").inc()
+                self.cut_off = True
+                self.writer.transport.abort()
+            except ConnectionError:
+                self.cut_off = True
             next_t += FRAME_S
 
     def _clear(self) -> None:
@@ -142,7 +178,7 @@ class AudioSocketCall:
                         if self.session.started is None:
                             await self.start_session(rate)
                         elif rate != self.rate:
-                            log.warning("call %s: audio rate changed %d -> %d", self.call_id, self.rate, rate)
+                            self._warn_once("rate", "call %s: audio rate changed %d -> %d", self.call_id, self.rate, rate)
                             self.session.reconfigure_input(rate)
                             self.rate = rate
                         await self.session.feed_audio(payload)
@@ -158,7 +194,7 @@ class AudioSocketCall:
                         break
                     else:
                         metrics.ERRORS.labels("invalid_message").inc()
-                        log.warning("call %s: unknown frame kind 0x%02x", self.call_id, kind)
+                        self._warn_once("kind", "call %s: unknown frame kind 0x%02x", self.call_id, kind)
                     if self.session.end_reason is not None:
                         break  # handoff or goodbye: we hang up
             if self.session.started is not None:
@@ -170,6 +206,7 @@ class AudioSocketCall:
         except Exception:
             log.exception("audiosocket call %s: internal error", self.call_id)
             metrics.ERRORS.labels("internal_error").inc()
+            self.session.outbox_put_nowait(None)  # let the writer tasks finish now, not at the 30 s guard
         finally:
             try:
                 await asyncio.wait_for(asyncio.gather(events, pacer), 30)
@@ -177,12 +214,13 @@ class AudioSocketCall:
                 pass
             events.cancel()
             pacer.cancel()
-            if not hung_up_by_caller:
+            if not hung_up_by_caller and not self.cut_off:
                 try:
                     self.writer.write(frame(KIND_HANGUP))
-                    await self.writer.drain()
-                except ConnectionError:
-                    pass
+                    async with asyncio.timeout(self.settings.server.send_timeout_s):
+                        await self.writer.drain()
+                except (ConnectionError, TimeoutError):
+                    self.writer.transport.abort()
             await self.session.close()
             self.writer.close()
             log.info("call %s closed: %d finals", self.call_id, self.session.stats.finals)

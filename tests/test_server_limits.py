@@ -450,3 +450,41 @@ async def test_sigterm_during_a_reply_lets_it_finish_then_closes_1001_and_exits_
                 pass
     finally:
         await asyncio.to_thread(server.kill)
+
+
+async def test_an_audiosocket_peer_that_stops_reading_is_dropped(make_server):
+    """AudioSocket has no close frame to send a slow peer: within send_timeout_s of the paced audio
+    (the spoken disclosure) finding no room, the TCP connection is dropped and the call freed."""
+    from server.metrics import REGISTRY
+
+    server = await make_server(server={"audiosocket_port": 0, "send_timeout_s": 1.0})
+    before = REGISTRY.get_sample_value("dauys_errors_total", {"code": "slow_consumer"}) or 0.0
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.connect(("127.0.0.1", server.audiosocket_port))
+    s.setblocking(False)
+    import uuid
+
+    t0 = time.monotonic()
+    s.sendall(struct.pack(">BH", 0x01, 16) + uuid.uuid4().bytes)
+    silence = struct.pack(">BH", 0x10, 320) + b"\0" * 320
+    dropped = None
+    while time.monotonic() - t0 < 30:
+        try:
+            s.send(silence)  # the caller's line stays up (silence) but never reads what the server says
+        except (BlockingIOError, InterruptedError):
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            dropped = time.monotonic() - t0
+            break
+        if dropped is None and (REGISTRY.get_sample_value("dauys_errors_total", {"code": "slow_consumer"}) or 0.0) > before and not server.sessions:
+            dropped = time.monotonic() - t0
+            break
+        await asyncio.sleep(0.02)
+    s.close()
+    assert dropped is not None, "the server kept a peer that reads nothing"
+    assert dropped < 15, f"dropped after {dropped:.1f} s"
+    assert (REGISTRY.get_sample_value("dauys_errors_total", {"code": "slow_consumer"}) or 0.0) == before + 1
+    async with asyncio.timeout(10):
+        while server.sessions:
+            await asyncio.sleep(0.05)
