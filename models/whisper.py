@@ -102,6 +102,28 @@ def choose_language(raw: dict[str, float], weights: dict[str, float], alias=lamb
     return best, scores[best] / total, {k: raw.get(k, 0.0) for k in weights}
 
 
+def encoder_window_frames(duration_s: float, device: str, window_s: float | None = None) -> int:
+    """The encoder window (mel frames) an utterance of ``duration_s`` is decoded with.
+
+    ``window_s`` (``asr.encoder_window_s``) if set; else 30 s on CUDA, and on the
+    CPU ``max(10 s, duration + 1 s)`` rounded up, at most 30 s.  Measured on
+    whisper-base (scripts/bench_asr.py): a 10 s floor keeps short utterances
+    from repeating themselves; beyond that, cost grows with length.  Fine-tuning
+    (models/finetune/train.py) trains on the same windows.
+    """
+    win = window_s or (30.0 if device == "cuda" else min(30.0, max(10.0, math.ceil(duration_s + 1.0))))
+    return int(win * SAMPLE_RATE) // HOP
+
+
+def log_mel(extractor, audio: np.ndarray, frames: int) -> np.ndarray:
+    """Log-mel features of ``audio`` zero-padded (or cut) to ``frames`` frames: [n_mels, frames],
+    by faster-whisper's ``extractor`` -- what the encoder sees, in serving and in fine-tuning."""
+    audio = audio[: frames * HOP]
+    padded = np.zeros(frames * HOP, np.float32)
+    padded[: len(audio)] = audio
+    return extractor(padded, padding=0)[:, :frames]
+
+
 def pick_device(device: str, compute_type: str) -> tuple[str, str]:
     import ctranslate2
 
@@ -167,12 +189,7 @@ class WhisperEngine:
         return self.language_aliases.get(lang, lang)
 
     def _window_frames(self, n_samples: int) -> int:
-        win = self.options.encoder_window_s
-        if win is None:
-            # Measured on whisper-base (scripts/bench_asr.py): a 10 s floor keeps short
-            # utterances from repeating themselves; beyond that, cost grows with length.
-            win = 30.0 if self.device == "cuda" else min(30.0, max(10.0, math.ceil(n_samples / SAMPLE_RATE + 1.0)))
-        return int(win * SAMPLE_RATE) // HOP
+        return encoder_window_frames(n_samples / SAMPLE_RATE, self.device, self.options.encoder_window_s)
 
     def batch_key(self, audio: np.ndarray) -> int:
         """The encoder window (in mel frames) ``audio`` is decoded with.
@@ -184,11 +201,7 @@ class WhisperEngine:
         return self._window_frames(len(audio))
 
     def _features(self, audio: np.ndarray, frames: int) -> np.ndarray:
-        """Log-mel features of ``audio`` zero-padded (or cut) to ``frames`` frames: [n_mels, frames]."""
-        audio = audio[: frames * HOP]
-        padded = np.zeros(frames * HOP, np.float32)
-        padded[: len(audio)] = audio
-        return self.features(padded, padding=0)[:, :frames]
+        return log_mel(self.features, audio, frames)
 
     def _encode_features(self, feats: list[np.ndarray]):
         import ctranslate2

@@ -33,7 +33,6 @@ import logging
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,11 +67,17 @@ def resolve_base(base: str, out: Path, settings) -> tuple[Path, str]:
     return target, f"{resolved.model_id} (rebuilt from CTranslate2)"
 
 
-def evaluate_dir(ct2_dir: Path, rows, settings, *, phone: bool, seed: int, progress: bool, loaded=None):
+def evaluate_all(ct2_dir: Path, eval_sets: dict, settings, *, seed: int, progress: bool, label: str) -> dict[str, dict]:
+    """Score ``ct2_dir`` (one engine, loaded once) on every evaluation set; print each table."""
     from models.finetune.evaluate import evaluate_rows, load_engine
 
     engine = load_engine(str(ct2_dir), settings=settings)
-    return evaluate_rows(engine, rows, "manifest", progress, settings=settings, degrade_phone=phone, seed=seed, loaded=loaded)
+    reports = {}
+    for name, (rows, phone, src) in eval_sets.items():
+        rep = evaluate_rows(engine, rows, "manifest", progress, settings=settings, degrade_phone=phone, seed=seed, loaded=src)
+        reports[name] = rep.to_dict()
+        print(f"\n{label}, {name}:\n{rep.table()}", flush=True)
+    return reports
 
 
 def _rel(before: float, after: float) -> str:
@@ -192,10 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if not (base_ct2 / "model.bin").is_file():
                 export_ct2(base_dir, base_ct2, quantization="int8")
-            for name, (rows, phone, src) in eval_sets.items():
-                rep = evaluate_dir(base_ct2, rows, settings, phone=phone, seed=a.seed, progress=progress, loaded=src)
-                before[name] = rep.to_dict()
-                print(f"\nbefore, {name}:\n{rep.table()}", flush=True)
+            before = evaluate_all(base_ct2, eval_sets, settings, seed=a.seed, progress=progress, label="before")
             cached.write_text(json.dumps({"key": key, "before": before}, ensure_ascii=False), encoding="utf-8")
 
     # 5. fine-tune
@@ -211,15 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained {result.steps} steps ({result.epochs_done} epochs) in {result.seconds / 60:.1f} min; loss {result.first_loss:.3f} -> {result.final_loss:.3f}", flush=True)
 
     # 6-7. export, after
-    after: dict[str, dict] = {}
     exports = {}
     for q in quants:
         exports[q] = export_ct2(result.model_dir, out / f"ct2-{q.replace('_', '-')}", quantization=q)
     measured = exports.get("int8") or next(iter(exports.values()))
-    for name, (rows, phone, src) in eval_sets.items():
-        rep = evaluate_dir(measured, rows, settings, phone=phone, seed=a.seed, progress=progress, loaded=src)
-        after[name] = rep.to_dict()
-        print(f"\nafter, {name}:\n{rep.table()}", flush=True)
+    after = evaluate_all(measured, eval_sets, settings, seed=a.seed, progress=progress, label="after")
 
     heldout_eval = {}
     if before:

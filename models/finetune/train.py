@@ -45,7 +45,6 @@ import numpy as np
 log = logging.getLogger("dauys.finetune")
 
 SAMPLE_RATE = 16000
-HOP = 160
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
 PROCESSOR_FILES = [
     "tokenizer.json",
@@ -140,14 +139,11 @@ def _field(row, name: str):
 
 
 def window_frames(duration_s: float, device: str, window_s: float = 0.0) -> int:
-    """The encoder window (mel frames) the server uses for an utterance of ``duration_s``."""
-    if window_s:
-        win = window_s
-    elif device == "cuda":
-        win = 30.0
-    else:
-        win = min(30.0, max(10.0, math.ceil(duration_s + 1.0)))
-    return int(win * SAMPLE_RATE) // HOP
+    """The encoder window (mel frames) the server uses for an utterance of ``duration_s``
+    (``window_s`` > 0 overrides it): :func:`models.whisper.encoder_window_frames`."""
+    from models.whisper import encoder_window_frames
+
+    return encoder_window_frames(duration_s, device, window_s or None)
 
 
 class Tokens:
@@ -221,10 +217,9 @@ class Examples:
             from models.finetune.degrade import phone_degrade
 
             audio = phone_degrade(audio, rng)
-        frames = self.frames[i]
-        padded = np.zeros(frames * HOP, np.float32)
-        padded[: min(len(audio), len(padded))] = audio[: len(padded)]
-        return self.features(padded, padding=0)[:, :frames]
+        from models.whisper import log_mel
+
+        return log_mel(self.features, audio, self.frames[i])
 
     def encoded(self, batch: list[int], encode: Callable, seed: int):
         """Cached encoder outputs of ``batch`` (frozen encoder): computed once per example."""
