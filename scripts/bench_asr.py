@@ -874,28 +874,20 @@ async def bench(args, server: ServerProcess | None) -> dict:
     }
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.compare_batching:
-        try:
-            report = compare_batching(args)
-        except BenchError as e:
-            print(f"bench: error: {e}", file=sys.stderr)
-            return e.code
-        if args.json:
-            print(json.dumps(report, ensure_ascii=False, indent=2))
-        else:
-            print_batching(report)
-        return 0
+def run_with_server(args, bench_fn, env: dict | None = None):
+    """``bench_fn(args, server)`` against ``args.url``, or against a ``dauys serve`` started here
+    (``--model``, ``--compute-type``, ``--device``; ``env`` added to its environment) and always
+    stopped, on SIGTERM too; ``args.server_log`` gets its output.  Returns the report, or an exit
+    status (BenchError's code, 130 when interrupted).  Shared by bench_latency.py."""
     extra = []
     for flag, value in (("--model", args.model), ("--compute-type", args.compute_type), ("--device", args.device)):
         if value:
             extra += [flag, value]
-    server = None if args.url else ServerProcess(extra, {"DAUYS_ASR__BATCH_SIZE": str(args.batch_size)} if args.batch_size else None)
+    server = None if args.url else ServerProcess(extra, env)
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the server is always stopped
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        report = asyncio.run(bench(args, server))
+        return asyncio.run(bench_fn(args, server))
     except BenchError as e:
         print(f"bench: error: {e}", file=sys.stderr)
         if server is not None and e.code == 1:
@@ -911,6 +903,25 @@ def main(argv=None) -> int:
             if args.server_log:
                 args.server_log.write_text("\n".join(server.lines) + "\n", encoding="utf-8")
                 say(f"server log written to {args.server_log}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.compare_batching:
+        try:
+            report = compare_batching(args)
+        except BenchError as e:
+            print(f"bench: error: {e}", file=sys.stderr)
+            return e.code
+        if args.json:
+            print(json.dumps(report, ensure_ascii=False, indent=2))
+        else:
+            print_batching(report)
+        return 0
+    env = {"DAUYS_ASR__BATCH_SIZE": str(args.batch_size)} if args.batch_size else None
+    report = run_with_server(args, bench, env)
+    if isinstance(report, int):
+        return report
     if args.offline_repeats > 0:
         overrides = {k: v for k, v in (("model", args.model), ("compute_type", args.compute_type), ("device", args.device)) if v}
         try:

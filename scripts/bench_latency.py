@@ -98,7 +98,6 @@ import random
 import re
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -131,6 +130,7 @@ from bench_asr import (  # noqa: E402
     ms,
     p95,
     proc_cpu_seconds,
+    run_with_server,
     say,
 )
 
@@ -777,30 +777,9 @@ async def bench(args, server: ServerProcess | None) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    extra = []
-    for flag, value in (("--model", args.model), ("--compute-type", args.compute_type), ("--device", args.device)):
-        if value:
-            extra += [flag, value]
-    server = None if args.url else ServerProcess(extra)
-    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the server is always stopped
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        report = asyncio.run(bench(args, server))
-    except BenchError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        if server is not None and e.code == 1:
-            print("bench: last server output:\n" + server.tail(), file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if server is not None:
-            server.stop()
-            say(f"server stopped (exit status {server.proc.returncode})")
-            if args.server_log:
-                args.server_log.write_text("\n".join(server.lines) + "\n", encoding="utf-8")
-                say(f"server log written to {args.server_log}")
+    report = run_with_server(args, bench)
+    if isinstance(report, int):
+        return report
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
