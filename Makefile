@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 
 # The tests also run the LLM backends and Piper for real (tiny models made by the tests).
 # torch first, pinned: its CPU build lies on this machines' disk; an unpinned torch pulls a CUDA build.
-$(TEST_STAMP): $(STAMP)
+# Piper's worker is its own GPL-3.0 distribution (piper-worker/), installed before the tts extra that asks for it.
+$(TEST_STAMP): $(STAMP) piper-worker/pyproject.toml piper-worker/piper_worker/__main__.py
 	$(PY) -m pip install --quiet 'torch==2.13.0'
+	$(PY) -m pip install --quiet ./piper-worker
 	$(PY) -m pip install --quiet -e '.[test,llm,tts,finetune]'
 	touch $(TEST_STAMP)
 

@@ -360,8 +360,9 @@ class EspeakTts:
 _PROTOCOL_VERSION = 1
 _MAX_HEADER = 64 * 1024
 _MAX_FRAME = 64 * 1024 * 1024
-_WORKER_ROOT = Path(__file__).resolve().parent.parent
-"""Where the piper_worker package lies in a source checkout."""
+_WORKER_ROOT = Path(__file__).resolve().parent.parent / "piper-worker"
+"""Where the piper_worker package lies in a source checkout (its own GPL-3.0 distribution,
+dauys-piper-worker); installed, it is found on the interpreter's path instead."""
 
 
 def piper_available(python: str | None = None) -> bool:

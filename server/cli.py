@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("forget-call", help="delete every log line of one call from JSON log files (erasure request)")
+    p.add_argument("call_id", help="a Twilio callSid, an AudioSocket call UUID or a Dauys session id")
+    p.add_argument("files", nargs="+", help="JSON-lines log files (server.log_format = json), rotated ones too")
+    p.add_argument("--dry-run", action="store_true", help="count, change nothing")
+
     p = sub.add_parser("call", help="stream a WAV over /v1/voice as a caller would; print events as JSON lines")
     p.add_argument("file", nargs="?", help="audio file (any format PyAV reads); omit with --text")
     p.add_argument("--url", default="ws://127.0.0.1:8765/v1/voice")
@@ -194,6 +199,19 @@ def _watermark(samples, rate, prov: dict):
     return watermark.embed(samples, rate, payload)
 
 
+def cmd_forget_call(args) -> int:
+    from server.logs import forget_call
+
+    try:
+        removed, sessions = forget_call(args.files, args.call_id, dry_run=args.dry_run)
+    except (OSError, ValueError) as e:
+        print(f"dauys: error: {e}", file=sys.stderr)
+        return 2
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"dauys: {verb} {removed} log lines of {len(sessions)} session(s) from {len(args.files)} file(s)")
+    return 0 if removed else 1
+
+
 def cmd_detect_mark(args) -> int:
     from pipeline import watermark
 
@@ -239,4 +257,4 @@ def cmd_call(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"serve": cmd_serve, "hash-key": cmd_hash_key, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say, "detect-mark": cmd_detect_mark}[args.command](args)
+    return {"serve": cmd_serve, "hash-key": cmd_hash_key, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say, "detect-mark": cmd_detect_mark, "forget-call": cmd_forget_call}[args.command](args)

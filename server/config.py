@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 ENV_PREFIX = "DAUYS_"
 DEFAULT_LANGUAGES = ["kk", "ru", "uz", "tr", "az", "tt", "en"]
@@ -204,6 +199,13 @@ class DialogueSettings(_Section):
     """openai backend: e.g. http://127.0.0.1:8000/v1 (vLLM)."""
     api_key_env: str = "DAUYS_LLM_API_KEY"
     """Environment variable holding the openai backend's key (never put keys in the config file)."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Hosts the openai backend may send caller text to besides this machine (names, *.suffix, IPs or
+    CIDRs), over https only. Personal data stays in the country: list only servers you control there."""
+    allow_external: bool = False
+    """Let the openai backend reach any host, http:// included (caller text leaves the machine; logged at start)."""
+    redact_pii: bool = True
+    """openai backend: replace IINs, card numbers, IBANs, phone numbers and e-mails in what is sent."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     top_k: int = Field(3, ge=1, le=10)
     max_new_tokens: int = Field(160, ge=8)
@@ -289,7 +291,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         value = _parse_env_value(raw)
-        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins") and not isinstance(value, list):
+        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts") and not isinstance(value, list):
             value = [x for x in (s.strip() for s in raw.split(",")) if x]
         node = out
         for p in path[:-1]:

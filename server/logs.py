@@ -77,3 +77,55 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     for noisy in ("websockets", "faster_whisper", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def forget_call(paths: list, call_id: str, dry_run: bool = False) -> tuple[int, set[str]]:
+    """Delete a caller's log lines (a data subject's erasure request) from JSON-lines log files.
+
+    ``call_id`` is what the logs name a call by: a Twilio ``callSid``, an AudioSocket
+    call UUID, or a Dauys session id. Every line of a session that mentions it, in any
+    of ``paths`` (rotated files included), goes: the session's own lines carry its id
+    in ``session``. Non-JSON lines are dropped only if they contain ``call_id``. Files
+    are rewritten atomically with their permissions kept. Returns (lines removed, sessions).
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    call_id = call_id.strip()
+    if len(call_id) < 6:
+        raise ValueError("a call id is at least 6 characters (a Twilio callSid, an AudioSocket UUID or a session id)")
+    files = [Path(p) for p in paths]
+    parsed: dict = {}
+    sessions: set[str] = set()
+    for f in files:
+        rows = []
+        for line in f.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = None
+            obj = obj if isinstance(obj, dict) else None
+            rows.append((line, obj))
+            if obj is not None and (obj.get("session") == call_id or call_id in str(obj.get("msg", ""))):
+                if obj.get("session"):
+                    sessions.add(str(obj["session"]))
+        parsed[f] = rows
+    if call_id not in sessions and any(obj is not None and obj.get("session") == call_id for rows in parsed.values() for _, obj in rows):
+        sessions.add(call_id)
+    removed = 0
+    for f, rows in parsed.items():
+        keep = [line for line, obj in rows if not (call_id in line or (obj is not None and obj.get("session") in sessions))]
+        gone = len(rows) - len(keep)
+        removed += gone
+        if gone and not dry_run:
+            fd, tmp = tempfile.mkstemp(dir=f.parent, prefix=f".{f.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.writelines(keep)
+                os.chmod(tmp, f.stat().st_mode & 0o7777)
+                os.replace(tmp, f)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+    return removed, sessions

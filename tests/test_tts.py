@@ -339,7 +339,7 @@ def test_piper_without_piper_tts_names_the_install(tiny_voice):
 
 def test_piper_worker_protocol(tiny_voice):
     """The GPL worker on its own: ready line, framed PCM, errors that do not end it."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "piper-worker"))
     requests = [
         {"id": "p", "op": "ping"},
         {"id": "a", "text": "Сәлеметсіз бе! Қалайсыз?", "length_scale": 1.0},

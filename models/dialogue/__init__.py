@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
 
 from models.dialogue.base import Action, DialogueEngine, DialogueState, Passage, Turn
 
 __all__ = ["Action", "DialogueEngine", "DialogueState", "Passage", "Turn", "load_dialogue"]
+
+log = logging.getLogger("dauys.dialogue")
 
 
 def load_dialogue(settings) -> DialogueEngine:
@@ -39,4 +43,16 @@ def load_dialogue(settings) -> DialogueEngine:
         return llm.Ct2Engine(settings.model, kb.search, config, device=settings.device, inter_threads=settings.workers)
     if not settings.base_url:
         raise ModelError("dialogue.backend = 'openai' needs dialogue.base_url (e.g. http://127.0.0.1:8000/v1)")
-    return llm.OpenAIEngine(settings.base_url, settings.model, kb.search, config, api_key=os.environ.get(settings.api_key_env))
+    where = llm.check_destination(settings.base_url, settings.allowed_hosts, settings.allow_external)
+    if where != "local":
+        log.warning(
+            "dialogue: the openai backend sends caller text to %s, outside this machine (%s); personal data is %s",
+            llm.url_host(settings.base_url), "dialogue.allowed_hosts" if where == "allowed" else "dialogue.allow_external = true",
+            "redacted first (dialogue.redact_pii)" if settings.redact_pii else "NOT redacted (dialogue.redact_pii = false)",
+        )
+    from models.privacy import redact
+
+    return llm.OpenAIEngine(
+        settings.base_url, settings.model, kb.search, config,
+        api_key=os.environ.get(settings.api_key_env), redact=redact if settings.redact_pii else None,
+    )

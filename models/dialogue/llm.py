@@ -26,6 +26,7 @@ the session steps in a worker thread, and closing it stops generation.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import logging
 import os
@@ -37,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from models.dialogue.base import Action, DialogueState, Passage, Retriever, Turn
@@ -906,6 +907,72 @@ class Ct2Engine(GroundedEngine):
 # ---------------------------------------------------------------------------
 
 
+def url_host(url: str) -> str:
+    return urlsplit(url).hostname or ""
+
+
+def _is_local(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(host: str, allowed: Sequence[str]) -> bool:
+    """Is ``host`` one of ``allowed``: an exact name, ``*.suffix``, an IP or a CIDR network?"""
+    host = host.lower().rstrip(".")
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        ip = None
+    for entry in allowed:
+        entry = entry.strip().lower().rstrip(".")
+        if not entry:
+            continue
+        if entry.startswith("*.") and ip is None:
+            if host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+                return True
+        elif "/" in entry and ip is not None:
+            try:
+                if ip in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+        elif host == entry:
+            return True
+    return False
+
+
+def check_destination(base_url: str, allowed_hosts: Sequence[str] = (), allow_external: bool = False) -> str:
+    """Where caller text would go: "local" (this machine), "allowed" (https to a host of
+    ``dialogue.allowed_hosts``) or "external" (only with ``allow_external``); else ModelError.
+
+    Law 230-VIII and the personal-data law: caller text stays on the machine unless the
+    operator configured where it may go.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not host:
+        raise ModelError(f"dialogue.base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, not {base_url!r}")
+    if _is_local(host):
+        return "local"
+    if allow_external:
+        return "external"
+    if parts.scheme != "https":
+        raise ModelError(
+            f"dialogue.base_url {parts.scheme}://{host}/...: caller text would cross the network unencrypted; "
+            "use https (or set dialogue.allow_external = true)"
+        )
+    if not host_allowed(host, allowed_hosts):
+        raise ModelError(
+            f"dialogue.base_url host {host!r} is not in dialogue.allowed_hosts: caller text may only leave this machine "
+            "for hosts you list there (or set dialogue.allow_external = true)"
+        )
+    return "allowed"
+
+
 class OpenAIEngine(GroundedEngine):
     """Any OpenAI-compatible ``/chat/completions`` endpoint, streamed (``stream: true``) over SSE.
 
@@ -927,8 +994,11 @@ class OpenAIEngine(GroundedEngine):
         api_key: str | None = None,
         api_key_env: str | None = "DAUYS_LLM_API_KEY",
         extra_body: Mapping | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__(retriever, config)
+        self.redact = redact
+        """Applied to every message's text before it is sent (models.privacy.redact from load_dialogue)."""
         parts = urlsplit(base_url.rstrip("/"))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ModelError(f"dialogue.base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, not {base_url!r}")
@@ -944,6 +1014,8 @@ class OpenAIEngine(GroundedEngine):
 
     def request_body(self, messages: list[dict]) -> dict:
         cfg = self.config
+        if self.redact is not None:
+            messages = [{**m, "content": self.redact(m["content"])} if isinstance(m.get("content"), str) else m for m in messages]
         body = {
             "model": self.model,
             "messages": messages,
