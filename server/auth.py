@@ -170,9 +170,9 @@ def _client_bucket(ip: str) -> str:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return ip
-    if addr.version == 6 and addr.ipv4_mapped is None:
-        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
-    return str(addr.ipv4_mapped or addr)
+    if addr.version == 6:
+        return str(addr.ipv4_mapped or ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
 
 
 class FailThrottle:
