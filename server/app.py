@@ -36,6 +36,11 @@ class DauysServer:
         self.connections: set[ServerConnection] = set()
         self.stopping = False
         self._retirer: asyncio.Future | None = None
+        self._metrics = None
+        self.auth_fails = auth.FailThrottle(settings.server.auth_fail_limit, settings.server.auth_fail_window_s)
+        self.key_connections: dict[str, int] = {}
+        """Open connections by API key (its hash), for server.max_sessions_per_key."""
+        self._key_releases: set[asyncio.Future] = set()
 
     @property
     def port(self) -> int:
@@ -45,29 +50,86 @@ class DauysServer:
         path = urlsplit(request.path).path
         if path in (VOICE_PATH, TWILIO_PATH):
             s = self.settings.server
+            client = auth.client_address(connection.remote_address, request.headers)
+            retry = self.auth_fails.retry_after(client)
+            if retry is not None:
+                metrics.SESSIONS_REFUSED.labels("throttled").inc()
+                return http.too_many(retry, "too many failed authentications from your address, try again later\n")
             refused = auth.check(
                 request.path, request.headers, connection.remote_address, s.api_keys, s.allow_unauthenticated_remote,
                 s.api_key_hashes, s.allowed_origins,
             )
             if refused:
+                if refused[0] == HTTPStatus.UNAUTHORIZED:
+                    self.auth_fails.failed(client)
                 metrics.SESSIONS_REFUSED.labels("origin" if refused[1].startswith("origin") else "auth").inc()
                 return http.text(HTTPStatus(refused[0]), refused[1] + "\n")
+            if s.max_sessions_per_key and (s.api_keys or s.api_key_hashes) and not self._hold_key(connection, request):
+                metrics.SESSIONS_REFUSED.labels("key_limit").inc()
+                return http.too_many(5, f"this API key has {s.max_sessions_per_key} connections open (server.max_sessions_per_key)\n")
             return None  # go on with the WebSocket handshake
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return http.text(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {VOICE_PATH}\n")
         if path == "/healthz":
             return http.text(HTTPStatus.OK, "ok\n")
         if path == "/readyz":
-            if self.hub.ready:
-                svc = self.hub.services
-                return http.as_json(HTTPStatus.OK, {"ready": True, "asr": {"model": svc.asr.model_id, "device": svc.asr.device, "compute_type": svc.asr.compute_type}, "languages": self.settings.asr.languages})
-            return http.as_json(HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "error": self.hub.error})
+            detail = readiness_detail(self.hub, self.settings)
+            status = HTTPStatus.OK if detail["ready"] else HTTPStatus.SERVICE_UNAVAILABLE
+            return http.as_json(status, detail if self._trusted(connection, request) else {"ready": detail["ready"]})
         if path == "/metrics":
+            if self.settings.server.metrics_port is not None:
+                return http.text(HTTPStatus.NOT_FOUND, "not found (metrics are on server.metrics_port)\n")
+            if not self._trusted(connection, request):
+                return http.text(HTTPStatus.FORBIDDEN, "metrics are served to loopback clients and with Authorization: Bearer KEY\n")
             return http.metrics()
         if path == "/favicon.ico":
             return http.response(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         page = http.static(path)
         return page or http.text(HTTPStatus.NOT_FOUND, "not found\n")
+
+    def _trusted(self, connection: ServerConnection, request) -> bool:
+        """May this request see internals (auth.trusted: loopback, or a valid bearer key)?
+        A wrong bearer key counts as a failed authentication; a throttled address is not trusted."""
+        remote, headers = connection.remote_address, request.headers
+        client = auth.client_address(remote, headers)
+        if self.auth_fails.retry_after(client) is not None:
+            return auth.is_loopback(client)
+        if auth.trusted(remote, headers, self.settings.server):
+            return True
+        if auth.bearer_key(headers) is not None:
+            self.auth_fails.failed(client)
+        return False
+
+    def _hold_key(self, connection: ServerConnection, request) -> bool:
+        """Count this connection against its API key until it closes; False if the key is at its limit."""
+        kid = auth.key_id(auth.presented_key(request.path, request.headers) or "")
+        if self.key_connections.get(kid, 0) >= self.settings.server.max_sessions_per_key:
+            return False
+        self.key_connections[kid] = self.key_connections.get(kid, 0) + 1
+
+        async def release() -> None:
+            try:
+                await connection.wait_closed()
+            finally:
+                left = self.key_connections.get(kid, 1) - 1
+                if left > 0:
+                    self.key_connections[kid] = left
+                else:
+                    self.key_connections.pop(kid, None)
+
+        task = asyncio.ensure_future(release())
+        self._key_releases.add(task)
+        task.add_done_callback(self._key_releases.discard)
+        return True
+
+    def _metrics_request(self, connection: ServerConnection, request):
+        """The separate metrics listener (server.metrics_port): /metrics and /healthz, nothing else."""
+        path = urlsplit(request.path).path
+        if path == "/metrics":
+            return http.metrics()
+        if path == "/healthz":
+            return http.text(HTTPStatus.OK, "ok\n")
+        return http.text(HTTPStatus.NOT_FOUND, "not found\n")
 
     def _process_response(self, connection: ServerConnection, request, response) -> None:
         """The access log: one line per request; query values (``?token=``) are never logged."""
@@ -124,7 +186,12 @@ class DauysServer:
         if s.audiosocket_port is not None:
             from server.audiosocket import serve_audiosocket
 
-            self._audiosocket = await serve_audiosocket(s.audiosocket_host or s.host, s.audiosocket_port, self.hub, self.settings, self.sessions)
+            self._audiosocket = await serve_audiosocket(s.audiosocket_host, s.audiosocket_port, self.hub, self.settings, self.sessions)
+        if s.metrics_port is not None:
+            self._metrics = await serve(
+                _no_sessions, s.metrics_host, s.metrics_port, process_request=self._metrics_request,
+                process_response=self._process_response, server_header="dauys",
+            )
 
     async def switch_asr(self, asr_settings) -> str:
         """Hot model switch: new sessions get ``asr_settings.model``; calls in progress keep theirs.
@@ -145,6 +212,10 @@ class DauysServer:
     @property
     def audiosocket_port(self) -> int | None:
         return self._audiosocket.sockets[0].getsockname()[1] if self._audiosocket else None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics.sockets[0].getsockname()[1] if self._metrics else None
 
     async def shutdown(self, grace_s: float) -> None:
         """Graceful stop: accept nothing new, let replies being spoken finish (up to
@@ -170,21 +241,37 @@ class DauysServer:
     async def stop(self) -> None:
         if self._audiosocket is not None:
             self._audiosocket.close()
+        if self._metrics is not None:
+            self._metrics.close()
+            await self._metrics.wait_closed()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
         self.hub.close()
 
 
+async def _no_sessions(ws: ServerConnection) -> None:  # pragma: no cover - the metrics listener answers every request itself
+    await ws.close(1008)
+
+
+def readiness_detail(hub, settings) -> dict:
+    """The /readyz body for loopback and keyed clients; others get only its ``ready``."""
+    if hub.ready:
+        svc = hub.services
+        return {"ready": True, "asr": {"model": svc.asr.model_id, "device": svc.asr.device, "compute_type": svc.asr.compute_type}, "languages": settings.asr.languages}
+    return {"ready": False, "error": hub.error}
+
+
 def check_bind(settings) -> None:
     s = settings.server
     from server.auth import is_loopback
 
-    as_host = s.audiosocket_host or s.host
-    if s.audiosocket_port is not None and not s.allow_unauthenticated_remote and not is_loopback(as_host) and as_host != "localhost":
+    as_host = s.audiosocket_host
+    if s.audiosocket_port is not None and not is_loopback(as_host) and as_host != "localhost" and all(is_loopback(n.split("/")[0]) for n in s.audiosocket_allow):
         raise SystemExit(
-            f"dauys: refusing to serve AudioSocket on {as_host}: the protocol has no authentication; bind it to "
-            "loopback or a private interface reachable only by Asterisk and set server.allow_unauthenticated_remote = true"
+            f"dauys: AudioSocket on {as_host} would accept loopback peers only: list Asterisk's addresses in "
+            "server.audiosocket_allow (e.g. [\"10.0.0.5\"]); the protocol has no authentication or encryption, "
+            "so keep it on a private network (VLAN, WireGuard, SSH tunnel)"
         )
     if not s.api_keys and not s.api_key_hashes and not s.allow_unauthenticated_remote and not is_loopback(s.host) and s.host != "localhost":
         raise SystemExit(
@@ -209,7 +296,11 @@ async def serve_forever(settings, reload_settings=None) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"dauys: listening on http://{shown}:{server.port}/ (web demo), ws://{shown}:{server.port}{VOICE_PATH}", flush=True)
     if server.audiosocket_port is not None:
-        print(f"dauys: AudioSocket on tcp://{shown}:{server.audiosocket_port}", flush=True)
+        as_host = settings.server.audiosocket_host
+        print(f"dauys: AudioSocket on tcp://{f'[{as_host}]' if ':' in as_host else as_host}:{server.audiosocket_port}", flush=True)
+    if server.metrics_port is not None:
+        m_host = settings.server.metrics_host
+        print(f"dauys: metrics on http://{f'[{m_host}]' if ':' in m_host else m_host}:{server.metrics_port}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

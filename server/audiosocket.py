@@ -9,6 +9,9 @@ Replies go back as 0x10 frames of exactly 320 bytes (20 ms), paced on a
 monotonic clock, with only a few frames queued so barge-in is quick.  A
 handoff hangs up (0x00) once its message has been sent, so the dialplan
 continues (e.g. to a Queue()).  DTMF 0 asks for the operator.
+
+The protocol has neither authentication nor encryption: peers outside
+``server.audiosocket_allow`` are disconnected before anything is read.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import logging
 import struct
 import time
 import uuid
+from collections import OrderedDict
 
 from pipeline.audio import Encoding
 from pipeline.events import AudioEnd, AudioFormat, Error, Handoff, Start, Transcript
 from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
-from server import metrics
+from server import auth, metrics
 
 log = logging.getLogger("dauys.audiosocket")
 
@@ -226,8 +230,30 @@ class AudioSocketCall:
             log.info("call %s closed: %d finals", self.call_id, self.session.stats.finals)
 
 
+REFUSAL_LOG_S = 60.0
+"""A refused peer address is logged at most once in this long (a scanner cannot flood the log)."""
+
+
 async def serve_audiosocket(host: str, port: int, hub, settings, registry: dict):
+    refusals_logged: OrderedDict[str, float] = OrderedDict()
+
+    def refuse(peer: str) -> None:
+        metrics.SESSIONS_REFUSED.labels("not_allowed").inc()
+        now = time.monotonic()
+        if now - refusals_logged.get(peer, -REFUSAL_LOG_S) >= REFUSAL_LOG_S:
+            log.warning("refused a connection from %s: not in server.audiosocket_allow", peer)
+            refusals_logged[peer] = now
+            refusals_logged.move_to_end(peer)
+            while len(refusals_logged) > 1024:
+                refusals_logged.popitem(last=False)
+
     async def handle(reader, writer):
+        peer = writer.get_extra_info("peername")
+        peer = str(peer[0]) if peer else "unknown"
+        if not auth.ip_allowed(peer, settings.server.audiosocket_allow):
+            refuse(peer)  # before anything is read: nothing of this peer reaches the parser or a session
+            writer.transport.abort()
+            return
         services = await hub.wait(settings.server.ready_wait_s)
         if services is None or len(registry) >= settings.server.max_sessions:
             metrics.SESSIONS_REFUSED.labels("capacity" if services else "not_ready").inc()

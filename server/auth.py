@@ -1,10 +1,14 @@
-"""Who may open /v1/voice and /v1/twilio: the browser origin, API keys (constant time), else loopback only."""
+"""Who may open /v1/voice and /v1/twilio: the browser origin, API keys (constant time), else loopback only;
+who may see internals (/metrics, /readyz details); throttling of failed authentications; sessions per key."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import ipaddress
+import math
+import time
+from collections import OrderedDict
 from urllib.parse import parse_qsl, parse_qs, urlencode, urlsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -104,3 +108,107 @@ def redact_path(path: str) -> str:
         return u.path
     pairs = parse_qsl(u.query, keep_blank_values=True)
     return u.path + "?" + (urlencode([(k, "[REDACTED]") for k, _ in pairs], safe="[]") if pairs else "[REDACTED]")
+
+
+def client_address(remote, headers) -> str:
+    """The client's IP address: the peer's, or, when the peer is a reverse proxy on this
+    machine (loopback) that sends ``X-Forwarded-For``, the address that proxy saw (the
+    header's last entry: the one the proxy appended; earlier ones are the client's word)."""
+    host = str(remote[0] if isinstance(remote, (tuple, list)) else remote or "").split("%")[0]
+    forwarded = headers.get("X-Forwarded-For", "") if is_loopback(host) else ""
+    if forwarded.strip():
+        last = forwarded.split(",")[-1].strip()
+        if last.startswith("[") and "]" in last:  # [v6]:port
+            last = last[1 : last.index("]")]
+        elif last.count(":") == 1:  # v4:port
+            last = last.partition(":")[0]
+        return last or "unknown"
+    return host or "unknown"
+
+
+def bearer_key(headers) -> str | None:
+    auth = headers.get("Authorization", "")
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+def trusted(remote, headers, s) -> bool:
+    """May this request see internals (/metrics, the detail of /readyz)?
+
+    Loopback clients may (not a proxy's relayed callers: ``X-Forwarded-For`` names someone
+    else), and so may requests with a valid ``Authorization: Bearer`` key (``s``: the server
+    settings). A key in the URL (``?token=``) does not count here.
+    """
+    if is_loopback(client_address(remote, headers)):
+        return True
+    key = bearer_key(headers)
+    return key is not None and bool(s.api_keys or s.api_key_hashes) and key_ok(key, s.api_keys, s.api_key_hashes)
+
+
+def key_id(key: str) -> str:
+    """A presented key's identity for counting (its sha256, as in ``server.api_key_hashes``)."""
+    return hash_key(key)
+
+
+def ip_allowed(host, networks: list[str]) -> bool:
+    """Is the address ``host`` (an IPv4-mapped IPv6 address counts as IPv4) in one of ``networks``?"""
+    try:
+        ip = ipaddress.ip_address(str(host).split("%")[0])
+    except ValueError:
+        return False
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+MAX_TRACKED_CLIENTS = 10_000
+"""Client addresses the failed-authentication throttle remembers (least recently failed forgotten first)."""
+
+
+def _client_bucket(ip: str) -> str:
+    """IPv6 clients are counted by /64 (one host usually holds a whole /64)."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if addr.version == 6:
+        return str(addr.ipv4_mapped or ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr)
+
+
+class FailThrottle:
+    """Failed authentications per client address in fixed windows: after ``limit`` failures
+    within ``window_s`` of the first, the address is refused (right key or not) until that
+    window ends. Memory is bounded: at most ``max_clients`` addresses are remembered."""
+
+    def __init__(self, limit: int, window_s: float, max_clients: int = MAX_TRACKED_CLIENTS, clock=time.monotonic) -> None:
+        self.limit, self.window_s, self.max_clients, self.clock = limit, window_s, max_clients, clock
+        self._fails: OrderedDict[str, tuple[float, int]] = OrderedDict()  # bucket -> (window start, failures)
+
+    def retry_after(self, ip: str) -> int | None:
+        """Seconds until ``ip`` may try again, or None if it may now."""
+        if self.limit <= 0:
+            return None
+        bucket = _client_bucket(ip)
+        entry = self._fails.get(bucket)
+        if entry is None:
+            return None
+        start, count = entry
+        left = start + self.window_s - self.clock()
+        if left <= 0:
+            del self._fails[bucket]
+            return None
+        return max(1, math.ceil(left)) if count >= self.limit else None
+
+    def failed(self, ip: str) -> None:
+        if self.limit <= 0:
+            return
+        bucket, now = _client_bucket(ip), self.clock()
+        start, count = self._fails.pop(bucket, (now, 0))
+        if now - start >= self.window_s:
+            start, count = now, 0
+        self._fails[bucket] = (start, count + 1)  # most recent last
+        while len(self._fails) > self.max_clients:
+            self._fails.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._fails)

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_flags(p)
     p.add_argument("--host", dest="server_host", help="server.host (default 127.0.0.1)")
     p.add_argument("--port", dest="server_port", type=int, help="server.port (default 8765; 0 = any free port)")
-    p.add_argument("--api-key", dest="server_api_keys", action="append", help="accept this bearer key (repeatable)")
+    p.add_argument("--api-key", dest="server_api_keys", action="append", help="accept this bearer key (repeatable; 16 characters or more: `dauys hash-key --new` makes one)")
     p.add_argument("--max-sessions", dest="server_max_sessions", type=int)
     p.add_argument("--audiosocket-port", dest="server_audiosocket_port", type=int, help="also serve Asterisk AudioSocket on this TCP port")
     p.add_argument("--log-format", dest="server_log_format", choices=["text", "json"])

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "DAUYS_"
+MIN_KEY_CHARS = 16
 DEFAULT_LANGUAGES = ["kk", "ru", "uz", "tr", "az", "tt", "en"]
 # Whisper's language tokens. Kyrgyz (ky) is not among them: see asr.language_aliases.
 WHISPER_LANGUAGES = {
@@ -39,7 +40,7 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     api_keys: list[str] = Field(default_factory=list)
-    """Bearer keys; when set, every /v1/voice connection must present one."""
+    """Bearer keys (at least MIN_KEY_CHARS characters); when set, every /v1/voice connection must present one."""
     api_key_hashes: list[str] = Field(default_factory=list)
     """Keys stored as "sha256:<hex>" (`dauys hash-key`), accepted like api_keys."""
     allow_unauthenticated_remote: bool = False
@@ -48,6 +49,17 @@ class ServerSettings(_Section):
     """Browser origins (https://host[:port]) allowed besides the server's own; "*" = any.
     Connections without an Origin header (non-browser clients) are not affected."""
     max_sessions: int = Field(64, ge=1)
+    max_sessions_per_key: int = Field(0, ge=0)
+    """Concurrent connections one API key may hold (counted by the key's hash); beyond: HTTP 429. 0 = no limit."""
+    auth_fail_limit: int = Field(10, ge=0)
+    """Failed authentications from one client address within auth_fail_window_s after which
+    it gets HTTP 429 (Retry-After), right key or not, until the window has passed. 0 = off."""
+    auth_fail_window_s: float = Field(60.0, gt=0)
+    metrics_host: str = "127.0.0.1"
+    """Where the separate /metrics listener binds (with metrics_port)."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve /metrics on its own port (0 = any free port) and not on the main port. None = on the
+    main port, to loopback clients and requests with a valid `Authorization: Bearer` key only."""
     max_frame_bytes: int = Field(64 * 1024, ge=320)
     """Largest audio or text frame accepted; larger gets error frame_too_large and close 1009."""
     max_text_chars: int = Field(2000, ge=1)
@@ -60,12 +72,39 @@ class ServerSettings(_Section):
     """How long a connection made while models load waits before close 1013."""
     audiosocket_port: int | None = Field(None, ge=0, le=65535)
     """Also serve Asterisk AudioSocket (TCP) on this port (0 = any free port)."""
-    audiosocket_host: str | None = None
-    """Where AudioSocket listens; None = server.host."""
+    audiosocket_host: str = "127.0.0.1"
+    """Where AudioSocket listens (plain TCP without authentication: loopback or a private interface)."""
+    audiosocket_allow: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    """Peer addresses or networks (CIDR) AudioSocket accepts connections from; others are closed unread."""
     audiosocket_language: str = "auto"
     """Session language of AudioSocket calls (the protocol cannot carry one)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        for i, k in enumerate(v, 1):
+            n = len(k.strip())
+            if n < MIN_KEY_CHARS:  # the key itself is never part of the message
+                raise ValueError(
+                    f"key {i} has {n} characters; at least {MIN_KEY_CHARS} are needed "
+                    "(`dauys hash-key --new` makes a random key and its server.api_key_hashes entry)"
+                )
+        return v
+
+    @field_validator("audiosocket_allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for n in v:
+            try:
+                out.append(str(ipaddress.ip_network(n.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{n!r} is not an IP address or network like 10.0.0.5 or 10.1.0.0/16") from None
+        return out
 
     @field_validator("api_key_hashes")
     @classmethod
@@ -291,7 +330,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         value = _parse_env_value(raw)
-        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts") and not isinstance(value, list):
+        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts", "audiosocket_allow") and not isinstance(value, list):
             value = [x for x in (s.strip() for s in raw.split(",")) if x]
         node = out
         for p in path[:-1]:

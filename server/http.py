@@ -35,6 +35,11 @@ def text(status: HTTPStatus, body: str) -> Response:
     return response(status, body.encode(), "text/plain; charset=utf-8")
 
 
+def too_many(retry_after_s: int, body: str) -> Response:
+    """HTTP 429 with ``Retry-After`` (seconds)."""
+    return response(HTTPStatus.TOO_MANY_REQUESTS, body.encode(), "text/plain; charset=utf-8", {"Retry-After": str(max(1, int(retry_after_s)))})
+
+
 def as_json(status: HTTPStatus, obj) -> Response:
     return response(status, json.dumps(obj, ensure_ascii=False).encode(), "application/json")
 

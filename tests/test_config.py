@@ -119,12 +119,13 @@ def test_languages_from_environment(raw, expected):
 
 
 def test_api_keys_from_environment():
-    assert load_settings(environ={"DAUYS_SERVER__API_KEYS": "k1,k2"}).server.api_keys == ["k1", "k2"]
-    assert load_settings(environ={"DAUYS_SERVER__API_KEYS": '["k1"]'}).server.api_keys == ["k1"]
+    k1, k2 = "k1-0123456789abcdef", "k2-0123456789abcdef"
+    assert load_settings(environ={"DAUYS_SERVER__API_KEYS": f"{k1},{k2}"}).server.api_keys == [k1, k2]
+    assert load_settings(environ={"DAUYS_SERVER__API_KEYS": f'["{k1}"]'}).server.api_keys == [k1]
 
 
 def test_numeric_api_key_from_environment():
-    assert load_settings(environ={"DAUYS_SERVER__API_KEYS": "12345"}).server.api_keys == ["12345"]
+    assert load_settings(environ={"DAUYS_SERVER__API_KEYS": "1234567890123456"}).server.api_keys == ["1234567890123456"]
 
 
 def test_env_overrides_shape():

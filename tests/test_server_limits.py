@@ -27,7 +27,7 @@ def url(server, query=""):
 
 
 async def test_api_key_required_when_configured(make_server):
-    server = await make_server(server={"port": 0, "api_keys": ["s3cret-key"]})
+    server = await make_server(server={"port": 0, "api_keys": ["s3cret-key-0123456789"]})
     with pytest.raises(InvalidStatus) as e:
         async with connect(url(server)):
             pass
@@ -36,7 +36,7 @@ async def test_api_key_required_when_configured(make_server):
         async with connect(url(server), additional_headers={"Authorization": "Bearer wrong"}):
             pass
     assert e.value.response.status_code == 401
-    for kwargs, query in (({"additional_headers": {"Authorization": "Bearer s3cret-key"}}, ""), ({}, "?token=s3cret-key")):
+    for kwargs, query in (({"additional_headers": {"Authorization": "Bearer s3cret-key-0123456789"}}, ""), ({}, "?token=s3cret-key-0123456789")):
         async with connect(url(server, query), **kwargs) as ws:
             await ws.send(START)
             assert json.loads(await ws.recv())["type"] == "ready"
@@ -54,7 +54,7 @@ def test_refuses_to_bind_off_loopback_without_keys():
     with pytest.raises(SystemExit) as e:
         check_bind(make_settings(server={"host": "0.0.0.0"}))
     assert "--api-key" in str(e.value)
-    check_bind(make_settings(server={"host": "0.0.0.0", "api_keys": ["k"]}))
+    check_bind(make_settings(server={"host": "0.0.0.0", "api_keys": ["k" * 16]}))
     check_bind(make_settings(server={"host": "0.0.0.0", "allow_unauthenticated_remote": True}))
     check_bind(make_settings())
 

@@ -278,3 +278,82 @@ async def test_web_demo_in_headless_chromium(live_server, tmp_path):
     assert SCREENSHOT.stat().st_size > 10_000
     # The final transcript is Kazakh (the session language is fixed by ?lang=kk).
     assert all(f["lang"] == "kk" for f in snap["finals"]), snap["finals"]
+
+
+KEY = "web-demo-key-0123456789-secret"
+
+KEY_PROBE = r"""(() => ({
+  loaded: !!window.dauysStats,
+  href: location.href,
+  historyLength: history.length,
+  state: document.body.dataset.state || null,
+  keyField: !!document.querySelector('input#key[type=password]'),
+  stored: JSON.stringify(Object.assign({}, sessionStorage)) + JSON.stringify(Object.assign({}, localStorage)),
+  disclosure: (document.getElementById('disclosure') || {}).textContent || '',
+  events: (window.dauysStats || { events: [] }).events.map(e => e.type),
+  log: Array.from(document.querySelectorAll('#log > *')).map(e => e.textContent),
+}))()"""
+
+
+async def test_web_demo_takes_the_key_from_a_password_field_never_from_the_page_address(make_server, tmp_path):
+    """A keyed server; the page is opened with the key in its address (a bookmark of the old demo):
+    the key leaves the address bar and the history at once and is not used; typed into the key
+    field, it connects; nothing is stored unless asked."""
+    exe = _chromium()
+    server = await make_server(server={"api_keys": [KEY]})
+    base = f"http://127.0.0.1:{server.port}"
+    wav = tmp_path / "mic.wav"
+    write_wav(wav, AudioChunk(np.zeros(16000, np.float32), 16000))
+    profile = tmp_path / "chromium-profile"
+    profile.mkdir()
+    browser = Browser(exe, profile, wav)
+    try:
+        async with connect(browser.devtools_url(), max_size=None, ping_interval=None, open_timeout=30) as ws:
+            cdp = CDP(ws)
+            try:
+                targets = (await cdp.send("Target.getTargets"))["targetInfos"]
+                page = next((t for t in targets if t["type"] == "page"), None)
+                target_id = page["targetId"] if page else (await cdp.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
+                session = (await cdp.send("Target.attachToTarget", {"targetId": target_id, "flatten": True}))["sessionId"]
+                for domain in ("Page", "Runtime", "Log"):
+                    await cdp.send(f"{domain}.enable", session=session)
+
+                async def probe_until(pred, what: str) -> dict:
+                    deadline = time.monotonic() + POLL_TIMEOUT_S
+                    snap = None
+                    while time.monotonic() < deadline:
+                        try:
+                            snap = await cdp.evaluate(session, KEY_PROBE)
+                        except AssertionError:
+                            snap = None  # mid-navigation
+                        if snap and pred(snap):
+                            return snap
+                        await asyncio.sleep(0.3)
+                    raise AssertionError(f"{what} not reached; page: {snap}; errors: {cdp.page_errors()}")
+
+                nav = await cdp.send("Page.navigate", {"url": f"{base}/?lang=kk&token={KEY}"}, session)
+                assert not nav.get("errorText"), nav
+                snap = await probe_until(lambda s: s["loaded"] and s["state"] == "idle", "the idle page")  # app.js has run
+                assert KEY not in snap["href"] and snap["href"] == f"{base}/?lang=kk", snap["href"]
+                assert snap["keyField"], "no password field #key"
+                history = await cdp.send("Page.getNavigationHistory", session=session)
+                # (each entry's userTypedURL, what was typed into the address bar, is the browser's own record; no page can change it)
+                assert all(KEY not in e["url"] for e in history["entries"]), history
+                assert snap["historyLength"] == len(history["entries"]) <= 2  # replaced, not pushed
+                assert any("not used" in line for line in snap["log"]), snap["log"]
+                await asyncio.sleep(1.0)
+                assert (await cdp.evaluate(session, KEY_PROBE))["state"] == "idle"  # the address's key did not connect
+
+                await cdp.evaluate(session, "document.getElementById('key').focus()")
+                await cdp.send("Input.insertText", {"text": KEY}, session)
+                await cdp.evaluate(session, "document.getElementById('connect').click()")
+                snap = await probe_until(lambda s: s["state"] == "ready" and "ready" in s["events"], "a session on the keyed server")
+                assert "жасанды интеллект" in snap["disclosure"].lower()
+                assert KEY not in snap["href"] and KEY not in snap["stored"], snap
+                history = await cdp.send("Page.getNavigationHistory", session=session)
+                assert all(KEY not in e["url"] for e in history["entries"]), history
+                assert not cdp.page_errors(), cdp.page_errors()
+            finally:
+                cdp.reader.cancel()
+    finally:
+        browser.close()

@@ -1,10 +1,21 @@
 /* Dauys web demo client. Speaks protocol v1 (see PROTOCOL.md) over /v1/voice.
  * Classic script, no dependencies. Test hooks: body[data-state], window.dauysStats.
- * Served as /web/app.js; the capture worklet is loaded relative to this script's URL. */
+ * Served as /web/app.js; the capture worklet is loaded relative to this script's URL.
+ * The API key is typed into a password field and passed as ?token= on the WebSocket URL only
+ * (browsers cannot set Authorization there); a ?token= in the page's own address is removed
+ * from the address bar at once and never used. */
 (function () {
   'use strict';
   var $ = function (id) { return document.getElementById(id); };
   var params = new URLSearchParams(location.search);
+  // A key in the page address would live on in the history, bookmarks, shared links and Referer headers.
+  var keyInAddress = params.has('token');
+  if (keyInAddress) {
+    params.delete('token');
+    var rest = params.toString();
+    try { history.replaceState(history.state, '', location.pathname + (rest ? '?' + rest : '') + location.hash); } catch (e) { /* ignore */ }
+  }
+  var KEY_STORE = 'dauys.apiKey';
   var SCRIPT_URL = (document.currentScript && document.currentScript.src) || location.href;
   var OUT_RATE = 16000;
   var stats = window.dauysStats = { framesSent: 0, audioFramesReceived: 0, audioPlayedSeconds: 0, events: [] };
@@ -12,7 +23,8 @@
   var ui = {
     lang: $('lang'), connect: $('connect'), stop: $('stop'), status: $('status'), level: $('level'),
     hearing: $('hearing'), speaker: $('speaker'), unmute: $('unmute'), log: $('log'), scroller: $('scroller'),
-    form: $('say'), text: $('text'), send: $('send'), disclosure: $('disclosure-text')
+    form: $('say'), text: $('text'), send: $('send'), disclosure: $('disclosure-text'),
+    keyform: $('keyform'), key: $('key'), remember: $('remember')
   };
 
   var ws = null, ending = false, endTimer = 0, hearTimer = 0;
@@ -64,7 +76,7 @@
     ui.stop.disabled = !ws;
     ui.stop.textContent = ending ? 'Жабу / Close' : 'Тоқтату / Stop';
     ui.text.disabled = ui.send.disabled = !(open && state === 'ready' && !ending);
-    ui.lang.disabled = !!ws;
+    ui.lang.disabled = ui.key.disabled = !!ws;
     updUnmute();
   }
   function showHearing(on) {
@@ -368,13 +380,26 @@
     }
   }
 
+  // ---------- the API key (typed; kept in sessionStorage only if asked) ----------
+  function apiKey() {
+    var key = ui.key.value.trim();
+    rememberKey();
+    return key;
+  }
+  function rememberKey() {
+    try {
+      var key = ui.key.value.trim();
+      if (ui.remember.checked && key) sessionStorage.setItem(KEY_STORE, key); else sessionStorage.removeItem(KEY_STORE);
+    } catch (e) { /* storage disabled */ }
+  }
+
   // ---------- connection ----------
   function connect() {
     if (ws) return;
     ensureAudio();
     if (ctx) ensureWorklet().catch(function () { /* reported when the mic starts */ });
     var url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/v1/voice';
-    var token = params.get('token');
+    var token = apiKey();
     if (token) url += '?token=' + encodeURIComponent(token);
     utter.clear(); replies.clear(); typed = []; cur = null; ending = false;
     var sock;
@@ -450,6 +475,8 @@
   ui.connect.addEventListener('click', safe(connect));
   ui.stop.addEventListener('click', safe(stop));
   ui.form.addEventListener('submit', safe(sendText));
+  ui.keyform.addEventListener('submit', safe(function (e) { e.preventDefault(); connect(); }));
+  ui.remember.addEventListener('change', safe(rememberKey));
   ui.unmute.addEventListener('click', safe(unlockAudio));
   var atBottom = true;
   ui.scroller.addEventListener('scroll', function () {
@@ -462,6 +489,12 @@
 
   var lp = params.get('lang');
   if (lp && ui.lang.querySelector('option[value="' + (validLang(lp) || lp === 'auto' ? lp : 'x') + '"]')) ui.lang.value = lp;
+  try {
+    var kept = sessionStorage.getItem(KEY_STORE);
+    if (kept) { ui.key.value = kept; ui.remember.checked = true; }
+  } catch (e) { /* storage disabled */ }
   setState('idle');
+  if (keyInAddress) sysLine('Адрестегі кілт алынып тасталды, қолданылмады: оны API кілті өрісіне енгізіңіз. / ' +
+    'The key in the page address was removed from it and not used: type it into the API key field.');
   if (params.get('autostart') === '1') safe(connect)();
 })();
