@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 
 from models.loader import ModelHub, SwitchError
-from server import auth, http, metrics, outgoing
+from server import auth, http, metrics, outgoing, twilio_auth
 from pipeline.session import Close
 from server.native import handle_native
 from server.twilio import handle_twilio
@@ -45,7 +45,7 @@ class DauysServer:
         path = urlsplit(request.path).path
         if path in (VOICE_PATH, TWILIO_PATH):
             s = self.settings.server
-            refused = auth.check(
+            refused = twilio_auth.check(request, connection.remote_address, self.settings) if path == TWILIO_PATH else auth.check(
                 request.path, request.headers, connection.remote_address, s.api_keys, s.allow_unauthenticated_remote,
                 s.api_key_hashes, s.allowed_origins,
             )
@@ -186,11 +186,15 @@ def check_bind(settings) -> None:
             f"dauys: refusing to serve AudioSocket on {as_host}: the protocol has no authentication; bind it to "
             "loopback or a private interface reachable only by Asterisk and set server.allow_unauthenticated_remote = true"
         )
-    if not s.api_keys and not s.api_key_hashes and not s.allow_unauthenticated_remote and not is_loopback(s.host) and s.host != "localhost":
+    twilio_only = bool(settings.twilio.auth_token.get_secret_value())  # /v1/twilio signed; /v1/voice stays loopback-only
+    if not s.api_keys and not s.api_key_hashes and not s.allow_unauthenticated_remote and not twilio_only and not is_loopback(s.host) and s.host != "localhost":
         raise SystemExit(
             f"dauys: refusing to listen on {s.host} without API keys: add --api-key KEY (or server.api_keys, server.api_key_hashes), "
+            "or twilio.auth_token (DAUYS_TWILIO__AUTH_TOKEN) to serve only Twilio's signed requests, "
             "or set server.allow_unauthenticated_remote = true if a trusted proxy authenticates callers"
         )
+    for warning in twilio_auth.bind_warnings(settings):
+        log.warning(warning)
 
 
 async def serve_forever(settings, reload_settings=None) -> int:
