@@ -50,6 +50,8 @@ class TwilioCall:
         self.not_heard: list[str] = []
         self._marks_clear = asyncio.Event()
         self._marks_clear.set()
+        self.stopped = False
+        """Twilio sent ``stop``: the stream is over and no mark will come back."""
 
     async def send(self, obj: dict) -> None:
         await outgoing.send(self.ws, json.dumps(obj), self.settings.server.send_timeout_s)
@@ -110,7 +112,7 @@ class TwilioCall:
 
     async def _wait_marks(self) -> None:
         """Let Twilio play what it has queued (a handoff message) before the stream closes."""
-        if self.pending_marks:
+        if self.pending_marks and not self.stopped:
             try:
                 await asyncio.wait_for(self._marks_clear.wait(), MARK_WAIT_S)
             except asyncio.TimeoutError:
@@ -185,6 +187,7 @@ class TwilioCall:
                 self.on_mark(str(mark.get("name", "")))
             return True
         if event == "stop":
+            self.stopped = True
             await self.session.end("caller_hangup", abandon_reply=True)
             return False
         raise ProtocolError("unknown_type", f"unknown Twilio event {event!r}")

@@ -291,7 +291,9 @@ async def test_a_wrong_or_missing_stream_secret_ends_the_call_before_any_audio(m
         got, code = await call(url, sig, **params)
         assert code == 1008 and got == [], (params, got)  # no disclosure, nothing spoken or heard
         assert refused() == refusals + 1
-    assert not server.sessions
+    async with asyncio.timeout(5):  # each call's handler unregisters it just after the close
+        while server.sessions:
+            await asyncio.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------- secrets in logs
@@ -321,3 +323,43 @@ async def test_no_token_secret_or_signature_in_any_log_line(twilio_server):
         assert secret not in everything, secret
     assert "refused a /v1/twilio upgrade" in everything and '"GET /v1/twilio" 403' in everything
     assert '"GET /healthz" 200' in everything  # debug lines were on: the most a log could show
+
+
+# ----------------------------------------------------------------------------- DTMF 0 (issue 11, item 13)
+async def test_dtmf_0_on_twilio_speaks_the_handoff_then_closes_once_its_mark_comes_back(make_server):
+    """Twilio's side played by hand: the handoff message's audio, its mark, and the stream
+    closing only after Twilio reports that mark (so the TwiML's <Dial> follows the message)."""
+    server = await make_server()
+    sid = "MZ" + uuid.uuid4().hex
+    handoffs = _metric("dauys_handoffs_total", {"reason": "user_request"})
+    got: list[dict] = []
+    async with connect(ws_url(server.port)) as ws:
+        await ws.send(CONNECTED)
+        await ws.send(start_message(sid, language="en"))
+        await ws.send(json.dumps({"event": "dtmf", "streamSid": sid, "sequenceNumber": "2", "dtmf": {"track": "inbound_track", "digit": "0"}}))
+        async with asyncio.timeout(60):
+            while True:
+                got.append(json.loads(await ws.recv()))
+                if got[-1]["event"] != "mark":
+                    continue
+                if got[-1]["mark"]["name"] != "dauys-ai:disclosure":
+                    break
+                await ws.send(json.dumps({"event": "mark", "streamSid": sid, "mark": got[-1]["mark"]}))
+        events = [m["event"] for m in got]
+        disclosure_end = next(i for i, m in enumerate(got) if m["event"] == "mark")
+        handoff_audio = b"".join(base64.b64decode(m["media"]["payload"]) for m in got[disclosure_end + 1 : -1] if m["event"] == "media")
+        assert set(events[disclosure_end + 1 : -1]) == {"media"}, events  # the handoff message, and nothing else
+        assert len(handoff_audio) / 8000 > 1.0, len(handoff_audio)  # "Connecting you to an operator, please hold."
+        assert all(m["streamSid"] == sid for m in got)
+        handoff_mark = got[-1]["mark"]["name"]
+        assert handoff_mark.startswith("dauys-ai:") and handoff_mark != "dauys-ai:disclosure"
+        # the message is still playing at Twilio's end: the stream stays open until its mark comes back
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.5):
+                await ws.recv()
+        assert _metric("dauys_handoffs_total", {"reason": "user_request"}) == handoffs + 1
+        await ws.send(json.dumps({"event": "mark", "streamSid": sid, "mark": {"name": handoff_mark}}))
+        with pytest.raises(ConnectionClosed):
+            async with asyncio.timeout(5):
+                await ws.recv()
+    assert ws.close_code == 1000
