@@ -69,7 +69,7 @@ def signature_ok(auth_token: str, signature: str | None, url: str, params: Mappi
     ok = False
     for variant in url_variants(url):
         ok |= hmac.compare_digest(presented, compute_signature(auth_token, variant, params).encode())
-    return ok and bool(signature)
+    return ok
 
 
 def signed_url(path: str, headers, public_url: str) -> str | None:
@@ -81,6 +81,7 @@ def signed_url(path: str, headers, public_url: str) -> str | None:
 
 
 def _one_header(headers, name: str) -> str | None:
+    """The header's value if it was sent exactly once, else None."""
     values = headers.get_all(name)
     return values[0] if len(values) == 1 else None
 
@@ -98,16 +99,20 @@ def check(request, remote, settings) -> tuple[int, str] | None:
         return auth.check(request.path, request.headers, remote, s.api_keys, s.allow_unauthenticated_remote, s.api_key_hashes, s.allowed_origins)
     url = signed_url(request.path, request.headers, settings.twilio.public_url)
     signature = _one_header(request.headers, SIGNATURE_HEADER)
-    if url is not None and signature is not None and signature_ok(token, signature, url):
+    if url is None:
+        why = "no Host header"
+    elif signature is None:
+        why = f"no (or more than one) {SIGNATURE_HEADER}"
+    elif signature_ok(token, signature, url):
         return None
-    why = "no Host header" if url is None else f"no (or more than one) {SIGNATURE_HEADER}" if signature is None else (
-        f"{SIGNATURE_HEADER} does not sign {_loggable(url)} (is twilio.public_url the URL Twilio connects to?)"
-    )
+    else:
+        why = f"{SIGNATURE_HEADER} does not sign {_loggable(url)} (is twilio.public_url the URL Twilio connects to?)"
     log.warning("refused a /v1/twilio upgrade from %s: %s", remote[0] if remote else "-", why)
     return REFUSED
 
 
 def _loggable(url: str) -> str:
+    """``url`` for a log line: query values redacted."""
     u = urlsplit(url)
     return f"{u.scheme}://{u.netloc}{auth.redact_path(urlunsplit(('', '', u.path, u.query, '')))}"
 

@@ -363,3 +363,10 @@ async def test_dtmf_0_on_twilio_speaks_the_handoff_then_closes_once_its_mark_com
             async with asyncio.timeout(5):
                 await ws.recv()
     assert ws.close_code == 1000
+
+
+def test_a_logged_signature_header_is_redacted():
+    from server.logs import redact_secrets
+
+    assert redact_secrets("X-Twilio-Signature: RSOYDt4T1cUTdK1PDd93/VVr8B8=\r\nHost: a") == "X-Twilio-Signature: [REDACTED]\r\nHost: a"
+    assert redact_secrets("x-twilio-signature:abc+/=") == "x-twilio-signature:[REDACTED]"
