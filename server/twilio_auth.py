@@ -72,11 +72,11 @@ def signature_ok(auth_token: str, signature: str | None, url: str, params: Mappi
     return ok
 
 
-def signed_url(path: str, headers, public_url: str) -> str | None:
+def signed_url(path: str, host: str | None, public_url: str) -> str | None:
     """The URL Twilio requested: ``public_url`` + the request path, else ``wss://`` + Host + path (None without a Host)."""
     if public_url:
         return public_url.rstrip("/") + path
-    host = (headers.get("Host") or "").strip()
+    host = (host or "").strip()
     return f"wss://{host}{path}" if host else None
 
 
@@ -97,10 +97,10 @@ def check(request, remote, settings) -> tuple[int, str] | None:
     if not token:
         s = settings.server
         return auth.check(request.path, request.headers, remote, s.api_keys, s.allow_unauthenticated_remote, s.api_key_hashes, s.allowed_origins)
-    url = signed_url(request.path, request.headers, settings.twilio.public_url)
+    url = signed_url(request.path, _one_header(request.headers, "Host"), settings.twilio.public_url)
     signature = _one_header(request.headers, SIGNATURE_HEADER)
     if url is None:
-        why = "no Host header"
+        why = "no (or more than one) Host header"
     elif signature is None:
         why = f"no (or more than one) {SIGNATURE_HEADER}"
     elif signature_ok(token, signature, url):

@@ -87,13 +87,13 @@ async def upgrade_status(url: str, signature: str | None = None, *extra: tuple[s
         return e.response.status_code
 
 
-async def raw_upgrade(port: int, host: str, signature: str) -> int:
+async def raw_upgrade(port: int, host: str, signature: str, extra: str = "") -> int:
     """An upgrade with a Host header of our choosing (as a proxy forwards it); the HTTP status."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     key = base64.b64encode(uuid.uuid4().bytes).decode()
     writer.write((
         f"GET /v1/twilio HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nX-Twilio-Signature: {signature}\r\n\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nX-Twilio-Signature: {signature}\r\n{extra}\r\n"
     ).encode())
     await writer.drain()
     status = await asyncio.wait_for(reader.readline(), 10)
@@ -159,9 +159,9 @@ def test_the_websocket_upgrade_signs_the_url_alone():
     assert twilio_auth.url_variants(url) == [url, "wss://voice.example.kz:443/v1/twilio"]
     assert twilio_auth.url_variants("wss://voice.example.kz:443/v1/twilio") == ["wss://voice.example.kz:443/v1/twilio", url]
     assert twilio_auth.url_variants("wss://[::1]:8443/v1/twilio") == ["wss://[::1]:8443/v1/twilio"]
-    assert twilio_auth.signed_url("/v1/twilio", {"Host": "voice.example.kz"}, "") == url
-    assert twilio_auth.signed_url("/v1/twilio", {"Host": "10.0.0.5:8765"}, "wss://voice.example.kz/dauys") == "wss://voice.example.kz/dauys/v1/twilio"
-    assert twilio_auth.signed_url("/v1/twilio", {}, "") is None
+    assert twilio_auth.signed_url("/v1/twilio", "voice.example.kz", "") == url
+    assert twilio_auth.signed_url("/v1/twilio", "10.0.0.5:8765", "wss://voice.example.kz/dauys") == "wss://voice.example.kz/dauys/v1/twilio"
+    assert twilio_auth.signed_url("/v1/twilio", None, "") is None
 
 
 def test_signatures_are_compared_in_constant_time(monkeypatch):
@@ -279,6 +279,8 @@ async def test_public_url_behind_a_proxy(make_server):
         assert await raw_upgrade(plain.port, host, documented_signature(TOKEN, signed)) == 101, (host, signed)
     assert await raw_upgrade(plain.port, "evil.example", documented_signature(TOKEN, "wss://voice.example.kz/v1/twilio")) == 403
     assert await raw_upgrade(plain.port, "voice.example.kz:8443", documented_signature(TOKEN, "wss://voice.example.kz/v1/twilio")) == 403
+    signed = documented_signature(TOKEN, "wss://voice.example.kz/v1/twilio")
+    assert await raw_upgrade(plain.port, "voice.example.kz", signed, "Host: evil.example\r\n") == 403  # which Host? neither
 
 
 async def test_a_wrong_or_missing_stream_secret_ends_the_call_before_any_audio(make_server):
