@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 
 from models.loader import ModelHub, SwitchError
-from server import auth, http, metrics, outgoing
+from server import auth, http, metrics, outgoing, twilio_auth
 from pipeline.session import Close
 from server.native import handle_native
 from server.twilio import handle_twilio
@@ -55,16 +55,18 @@ class DauysServer:
             if retry is not None:
                 metrics.SESSIONS_REFUSED.labels("throttled").inc()
                 return http.too_many(retry, "too many failed authentications from your address, try again later\n")
-            refused = auth.check(
+            twilio_signed = path == TWILIO_PATH and bool(self.settings.twilio.auth_token.get_secret_value())
+            refused = twilio_auth.check(request, connection.remote_address, self.settings) if path == TWILIO_PATH else auth.check(
                 request.path, request.headers, connection.remote_address, s.api_keys, s.allow_unauthenticated_remote,
                 s.api_key_hashes, s.allowed_origins,
             )
             if refused:
-                if refused[0] == HTTPStatus.UNAUTHORIZED:
+                if refused[0] == HTTPStatus.UNAUTHORIZED or refused is twilio_auth.REFUSED:  # a wrong key or a forged signature
                     self.auth_fails.failed(client)
                 metrics.SESSIONS_REFUSED.labels("origin" if refused[1].startswith("origin") else "auth").inc()
                 return http.text(HTTPStatus(refused[0]), refused[1] + "\n")
-            if s.max_sessions_per_key and (s.api_keys or s.api_key_hashes) and not self._hold_key(connection, request):
+            # Twilio's signed upgrades carry no key: sessions per key do not apply to them
+            if s.max_sessions_per_key and (s.api_keys or s.api_key_hashes) and not twilio_signed and not self._hold_key(connection, request):
                 metrics.SESSIONS_REFUSED.labels("key_limit").inc()
                 return http.too_many(5, f"this API key has {s.max_sessions_per_key} connections open (server.max_sessions_per_key)\n")
             return None  # go on with the WebSocket handshake
@@ -273,11 +275,15 @@ def check_bind(settings) -> None:
             "server.audiosocket_allow (e.g. [\"10.0.0.5\"]); the protocol has no authentication or encryption, "
             "so keep it on a private network (VLAN, WireGuard, SSH tunnel)"
         )
-    if not s.api_keys and not s.api_key_hashes and not s.allow_unauthenticated_remote and not is_loopback(s.host) and s.host != "localhost":
+    twilio_only = bool(settings.twilio.auth_token.get_secret_value())  # /v1/twilio signed; /v1/voice stays loopback-only
+    if not s.api_keys and not s.api_key_hashes and not s.allow_unauthenticated_remote and not twilio_only and not is_loopback(s.host) and s.host != "localhost":
         raise SystemExit(
             f"dauys: refusing to listen on {s.host} without API keys: add --api-key KEY (or server.api_keys, server.api_key_hashes), "
+            "or twilio.auth_token (DAUYS_TWILIO__AUTH_TOKEN) to serve only Twilio's signed requests, "
             "or set server.allow_unauthenticated_remote = true if a trusted proxy authenticates callers"
         )
+    for warning in twilio_auth.bind_warnings(settings):
+        log.warning(warning)
 
 
 async def serve_forever(settings, reload_settings=None) -> int:

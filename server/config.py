@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "DAUYS_"
 MIN_KEY_CHARS = 16
@@ -295,6 +295,40 @@ class SessionSettings(_Section):
         return self.handoff.get(language) or self.handoff.get("ru") or next(iter(self.handoff.values()), "")
 
 
+class TwilioSettings(_Section):
+    auth_token: SecretStr = SecretStr("")
+    """The Twilio account's Auth Token. When set, /v1/twilio requires a valid X-Twilio-Signature
+    (Twilio's request validation) instead of an API key. Keep it out of files: set
+    DAUYS_TWILIO__AUTH_TOKEN. Never logged."""
+    public_url: str = ""
+    """The base URL Twilio connects to, e.g. "wss://voice.example.kz" (and any path prefix a proxy
+    strips), when a proxy changes the host or port; empty = wss:// + the request's Host header."""
+    stream_secret: SecretStr = SecretStr("")
+    """When set, the `start` message must carry customParameters.secret equal to this
+    (<Parameter name="secret" value="..."/> in the TwiML), else the stream is closed (1008). Never logged."""
+
+    @field_validator("auth_token", "stream_secret", mode="before")
+    @classmethod
+    def _strip(cls, v: Any) -> Any:
+        return v.strip() if isinstance(v, str) else v
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        v = v.strip().rstrip("/")
+        if v:
+            try:
+                u = urlsplit(v)
+                u.port
+            except ValueError:
+                u = None
+            if u is None or u.scheme != "wss" or not u.hostname or u.query or u.fragment:
+                raise ValueError(f"{v!r} is not a base URL like wss://voice.example.kz (Twilio connects over wss only)")
+        return v
+
+
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
@@ -302,6 +336,7 @@ class Settings(_Section):
     dialogue: DialogueSettings = Field(default_factory=DialogueSettings)
     tts: TtsSettings = Field(default_factory=TtsSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -321,6 +356,10 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
+_RAW_ENV_KEYS = {"auth_token", "stream_secret", "public_url"}
+"""Taken as written, never parsed as JSON (a token of digits stays a string)."""
+
+
 def env_overrides(environ: dict[str, str] | None = None) -> dict:
     """DAUYS_ASR__MODEL=small -> {"asr": {"model": "small"}}; values may be JSON."""
     environ = os.environ if environ is None else environ
@@ -329,7 +368,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict:
         if not key.startswith(ENV_PREFIX) or "__" not in key:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
-        value = _parse_env_value(raw)
+        value = raw if path[-1] in _RAW_ENV_KEYS else _parse_env_value(raw)
         if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts", "audiosocket_allow") and not isinstance(value, list):
             value = [x for x in (s.strip() for s in raw.split(",")) if x]
         node = out

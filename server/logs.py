@@ -16,11 +16,12 @@ _SECRETS = (
     (re.compile(r"((?:[?&]|\b)(?:token|api_key|apikey|key|access_token)=)[^&\s\"'#]+", re.I), r"\1[REDACTED]"),
     (re.compile(r"(\bBearer\s+)[^\s\"',;]+", re.I), r"\1[REDACTED]"),
     (re.compile(r"(\bAuthorization:[ \t]*)(?![ \t]|Bearer\b)[^\r\n\"']+", re.I), r"\1[REDACTED]"),
+    (re.compile(r"(\bX-Twilio-Signature:[ \t]*)[^\s\"',;]+", re.I), r"\1[REDACTED]"),
 )
 
 
 def redact_secrets(text: str) -> str:
-    """``?token=`` values, bearer keys and Authorization headers replaced by ``[REDACTED]``."""
+    """``?token=`` values, bearer keys, Authorization and X-Twilio-Signature headers replaced by ``[REDACTED]``."""
     for pattern, repl in _SECRETS:
         text = pattern.sub(repl, text)
     return text

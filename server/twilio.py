@@ -1,8 +1,10 @@
 """Twilio Media Streams, bidirectional (`<Connect><Stream url="wss://HOST/v1/twilio">`).
 
 Inbound: ``connected``, ``start`` (``customParameters.language`` picks the
-session language), ``media`` (base64 mu-law 8 kHz), ``dtmf`` (0 = operator),
-``mark`` (playback reached a reply's end), ``stop``.
+session language; ``customParameters.secret`` must equal ``twilio.stream_secret``
+when that is set, else the stream closes with 1008 before any audio), ``media``
+(base64 mu-law 8 kHz), ``dtmf`` (0 = operator), ``mark`` (playback reached a
+reply's end), ``stop``. Who may connect at all: ``server/twilio_auth.py``.
 Outbound: ``media`` with the reply audio, a ``mark`` named
 ``dauys-ai:<reply_id>`` after each reply (the AI marking travels in the mark
 name), ``clear`` on barge-in (unacknowledged marks count as not heard).
@@ -27,6 +29,7 @@ from pipeline.events import AudioEnd, AudioFormat, AudioStart, Error, Handoff, S
 from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
 from server import metrics, outgoing
+from server.twilio_auth import SECRET_PARAMETER, stream_secret_ok
 
 log = logging.getLogger("dauys.twilio")
 
@@ -47,6 +50,8 @@ class TwilioCall:
         self.not_heard: list[str] = []
         self._marks_clear = asyncio.Event()
         self._marks_clear.set()
+        self.stopped = False
+        """Twilio sent ``stop``: the stream is over and no mark will come back."""
 
     async def send(self, obj: dict) -> None:
         await outgoing.send(self.ws, json.dumps(obj), self.settings.server.send_timeout_s)
@@ -107,7 +112,7 @@ class TwilioCall:
 
     async def _wait_marks(self) -> None:
         """Let Twilio play what it has queued (a handoff message) before the stream closes."""
-        if self.pending_marks:
+        if self.pending_marks and not self.stopped:
             try:
                 await asyncio.wait_for(self._marks_clear.wait(), MARK_WAIT_S)
             except asyncio.TimeoutError:
@@ -139,6 +144,12 @@ class TwilioCall:
             self.stream_sid = msg.get("streamSid") or start.get("streamSid")
             self.call_sid = start.get("callSid")
             params = start.get("customParameters") or {}
+            if not stream_secret_ok(params, self.settings.twilio.stream_secret.get_secret_value()):
+                # before any audio: the session never starts, no media is processed
+                metrics.SESSIONS_REFUSED.labels("auth").inc()
+                log.warning("call %s: customParameters.%s missing or wrong (twilio.stream_secret); closed (1008)", self.call_sid, SECRET_PARAMETER)
+                await outgoing.close(self.ws, 1008, "stream secret missing or wrong")
+                return False
             language = str(params.get("language", "auto")).lower() if isinstance(params, dict) else "auto"
             fmt = start.get("mediaFormat") or {}
             rate = fmt.get("sampleRate", 8000) if isinstance(fmt, dict) else 8000
@@ -176,6 +187,7 @@ class TwilioCall:
                 self.on_mark(str(mark.get("name", "")))
             return True
         if event == "stop":
+            self.stopped = True
             await self.session.end("caller_hangup", abandon_reply=True)
             return False
         raise ProtocolError("unknown_type", f"unknown Twilio event {event!r}")
