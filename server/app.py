@@ -60,7 +60,7 @@ class DauysServer:
         if path == "/readyz":
             if self.hub.ready:
                 svc = self.hub.services
-                return http.as_json(HTTPStatus.OK, {"ready": True, "asr": {"model": svc.asr.model_id, "device": svc.asr.device, "compute_type": svc.asr.compute_type}, "languages": self.settings.asr.languages})
+                return http.as_json(HTTPStatus.OK, {"ready": True, "asr": {"model": svc.asr.model_id, "device": svc.asr.device, "compute_type": svc.asr.compute_type}, "languages": self.settings.asr.languages, "compliance": self.settings.compliance.classification()})
             return http.as_json(HTTPStatus.SERVICE_UNAVAILABLE, {"ready": False, "error": self.hub.error})
         if path == "/metrics":
             return http.metrics()
