@@ -152,6 +152,9 @@ class Ready(ServerEvent):
     """Extension: the session language as accepted ('auto' or a code)."""
     protocol: int = 1
     """Extension: protocol version."""
+    disclosures: list[dict] | None = None
+    """Extension: every disclosure spoken, in order ({text, language}); `disclosure` is the first.
+    An `auto` session gets several (session.disclosure_languages_auto, default kk then ru)."""
 
 
 @_event

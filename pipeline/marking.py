@@ -15,14 +15,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-def provenance(models: dict, **extra) -> dict:
+def provenance(models: dict, compliance: dict | None = None, **extra) -> dict:
+    """The provenance object; ``compliance`` is the Art. 17 record (``compliance.classification()``
+    of the settings; default: the default settings' risk class and autonomy)."""
     from server import __version__
 
+    if compliance is None:
+        from server.config import ComplianceSettings
+
+        compliance = ComplianceSettings().classification()
     return {
         "ai_generated": True,
         "system": f"dauys/{__version__}",
         "models": models,
         "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "compliance": compliance,
         **extra,
     }
 

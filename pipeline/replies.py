@@ -82,6 +82,7 @@ class Responder:
         self.speaking = False
         self.finished: str | None = None
         """Set to 'handoff' or 'end' once the conversation is over."""
+        self._wm_key = watermark.key_seed(self.settings.compliance.watermark_key.get_secret_value())
 
     # ------------------------------------------------------------------
     def provenance(self, reply_id: str, models: dict[str, str]) -> dict:
@@ -93,6 +94,7 @@ class Responder:
             "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "session_id": self.session.id,
             "reply_id": reply_id,
+            "compliance": self.settings.compliance.classification(),
         }
 
     def _tts_id(self, language: str) -> str | None:
@@ -136,20 +138,27 @@ class Responder:
         self.current_id = self._next_reply_id()
         self.current = self.session._spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn, speech_end))
 
-    def disclose(self, text: str, language: str) -> None:
-        """Speak the AI disclosure: the first audio of the session, not interruptible."""
+    def disclose(self, text: str | list[tuple[str, str]], language: str | None = None) -> None:
+        """Speak the AI disclosure: the first audio of the session, not interruptible.
+
+        ``text`` is one text in ``language``, or a list of (language, text) spoken in order
+        as one reply (an ``auto`` session: kk, then ru)."""
+        parts = [(language, text)] if isinstance(text, str) else list(text)
         self.current_id = "disclosure"
-        self.current = self.session._spawn(self._speak_only("disclosure", text, language))
+        self.current = self.session._spawn(self._speak_only("disclosure", parts))
 
     # ------------------------------------------------------------------
-    async def _speak_only(self, reply_id: str, text: str, language: str) -> None:
+    async def _speak_only(self, reply_id: str, parts: list[tuple[str, str]]) -> None:
         sentences: asyncio.Queue = asyncio.Queue()
-        for s in SentenceBuffer.split_all(text):
-            sentences.put_nowait(s)
+        for lang, text in parts:
+            for s in SentenceBuffer.split_all(text):
+                sentences.put_nowait((s, lang))
         sentences.put_nowait(None)
         started = asyncio.get_running_loop().create_future()
         started.set_result(None)
-        await self._speak(reply_id, sentences, language, started, {"tts": self._tts_id(language)})
+        tts_ids = list(dict.fromkeys(self._tts_id(lang) for lang, _ in parts))
+        tts_id = tts_ids[0] if len(tts_ids) == 1 else "+".join(str(t) for t in tts_ids)
+        await self._speak(reply_id, sentences, parts[0][0], started, {"tts": tts_id})
 
     async def _answer(
         self, previous, reply_id: str, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None, speech_end: float | None = None
@@ -219,7 +228,11 @@ class Responder:
             raise
         if action is not None and action.kind == "handoff":
             self.finished = "handoff"
-            await self.session.emit(Handoff(action.reason, language, self.summary(language, action)))
+            summary = self.summary(language, action)
+            await self.session.emit(Handoff(action.reason, language, summary))
+            from server import webhook
+
+            webhook.notify_handoff(self.settings, self.session, action.reason, language, summary)  # off the call's path
             self.session.request_end("handoff")
         elif action is not None and action.kind == "end":
             self.finished = "end"
@@ -247,7 +260,8 @@ class Responder:
                 sentence = await sentences.get()
                 if sentence is None:
                     break
-                gen = tts.synthesize(sentence, language)
+                sentence, lang = sentence if isinstance(sentence, tuple) else (sentence, language)  # (text, language): the disclosure
+                gen = tts.synthesize(sentence, lang)
                 while True:
                     chunk = await loop.run_in_executor(pool, _step, gen)
                     if chunk is _DONE:
@@ -257,7 +271,7 @@ class Responder:
                         if embedder is not None:  # the voice changed rate mid-reply: keep the carrier in phase
                             pending += conv.convert(AudioChunk(embedder.flush(), embedder.rate))
                             start_s = embedder.position / embedder.rate
-                        embedder = watermark.Embedder(chunk.rate, self._payload(reply_id), start_s=start_s)
+                        embedder = watermark.Embedder(chunk.rate, self._payload(reply_id), start_s=start_s, key=self._wm_key)
                     chunk = AudioChunk(embedder.process(chunk.samples), chunk.rate)
                     pending += conv.convert(chunk)
                     if not may_send.done():

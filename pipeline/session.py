@@ -73,10 +73,14 @@ class SessionStats:
 
 
 class Session:
-    def __init__(self, services, session_id: str | None = None) -> None:
+    def __init__(self, services, session_id: str | None = None, transport: str = "native") -> None:
         self.services = services
         self.settings = services.settings
         self.id = session_id or uuid.uuid4().hex[:16]
+        self.transport = transport
+        """native, twilio or audiosocket (in the handoff record)."""
+        self.carrier_call_id: str | None = None
+        """The telephony platform's id of the call (Twilio callSid, AudioSocket UUID), where known."""
         # + room for the items appended without waiting (audio_end on barge-in, error + close on a fault)
         self.outbox: asyncio.Queue = asyncio.Queue(OUTBOX_SIZE + 8)
         self.started: Start | None = None
@@ -114,13 +118,16 @@ class Session:
         self._segmenter = Segmenter.from_settings(self.services.vad.stream(), self.settings.vad)
         self._audio_task = self._spawn(self._audio_loop())
         self._audio_task.add_done_callback(self._audio_done)
-        disclosure_lang = self.language or asr.default_language
-        texts = self.settings.session.disclosure
-        d_lang = disclosure_lang if disclosure_lang in texts else next(iter(texts), disclosure_lang)
-        ready = Ready(self.id, list(asr.languages), {"text": texts.get(d_lang, ""), "language": d_lang}, language=msg.language)
+        # a known language: its disclosure (fallback ru, then kk); auto: session.disclosure_languages_auto, in order
+        parts = self.settings.session.disclosures(self.language)
+        d_lang, d_text = parts[0] if parts else (self.language or asr.default_language, "")
+        ready = Ready(
+            self.id, list(asr.languages), {"text": d_text, "language": d_lang}, language=msg.language,
+            disclosures=[{"text": t, "language": lang} for lang, t in parts],
+        )
         await self.emit(ready)
-        if self.settings.session.spoken_disclosure and ready.disclosure["text"] and self.services.tts is not None:
-            self.responder.disclose(ready.disclosure["text"], d_lang)
+        if self.settings.session.spoken_disclosure and parts and self.services.tts is not None:
+            self.responder.disclose(parts)
         log.info("session %s started: %s %d Hz x%d, language %s", self.id, msg.audio.encoding.value, msg.audio.sample_rate, msg.audio.channels, msg.language)
         return ready
 

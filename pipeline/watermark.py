@@ -34,11 +34,18 @@ Scheme in short
   lags), decode each group at the lag where the three groups' best
   codewords are strongest, check the CRC.  No original needed, any
   start offset, any sample rate 8-48 kHz.
+* **Key** (:func:`key_seed`): by default every seed comes from the public
+  :data:`KEY`, so anyone with this module can detect (and make) the mark.
+  With a secret (``compliance.watermark_key``) the seed is
+  HMAC-SHA256(secret, "dauys-watermark/v1"): carrier phases, chip map and
+  scrambler all change, so without the secret the mark can be neither
+  produced nor detected (it looks like any unmarked audio).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,7 +56,7 @@ import soxr
 
 __all__ = [
     "PAYLOAD_BITS", "Detection", "Embedder", "embed", "detect", "detect_file", "payload_for", "format_payload",
-    "parse_payload", "mark_snr_db",
+    "parse_payload", "mark_snr_db", "key_seed",
 ]
 
 # --------------------------------------------------------------------------
@@ -57,7 +64,9 @@ __all__ = [
 # longer detected)
 # --------------------------------------------------------------------------
 KEY = 0x4441_5559_5741_524B
-"""Fixed seed of the carrier phases, the chip map and the scrambler ("DAUYWARK")."""
+"""Public seed of the carrier phases, the chip map and the scrambler ("DAUYWARK"); a secret key
+replaces it (:func:`key_seed`)."""
+KEY_CONTEXT = b"dauys-watermark/v1"
 
 PAYLOAD_BITS = 16
 """Payload size: 4-bit system id + 12-bit reply hash (:func:`payload_for`)."""
@@ -151,6 +160,16 @@ def _check_payload(payload: int) -> None:
         raise ValueError(f"payload must be an int in 0..{(1 << PAYLOAD_BITS) - 1}")
 
 
+def key_seed(secret: str | bytes | None = None) -> int:
+    """The seed of the mark: :data:`KEY` without a secret, else the first 64 bits of
+    HMAC-SHA256(secret, :data:`KEY_CONTEXT`).  Pass the result as ``key=``."""
+    if not secret:
+        return KEY
+    if isinstance(secret, str):
+        secret = secret.encode("utf-8")
+    return int.from_bytes(hmac.new(secret, KEY_CONTEXT, hashlib.sha256).digest()[:8], "big")
+
+
 def _crc(value: int, nbits: int) -> int:
     """CRC-8 of the ``nbits`` low bits of ``value``, most significant first."""
     crc = CRC_INIT
@@ -162,9 +181,9 @@ def _crc(value: int, nbits: int) -> int:
     return crc
 
 
-@lru_cache(maxsize=1)
-def _scrambler() -> int:
-    return int(np.random.default_rng([KEY, 1]).integers(0, 1 << CODE_BITS))
+@lru_cache(maxsize=8)
+def _scrambler(key: int = KEY) -> int:
+    return int(np.random.default_rng([key, 1]).integers(0, 1 << CODE_BITS))
 
 
 @lru_cache(maxsize=1)
@@ -175,9 +194,9 @@ def _hadamard() -> np.ndarray:
     return h
 
 
-def _encode(payload: int) -> np.ndarray:
+def _encode(payload: int, key: int = KEY) -> np.ndarray:
     """Payload -> 384 chip signs (+-1)."""
-    word = ((payload << CRC_BITS) | _crc(payload, PAYLOAD_BITS)) ^ _scrambler()
+    word = ((payload << CRC_BITS) | _crc(payload, PAYLOAD_BITS)) ^ _scrambler(key)
     k = RM_M + 1
     chips = []
     for g in range(N_GROUPS):
@@ -199,8 +218,8 @@ def _decode(h: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     return word, srt[:, -1], srt[:, -2]
 
 
-def _word_payload(word: int) -> int | None:
-    word ^= _scrambler()
+def _word_payload(word: int, key: int = KEY) -> int | None:
+    word ^= _scrambler(key)
     payload, crc = word >> CRC_BITS, word & ((1 << CRC_BITS) - 1)
     return payload if _crc(payload, PAYLOAD_BITS) == crc else None
 
@@ -208,13 +227,13 @@ def _word_payload(word: int) -> int | None:
 # --------------------------------------------------------------------------
 # Carrier
 # --------------------------------------------------------------------------
-@lru_cache(maxsize=1)
-def _lines() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@lru_cache(maxsize=8)
+def _lines(key: int = KEY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Carrier lines: harmonic numbers (frequency = m / PERIOD_S), unit phasors, chip of each."""
     lo = math.ceil(BAND_HZ[0] * PERIOD_S)
     hi = math.floor(BAND_HZ[1] * PERIOD_S)
     m = np.arange(lo, hi + 1)
-    rng = np.random.default_rng([KEY, 2])
+    rng = np.random.default_rng([key, 2])
     phase = rng.uniform(0.0, 2 * np.pi, len(m))
     keep = np.sort(rng.permutation(len(m))[: (len(m) // N_CHIPS) * N_CHIPS])
     m, phase = m[keep], phase[keep]
@@ -223,11 +242,11 @@ def _lines() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=32)
-def _carrier(rate: int, payload: int) -> np.ndarray:
+def _carrier(rate: int, payload: int, key: int = KEY) -> np.ndarray:
     """One second (two periods) of the unit-RMS carrier for ``payload`` at ``rate``."""
-    m, phasor, chip = _lines()
+    m, phasor, chip = _lines(key)
     spec = np.zeros(rate // 2 + 1, complex)
-    spec[np.round(m / PERIOD_S).astype(int)] = _encode(payload)[chip] * phasor
+    spec[np.round(m / PERIOD_S).astype(int)] = _encode(payload, key)[chip] * phasor
     w = np.fft.irfft(spec, n=rate, norm="forward")
     w /= np.sqrt(np.mean(w**2))
     w.flags.writeable = False
@@ -272,16 +291,17 @@ class Embedder:
 
     Use one Embedder for all the sentences of a reply.  Should the sample rate
     change mid-reply (another TTS engine), flush, then start a new one with
-    ``start_s=old.position / old.rate`` to keep the carrier's phase."""
+    ``start_s=old.position / old.rate`` to keep the carrier's phase.  ``key``: the
+    seed from :func:`key_seed` (default: the public one)."""
 
-    def __init__(self, rate: int, payload: int, strength: float = DEFAULT_STRENGTH, *, start_s: float = 0.0) -> None:
+    def __init__(self, rate: int, payload: int, strength: float = DEFAULT_STRENGTH, *, start_s: float = 0.0, key: int = KEY) -> None:
         if not 8000 <= rate <= 192000:
             raise ValueError(f"rate {rate} Hz is outside 8000..192000")
         _check_payload(payload)
         self.rate = int(rate)
         self.payload = int(payload)
         self.strength = float(strength)
-        self._carrier = _carrier(self.rate, self.payload)
+        self._carrier = _carrier(self.rate, self.payload, key)
         self.frame = 2 * max(8, round(EMBED_FRAME_S * rate / 2))
         self.hop = self.frame // 2
         self.latency = self.frame
@@ -358,9 +378,9 @@ class Embedder:
         return out[:n]
 
 
-def embed(samples: np.ndarray, rate: int, payload: int, *, strength: float = DEFAULT_STRENGTH) -> np.ndarray:
+def embed(samples: np.ndarray, rate: int, payload: int, *, strength: float = DEFAULT_STRENGTH, key: int = KEY) -> np.ndarray:
     """Mark a whole reply (float32 mono in [-1, 1] at ``rate``); same length and rate."""
-    e = Embedder(rate, payload, strength)
+    e = Embedder(rate, payload, strength, key=key)
     return np.concatenate([e.process(samples), e.flush()])
 
 
@@ -440,11 +460,11 @@ def _whiten(x: np.ndarray) -> np.ndarray:
     return _overlap_add(frames, H)[H : H + n]
 
 
-@lru_cache(maxsize=1)
-def _row_signs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@lru_cache(maxsize=8)
+def _row_signs(key: int = KEY) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per carrier line: harmonic number, conjugate phasor, and its sign in every
     Hadamard row of its group -> correlating with all codewords is one inverse FFT."""
-    m, phasor, chip = _lines()
+    m, phasor, chip = _lines(key)
     group, index = chip // GROUP_CHIPS, chip % GROUP_CHIPS
     signs = np.zeros((N_GROUPS, GROUP_CHIPS, len(m)))
     for g in range(N_GROUPS):
@@ -453,7 +473,7 @@ def _row_signs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return m, np.conj(phasor), signs
 
 
-def _analyse(x8: np.ndarray) -> tuple[float, float, np.ndarray]:
+def _analyse(x8: np.ndarray, key: int = KEY) -> tuple[float, float, np.ndarray]:
     """-> (sync score, lag in 8 kHz samples (mod one period), codeword correlations in z units at that lag)."""
     lp = round(PERIOD_S * DETECT_RATE)
     y = _whiten(x8)
@@ -461,7 +481,7 @@ def _analyse(x8: np.ndarray) -> tuple[float, float, np.ndarray]:
     fold = np.zeros(nper * lp)
     fold[: len(y)] = y
     spec = np.fft.rfft(fold.reshape(nper, lp).sum(axis=0))
-    m, conj_phasor, signs = _row_signs()
+    m, conj_phasor, signs = _row_signs(key)
     lines = signs * (spec[m] * conj_phasor)  # group x codeword x line
     # coarse search: every lag on a half-sample grid (one inverse FFT for all 384 codewords)
     grid = lp * COARSE_OVERSAMPLE
@@ -491,21 +511,21 @@ def _false_alarm(score: float) -> float:
     return -math.expm1(-math.exp(-(score - H0_LOC) / H0_SCALE))
 
 
-def _detect8(x8: np.ndarray, start_s: float = 0.0) -> Detection:
+def _detect8(x8: np.ndarray, start_s: float = 0.0, key: int = KEY) -> Detection:
     dur = len(x8) / DETECT_RATE
     if dur < MIN_SECONDS or not np.any(x8):
         return Detection(False, None, 0.0, start_s=start_s, duration_s=dur)
-    score, lag, h = _analyse(x8)
+    score, lag, h = _analyse(x8, key)
     offset = (-lag / DETECT_RATE) % PERIOD_S
     word, best, second = _decode(h)
     margin = float(np.min(best - second))
-    payload = _word_payload(word)
+    payload = _word_payload(word, key)
     inverted = False
     if payload is None:  # a polarity-inverted line flips every chip: the sign bit of each group
         flip = 0
         for g in range(N_GROUPS):
             flip |= 1 << (CODE_BITS - (g + 1) * (RM_M + 1))
-        payload = _word_payload(word ^ flip)
+        payload = _word_payload(word ^ flip, key)
         inverted = payload is not None
     found = payload is not None and score >= THRESHOLD
     fa = _false_alarm(score)
@@ -515,26 +535,27 @@ def _detect8(x8: np.ndarray, start_s: float = 0.0) -> Detection:
     )
 
 
-def detect(samples: np.ndarray, rate: int) -> Detection:
+def detect(samples: np.ndarray, rate: int, *, key: int = KEY) -> Detection:
     """Look for a mark in ``samples`` (mono or (n, channels), float or int PCM, any
     rate 8-48 kHz, any excerpt; 1.5 s or more for a reliable answer).  Input longer
     than :data:`LONG_INPUT_S` is also searched in 4 s windows (2 s apart); the
-    strongest find is returned."""
+    strongest find is returned.  ``key``: the seed the mark was made with
+    (:func:`key_seed`); a mark made with another key is not found."""
     x = _to_mono_float(samples)
     x8 = soxr.resample(x, rate, DETECT_RATE, quality="HQ") if rate != DETECT_RATE else x
-    best = _detect8(x8)
+    best = _detect8(x8, key=key)
     if len(x8) > LONG_INPUT_S * DETECT_RATE:
         w = int(WINDOW_S * DETECT_RATE)
         for s in range(0, len(x8) - w // 2, w // 2):
-            d = _detect8(x8[s : s + w], s / DETECT_RATE)
+            d = _detect8(x8[s : s + w], s / DETECT_RATE, key)
             if (d.found, d.score) > (best.found, best.score):
                 best = d
     return best
 
 
-def detect_file(path: str | Path) -> Detection:
+def detect_file(path: str | Path, *, key: int = KEY) -> Detection:
     """:func:`detect` on an audio file (WAV, or anything PyAV decodes)."""
     from pipeline.audio import read_audio
 
     chunk = read_audio(path, DETECT_RATE)
-    return detect(chunk.samples, chunk.rate)
+    return detect(chunk.samples, chunk.rate, key=key)

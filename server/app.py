@@ -260,8 +260,11 @@ def readiness_detail(hub, settings) -> dict:
     """The /readyz body for loopback and keyed clients; others get only its ``ready``."""
     if hub.ready:
         svc = hub.services
-        return {"ready": True, "asr": {"model": svc.asr.model_id, "device": svc.asr.device, "compute_type": svc.asr.compute_type}, "languages": settings.asr.languages}
-    return {"ready": False, "error": hub.error}
+        return {
+            "ready": True, "asr": {"model": svc.asr.model_id, "device": svc.asr.device, "compute_type": svc.asr.compute_type},
+            "languages": settings.asr.languages, "compliance": settings.compliance.classification(),
+        }
+    return {"ready": False, "error": hub.error, "compliance": settings.compliance.classification()}
 
 
 def check_bind(settings) -> None:
@@ -349,4 +352,7 @@ async def serve_forever(settings, reload_settings=None) -> int:
     await waiter
     log.info("stopping: %d sessions open", len(server.sessions))
     await server.shutdown(settings.server.shutdown_grace_s)
+    from server import webhook
+
+    await webhook.drain(10.0)  # handoff records still being delivered
     return 0

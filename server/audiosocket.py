@@ -62,7 +62,7 @@ class AudioSocketCall:
     def __init__(self, reader, writer, services, settings) -> None:
         self.reader, self.writer = reader, writer
         self.settings = settings
-        self.session = Session(services)
+        self.session = Session(services, transport="audiosocket")
         self.call_id: str | None = None
         self.rate: int | None = None
         self._q: asyncio.Queue[bytes | None] = asyncio.Queue(QUEUE_FRAMES)
@@ -176,6 +176,7 @@ class AudioSocketCall:
                         break
                     if kind == KIND_UUID:
                         self.call_id = str(uuid.UUID(bytes=payload)) if len(payload) == 16 else payload.hex()
+                        self.session.carrier_call_id = self.call_id  # in the handoff record
                         log.info("call %s connected", self.call_id)
                     elif kind in AUDIO_RATES:
                         rate = AUDIO_RATES[kind]

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect-mark", help="is the Dauys watermark in this audio file? (exit 0 yes, 1 no)")
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--key", help="the server's compliance.watermark_key (a keyed mark is found only with it; prefer --key-env)")
+    key.add_argument("--key-env", metavar="VAR", help="read the key from this environment variable (e.g. DAUYS_COMPLIANCE__WATERMARK_KEY)")
 
     p = sub.add_parser("forget-call", help="delete every log line of one call from JSON log files (erasure request)")
     p.add_argument("call_id", help="a Twilio callSid, an AudioSocket call UUID or a Dauys session id")
@@ -178,8 +181,8 @@ def cmd_say(args) -> int:
         return 2
     rate = chunks[0].rate
     samples = np.concatenate([resample(c.samples, c.rate, rate) for c in chunks])
-    prov = provenance({"tts": model_id}, language=args.language)
-    mark = _watermark(samples, rate, prov)
+    prov = provenance({"tts": model_id}, settings.compliance.classification(), language=args.language)
+    mark = _watermark(samples, rate, prov, settings.compliance.watermark_key.get_secret_value())
     if args.rate and args.rate != rate:
         samples, rate = resample(mark, rate, args.rate), args.rate
     else:
@@ -189,14 +192,14 @@ def cmd_say(args) -> int:
     return 0
 
 
-def _watermark(samples, rate, prov: dict):
-    """Embed the in-band mark; records its payload in ``prov``."""
+def _watermark(samples, rate, prov: dict, secret: str = ""):
+    """Embed the in-band mark (keyed with ``secret`` when set); records its payload in ``prov``."""
     from pipeline import watermark
     from pipeline.replies import SYSTEM_ID
 
     payload = watermark.payload_for(SYSTEM_ID, prov["created"])
     prov["watermark"] = watermark.format_payload(payload)
-    return watermark.embed(samples, rate, payload)
+    return watermark.embed(samples, rate, payload, key=watermark.key_seed(secret))
 
 
 def cmd_forget_call(args) -> int:
@@ -213,10 +216,18 @@ def cmd_forget_call(args) -> int:
 
 
 def cmd_detect_mark(args) -> int:
+    import os
+
     from pipeline import watermark
 
+    secret = args.key or ""
+    if args.key_env:
+        secret = os.environ.get(args.key_env, "")
+        if not secret:
+            print(f"dauys: error: environment variable {args.key_env} is not set", file=sys.stderr)
+            return 2
     try:
-        det = watermark.detect_file(args.file)
+        det = watermark.detect_file(args.file, key=watermark.key_seed(secret))
     except (OSError, ValueError) as e:
         print(f"dauys: error: cannot read {args.file}: {e}", file=sys.stderr)
         return 2

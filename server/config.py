@@ -276,9 +276,19 @@ class SessionSettings(_Section):
             "kk": "Сізге жасанды интеллект жауап береді. Операторға қосылу үшін «оператор» деңіз.",
             "ru": "Вам отвечает виртуальный ассистент на основе искусственного интеллекта. "
             "Чтобы связаться с оператором, скажите «оператор».",
+            "uz": "Siz sun'iy intellekt yordamchisi bilan gaplashyapsiz. Xodim bilan bog'lanish uchun «operator» deb ayting.",
+            "tr": "Bir yapay zekâ asistanıyla konuşuyorsunuz. Bir müşteri temsilcisine bağlanmak için «operatör» deyin.",
+            "az": "Siz süni intellekt köməkçisi ilə danışırsınız. Əməkdaşla əlaqə saxlamaq üçün «operator» deyin.",
+            "tt": "Сез ясалма интеллект ярдәмчесе белән сөйләшәсез. Хезмәткәр белән элемтәгә керү өчен «оператор» дип әйтегез.",
+            "ky": "Сиз жасалма интеллект жардамчысы менен сүйлөшүп жатасыз. Адис менен байланышуу үчүн «оператор» деп айтыңыз.",
             "en": "You are talking to an AI assistant. Say 'operator' to reach a person.",
         }
     )
+    """The AI disclosure by language (Law 230-VIII Art. 21); a language without one falls back to ru, then kk."""
+    disclosure_languages_auto: list[str] = Field(default_factory=lambda: ["kk", "ru"])
+    """Languages of the disclosure in `auto` sessions (the caller's language is not known yet): spoken in this order."""
+    processing_notice: dict[str, str] = Field(default_factory=dict)
+    """Optional processing/consent sentence by language, appended to the disclosure (same fallback)."""
     spoken_disclosure: bool = True
     """Speak the disclosure as the session's first audio (Law 230-VIII Art. 21); turning it off logs a warning."""
     handoff: dict[str, str] = Field(
@@ -293,6 +303,74 @@ class SessionSettings(_Section):
 
     def handoff_text(self, language: str) -> str:
         return self.handoff.get(language) or self.handoff.get("ru") or next(iter(self.handoff.values()), "")
+
+    def disclosure_for(self, language: str) -> tuple[str, str]:
+        """(language, text) of the disclosure for ``language``: its own text, else ru, else kk, else the
+        first configured one; the processing notice of that language is appended when set."""
+        lang = next((x for x in (language, "ru", "kk") if self.disclosure.get(x)), next(iter(self.disclosure), language))
+        text = self.disclosure.get(lang, "")
+        notice = self.processing_notice.get(lang, "").strip()
+        return lang, f"{text} {notice}".strip() if notice else text
+
+    def disclosures(self, language: str | None) -> list[tuple[str, str]]:
+        """The disclosure(s) a session speaks: one for a known language; for ``auto`` (None) one per
+        ``disclosure_languages_auto`` entry, in order (each after the fallback, without repeats)."""
+        wanted = [language] if language is not None else list(self.disclosure_languages_auto) or ["kk"]
+        out: list[tuple[str, str]] = []
+        for lang in wanted:
+            item = self.disclosure_for(lang)
+            if item[1] and item not in out:
+                out.append(item)
+        return out
+
+
+_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class ComplianceSettings(_Section):
+    """Law 230-VIII: the classification the operator records (Art. 17), the handoff record that
+    reaches the human, and the key of the in-band watermark."""
+
+    risk_class: Literal["minimum", "medium", "high"] = "minimum"
+    """Risk class of the deployment in the law's terms (Art. 17); carried in every provenance and /readyz."""
+    autonomy: Literal["low", "medium", "high"] = "low"
+    """Degree of autonomy (Art. 17): low = answers from the operator's knowledge base, hands everything else to a person."""
+    handoff_webhook: str = ""
+    """POST each handoff (redacted summary, HMAC-signed) to this URL; HTTPS unless the host is loopback. Empty = off."""
+    handoff_webhook_secret: SecretStr = SecretStr("")
+    """HMAC-SHA256 key of the X-Dauys-Signature header; from DAUYS_COMPLIANCE__HANDOFF_WEBHOOK_SECRET, never the file."""
+    handoff_webhook_tries: int = Field(3, ge=1, le=10)
+    handoff_webhook_timeout_s: float = Field(5.0, gt=0, le=60)
+    handoff_webhook_backoff_s: float = Field(1.0, ge=0, le=60)
+    """Wait before the 2nd try; doubled before each later one."""
+    watermark_key: SecretStr = SecretStr("")
+    """Keys the in-band watermark (DAUYS_COMPLIANCE__WATERMARK_KEY): without the key the mark can be neither
+    made nor detected. Empty = the public default seed (anyone can detect the mark)."""
+
+    @field_validator("handoff_webhook")
+    @classmethod
+    def _webhook(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        v = v.strip()
+        if not v:
+            return v
+        u = urlsplit(v)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"{v!r} is not an http(s) URL")
+        if u.scheme != "https" and u.hostname.lower() not in _LOOPBACK_HOSTS and not u.hostname.startswith("127."):
+            raise ValueError("must be https:// (plain http only to a loopback host)")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "ComplianceSettings":
+        if self.handoff_webhook and not self.handoff_webhook_secret.get_secret_value():
+            raise ValueError("handoff_webhook needs handoff_webhook_secret (set DAUYS_COMPLIANCE__HANDOFF_WEBHOOK_SECRET)")
+        return self
+
+    def classification(self) -> dict[str, str]:
+        """The Art. 17 record carried in provenance and /readyz."""
+        return {"risk_class": self.risk_class, "autonomy": self.autonomy}
 
 
 class TwilioSettings(_Section):
@@ -337,6 +415,7 @@ class Settings(_Section):
     tts: TtsSettings = Field(default_factory=TtsSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
+    compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -356,8 +435,8 @@ def _parse_env_value(raw: str) -> Any:
         return raw
 
 
-_RAW_ENV_KEYS = {"auth_token", "stream_secret", "public_url"}
-"""Taken as written, never parsed as JSON (a token of digits stays a string)."""
+_RAW_ENV_KEYS = {"auth_token", "stream_secret", "public_url", "handoff_webhook_secret", "watermark_key"}
+"""Taken as written, never parsed as JSON (a token or key of digits stays a string)."""
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict:
@@ -369,7 +448,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         value = raw if path[-1] in _RAW_ENV_KEYS else _parse_env_value(raw)
-        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts", "audiosocket_allow") and not isinstance(value, list):
+        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts", "audiosocket_allow", "disclosure_languages_auto") and not isinstance(value, list):
             value = [x for x in (s.strip() for s in raw.split(",")) if x]
         node = out
         for p in path[:-1]:

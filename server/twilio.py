@@ -41,7 +41,7 @@ MARK_WAIT_S = 15.0
 class TwilioCall:
     def __init__(self, ws: ServerConnection, services, settings) -> None:
         self.ws = ws
-        self.session = Session(services)
+        self.session = Session(services, transport="twilio")
         self.settings = settings
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
@@ -143,6 +143,7 @@ class TwilioCall:
                 raise ProtocolError("invalid_message", "start must be an object")
             self.stream_sid = msg.get("streamSid") or start.get("streamSid")
             self.call_sid = start.get("callSid")
+            self.session.carrier_call_id = self.call_sid if isinstance(self.call_sid, str) else None  # in the handoff record
             params = start.get("customParameters") or {}
             if not stream_secret_ok(params, self.settings.twilio.stream_secret.get_secret_value()):
                 # before any audio: the session never starts, no media is processed

@@ -35,11 +35,41 @@ def test_say_writes_a_marked_wav(tmp_path):
     assert prov["ai_generated"] is True and prov["models"]["tts"] and prov["created"] == meta["created"]
     audio = read_audio(out)
     assert audio.seconds > 1.5
-    if "watermark" in prov:
-        from pipeline import watermark
+    from pipeline import watermark
 
-        det = watermark.detect_file(out)
-        assert det.found and watermark.format_payload(det.payload) == prov["watermark"]
+    assert prov["watermark"] == meta["watermark"] and prov["watermark"].startswith("dauys-")  # always marked
+    det = watermark.detect_file(out)
+    assert det.found and watermark.format_payload(det.payload) == prov["watermark"]
+    assert prov["compliance"] == {"risk_class": "minimum", "autonomy": "low"}
+
+
+@pytest.mark.slow
+def test_say_with_a_watermark_key_is_detected_only_with_that_key(tmp_path):
+    """compliance.watermark_key (from the environment) keys the mark: `detect-mark --key-env` / `--key` find it,
+    no key or a wrong key does not; the key is printed nowhere."""
+    import os
+
+    key = "k3y-only-the-operator-knows"
+    out = tmp_path / "keyed.wav"
+    env = dict(os.environ, DAUYS_COMPLIANCE__WATERMARK_KEY=key)
+    p = subprocess.run([sys.executable, "-m", "server", "say", "Сәлеметсіз бе! Картаңыз бұғатталған, операторға қосыламын.", "--language", "kk",
+                        "-o", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert key not in p.stdout + p.stderr and key.encode() not in out.read_bytes()
+    mark = read_provenance(out)["watermark"]
+
+    def detect(*args, environ=None):
+        r = subprocess.run([sys.executable, "-m", "server", "detect-mark", str(out), "--json", *args], capture_output=True, text=True,
+                           cwd=ROOT, timeout=60, env=environ or dict(os.environ))
+        return r.returncode, json.loads(r.stdout) if r.stdout else r.stderr
+
+    code, res = detect("--key-env", "DAUYS_COMPLIANCE__WATERMARK_KEY", environ=env)
+    assert code == 0 and res["found"] and res["payload"] == mark
+    code, res = detect("--key", key)
+    assert code == 0 and res["payload"] == mark
+    assert detect()[0] == 1 and detect("--key", "not-the-key")[0] == 1
+    code, err = detect("--key-env", "DAUYS_NO_SUCH_VARIABLE")
+    assert code == 2 and "DAUYS_NO_SUCH_VARIABLE" in err
 
 
 @pytest.mark.slow

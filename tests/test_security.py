@@ -194,6 +194,35 @@ async def test_no_key_in_any_log_line_and_a_session_id_on_every_session_line(key
     assert session_loggers and all(line.get("session") for line in session_loggers), session_loggers
 
 
+MARKER = "Zhyldyrmaqtan"
+"""A made-up word in the caller's text: no personal data, so redaction keeps it; only not logging it keeps it out."""
+
+
+async def test_caller_words_never_reach_the_log_even_at_debug_level(keyed_server):
+    from pipeline.privacy import redact
+    from tests.conftest import http_get
+
+    srv = keyed_server
+    said = f"Менің ИИН 900101300126, кодовое слово {MARKER}, картам бұғатталып қалды"
+    assert MARKER in redact(said) and MARKER in redact(f"оператор {MARKER}")
+    events = []
+    async with connect(srv.ws + f"?token={KEY}") as ws:
+        await ws.send(json.dumps({"type": "start", "language": "kk", "output": {"pacing": "none"}}))
+        await ws.send(json.dumps({"type": "text", "text": said}))
+        await ws.send(json.dumps({"type": "text", "text": f"оператор {MARKER}"}))  # a handoff, whose summary quotes the caller
+        async with asyncio.timeout(60):
+            async for m in ws:
+                if isinstance(m, str):
+                    events.append(json.loads(m))
+    assert any(e["type"] == "handoff" and MARKER in e["summary"] for e in events)  # it went all the way through
+    await asyncio.to_thread(http_get, srv.url + "/healthz")  # logged at debug level
+    await asyncio.sleep(0.5)
+    lines = [json.loads(line) for line in srv.err if line.strip()]
+    assert any(line["level"] == "debug" for line in lines)  # the log is at debug level
+    everything = "".join(srv.out + srv.err)
+    assert MARKER.lower() not in everything.lower() and "900101300126" not in everything
+
+
 def test_secret_filter_unit():
     from server.logs import redact_secrets
 

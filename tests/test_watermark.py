@@ -266,3 +266,23 @@ def test_embedding_and_detection_are_cheap(speech22):
     t = time.perf_counter()
     wm.detect(y, 22050)
     assert time.perf_counter() - t < 1.0
+
+
+# ---------------------------------------------------------------- keyed mark (compliance.watermark_key)
+def test_keyed_mark_is_found_only_with_its_key(speech22):
+    key, wrong = wm.key_seed("operator-secret-1"), wm.key_seed("operator-secret-2")
+    assert wm.key_seed("") == wm.key_seed(None) == wm.KEY and key not in (wrong, wm.KEY)
+    y = wm.embed(speech22[1], 22050, 0x1C0D, key=key)
+    d = wm.detect(y, 22050, key=key)
+    assert d.found and d.payload == 0x1C0D
+    rng = np.random.default_rng(12)
+    d = wm.detect(phone_channel(excerpt(y, 22050, 2.0, rng), 22050, rng), 8000, key=key)
+    assert d.found and d.payload == 0x1C0D  # the phone line too
+    for other in (wrong, wm.KEY):  # a wrong key, or none (the public seed): nothing there
+        d = wm.detect(y, 22050, key=other)
+        assert not d.found and d.payload is None and d.score < wm.THRESHOLD
+    public = wm.embed(speech22[1], 22050, 0x1C0D)  # the unkeyed default is unchanged and not found with a key
+    assert wm.detect(public, 22050).payload == 0x1C0D and not wm.detect(public, 22050, key=key).found
+    e = wm.Embedder(22050, 0x1C0D, key=key)  # streaming takes the key too
+    streamed = np.concatenate([e.process(speech22[1][:5000]), e.process(speech22[1][5000:]), e.flush()])
+    np.testing.assert_allclose(streamed, y, atol=1e-6)
