@@ -55,7 +55,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_latency  # noqa: E402  (puts the project root on sys.path, via bench_asr)
 from bench_asr import (  # noqa: E402
-    FRAME_S,
     BenchError,
     ServerProcess,
     fmt,

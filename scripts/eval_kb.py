@@ -168,6 +168,8 @@ def main(argv=None) -> int:
     kb = KnowledgeBase.load(args.kb)
     items = load_heldout(args.heldout)
     print(f"knowledge base {kb.model_id}: {len(kb)} entries; held-out {args.heldout}: {len(items)} questions")
+    for entry, term, other, question in kb.shared_terms():
+        print(f"warning: entry {entry!r} term {' '.join(term)!r} also matches a question of {other!r}: {question!r}")
     leaked = leaks(kb, items)
     if leaked:
         print(f"error: {len(leaked)} held-out question(s) are example questions of the KB: {leaked[:5]}", file=sys.stderr)

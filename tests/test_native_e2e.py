@@ -11,7 +11,7 @@ import jiwer
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from pipeline.audio import AudioChunk, Encoding, encode_wire, write_wav
 from server.client import call

@@ -63,11 +63,18 @@ JOINED_WEIGHT = 2.0
 """Extra n-grams over the text with its spaces removed: recognisers split and merge
 words ("картамблокталды", "пин код"), which breaks word-bounded n-grams only."""
 DEFAULT_REASONS = {"handoff": "user_request", "end": "goodbye"}
+TERM_BONUS = 0.12
+"""Added to an entry's score when the caller used one of its ``terms`` (its topic words and
+synonyms: "салым" for deposits, "құпия код" for the PIN). Chosen, like the constants above, on the
+demo knowledge base's own example questions (leave-one-out), never on kb_heldout.jsonl."""
+MIN_TERM_LETTERS = 3
+"""Each word of a term matches caller words it begins (Turkic suffixes and Russian endings follow
+the stem): so a term's first word needs this many letters to say anything (later ones two)."""
 
 _LANG = re.compile(r"^[a-z]{2,3}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP_KEYS = {"id", "version", "name", "description", "default_language", "languages", "settings", "fallback", "fillers", "entries"}
-_ENTRY_KEYS = {"id", "questions", "answer", "action", "notes"}
+_ENTRY_KEYS = {"id", "questions", "terms", "answer", "action", "notes"}
 _SETTINGS_KEYS = {"threshold", "max_misunderstood"}
 _FALLBACK_KEYS = {"rephrase", "handoff"}
 
@@ -187,6 +194,8 @@ class Entry:
     answers: dict[str, str]
     action: tuple[str, str] | None
     """(kind, reason) or None."""
+    terms: tuple[tuple[str, ...], ...] = ()
+    """Normalised topic words and synonyms, each a tuple of word stems (matched as word prefixes)."""
 
 
 class KnowledgeBase:
@@ -370,8 +379,29 @@ class KnowledgeBase:
                 questions[lang] = tuple(dict.fromkeys(clean))
             answers = self._text_map(raw["answer"], where, "answer", self.languages)
             action = self._action(raw.get("action"), where)
-            self.entries.append(Entry(eid, questions, answers, action))
+            terms = self._terms(raw.get("terms"), where)
+            self.entries.append(Entry(eid, questions, answers, action, terms))
         self.by_id: dict[str, Entry] = {e.id: e for e in self.entries}
+
+    def _terms(self, value: Any, where: str) -> tuple[tuple[str, ...], ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise self._fail(where, "terms must be a mapping of language to a list of words or phrases")
+        out: list[tuple[str, ...]] = []
+        for lang, items in value.items():
+            if not _LANG.match(str(lang)):
+                raise self._fail(where, f"terms: {str(lang)!r} is not a language code")
+            if isinstance(items, str):
+                items = [items]
+            if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+                raise self._fail(where, f"terms.{lang} must be a list of words or phrases")
+            for t in items:
+                words = tuple(normalise(t).split())
+                if not words or len(words[0]) < MIN_TERM_LETTERS or any(len(w) < 2 for w in words):
+                    raise self._fail(where, f"terms.{lang}: {t!r} needs a first word of at least {MIN_TERM_LETTERS} letters (later ones 2)")
+                out.append(words)
+        return tuple(dict.fromkeys(out))
 
     def _action(self, value: Any, where: str) -> tuple[str, str] | None:
         if value is None or value == "none":
@@ -457,6 +487,7 @@ class KnowledgeBase:
         self._n_rows = len(rows)
         # rows are grouped by entry in order: reduceat boundaries
         self._entry_starts = np.searchsorted(self._row_entry_arr, np.arange(n_entries))
+        self._any_terms = any(e.terms for e in self.entries)
 
     # ----- queries
 
@@ -485,10 +516,46 @@ class KnowledgeBase:
         if letters < MIN_LETTERS and norm not in self._exact:
             # "да", "нет", "жоқ": too few n-grams to trust unless written in the knowledge base
             best = best * (letters / MIN_LETTERS)
+        matched = self.matched_terms(norm)
+        if matched:
+            best = np.minimum(1.0, best + TERM_BONUS * np.array([bool(m) for m in matched]))
         # argmax within each entry's block of rows
         order = np.lexsort((-scores, self._row_entry_arr))
         best_row = order[self._entry_starts]
         return best, best_row
+
+    def matched_terms(self, norm: str) -> list[tuple[str, ...]] | None:
+        """Per entry, the first of its terms the (normalised) text contains, or None where none;
+        None overall when no entry has terms. A term's words must begin consecutive words of the text."""
+        if not self._any_terms:
+            return None
+        words = norm.split()
+        out: list = []
+        for e in self.entries:
+            hit = None
+            for term in e.terms:
+                n = len(term)
+                if any(all(words[i + j].startswith(term[j]) for j in range(n)) for i in range(len(words) - n + 1)):
+                    hit = term
+                    break
+            out.append(hit)
+        return out if any(out) else None
+
+    def shared_terms(self) -> list[tuple[str, tuple[str, ...], str, str]]:
+        """(entry, term, other entry, its example question) wherever a term also matches another
+        entry's example question: such a term is not distinctive and pulls that entry's callers away."""
+        out = []
+        for e in self.entries:
+            for term in e.terms:
+                n = len(term)
+                for o in self.entries:
+                    if o is e or term in o.terms:
+                        continue
+                    for q in (q for qs in o.questions.values() for q in qs):
+                        words = normalise(q).split()
+                        if any(all(words[i + j].startswith(term[j]) for j in range(n)) for i in range(len(words) - n + 1)):
+                            out.append((e.id, term, o.id, q))
+        return out
 
     def answer(self, entry: Entry | str, language: str) -> str:
         e = self.by_id[entry] if isinstance(entry, str) else entry
