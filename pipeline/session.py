@@ -176,7 +176,7 @@ class Session:
         self._ended = True
         if abandon_reply:
             self._closing = True
-            self.responder.barge_in()
+            self.responder.abandon()
         if self.started is not None:
             tail = self._converter.flush()
             if len(tail):

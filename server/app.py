@@ -352,7 +352,7 @@ async def serve_forever(settings, reload_settings=None) -> int:
     await waiter
     log.info("stopping: %d sessions open", len(server.sessions))
     await server.shutdown(settings.server.shutdown_grace_s)
-    from server import webhook
+    from pipeline import webhook
 
     await webhook.drain(10.0)  # handoff records still being delivered
     return 0

@@ -94,13 +94,13 @@ class AudioSocketCall:
             data = await self._q.get()
             if data is None:
                 return
+            if self.cut_off:
+                continue  # keep the queue moving, unpaced (the rest of a reply would hold the call for its length); nothing goes out
             now = time.monotonic()
             if next_t < now - FRAME_S:  # idle since the last frame: restart the grid
                 next_t = now
             if next_t > now:
                 await asyncio.sleep(next_t - now)
-            if self.cut_off:
-                continue  # keep the queue moving; nothing more goes out
             self.writer.write(frame(KIND_AUDIO, data))
             self.sent_times.append(time.monotonic())
             try:

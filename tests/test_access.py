@@ -140,7 +140,7 @@ async def test_readiness_of_a_failed_server_tells_remote_clients_nothing_but_not
         status, body, _ = await get(f"http://127.0.0.1:{server.port}/readyz", REMOTE)
         assert status == 503 and json.loads(body) == {"ready": False}
         status, body, _ = await get(f"http://127.0.0.1:{server.port}/readyz")
-        assert status == 503 and json.loads(body) == {"ready": False, "error": Failed.error}
+        assert status == 503 and json.loads(body) == {"ready": False, "error": Failed.error, "compliance": {"risk_class": "minimum", "autonomy": "low"}}
     finally:
         await server.stop()
 

@@ -206,10 +206,10 @@ def test_bind_rules_and_startup_warnings(caplog):
         # Twilio only: signed requests on /v1/twilio, /v1/voice still serves loopback only
         check_bind(make_settings(server={"host": "0.0.0.0"}, twilio={"auth_token": TOKEN}))
         assert not caplog.records
-        check_bind(make_settings(server={"host": "0.0.0.0", "api_keys": ["k"]}))
+        check_bind(make_settings(server={"host": "0.0.0.0", "api_keys": ["k-0123456789abcdef"]}))
         assert any("Twilio cannot present an API key" in r.getMessage() and "twilio.auth_token" in r.getMessage() for r in caplog.records)
         caplog.clear()
-        check_bind(make_settings(server={"host": "0.0.0.0", "api_keys": ["k"]}, twilio={"auth_token": TOKEN}))
+        check_bind(make_settings(server={"host": "0.0.0.0", "api_keys": ["k-0123456789abcdef"]}, twilio={"auth_token": TOKEN}))
         assert not caplog.records
         check_bind(make_settings(server={"host": "0.0.0.0", "allow_unauthenticated_remote": True}))
         assert any("accepts calls from anyone" in r.getMessage() for r in caplog.records)
@@ -245,17 +245,17 @@ async def test_a_signed_upgrade_runs_a_call_and_unsigned_or_forged_ones_get_403(
 
 
 async def test_api_keys_do_not_apply_to_a_signed_twilio(make_server):
-    server = await make_server(server={"api_keys": ["native-key"]}, twilio={"auth_token": TOKEN})
+    server = await make_server(server={"api_keys": ["native-key-0123456789"]}, twilio={"auth_token": TOKEN})
     port = server.port
     good = documented_signature(TOKEN, wss_url(port))
     assert await upgrade_status(ws_url(port), good) == 101  # Twilio cannot send a key and needs none
-    assert await upgrade_status(ws_url(port), None, Authorization="Bearer native-key") == 403  # a key is not a signature
+    assert await upgrade_status(ws_url(port), None, Authorization="Bearer native-key-0123456789") == 403  # a key is not a signature
     assert await upgrade_status(f"ws://127.0.0.1:{port}/v1/voice", good) == 401  # /v1/voice still needs its key
-    assert await upgrade_status(f"ws://127.0.0.1:{port}/v1/voice", None, Authorization="Bearer native-key") == 101
+    assert await upgrade_status(f"ws://127.0.0.1:{port}/v1/voice", None, Authorization="Bearer native-key-0123456789") == 101
     # without a Twilio token, /v1/twilio keeps the API key rules: Twilio itself would get 401
-    keyed = await make_server(server={"api_keys": ["native-key"]})
+    keyed = await make_server(server={"api_keys": ["native-key-0123456789"]})
     assert await upgrade_status(ws_url(keyed.port), documented_signature(TOKEN, wss_url(keyed.port))) == 401
-    assert await upgrade_status(ws_url(keyed.port), None, Authorization="Bearer native-key") == 101
+    assert await upgrade_status(ws_url(keyed.port), None, Authorization="Bearer native-key-0123456789") == 101
 
 
 async def test_public_url_behind_a_proxy(make_server):
