@@ -29,6 +29,7 @@ from pipeline.audio import AudioChunk, Encoding, decode_wire
 from pipeline.policy import detect_handoff
 from server.config import DEFAULT_LANGUAGES, SessionSettings
 from tests.conftest import _LoadedHub, http_get, make_settings
+from tests.test_speech_e2e import collect
 
 SEC_PER_CHAR = 0.012
 RATE = 16000
@@ -168,20 +169,12 @@ def webhook_count(result: str) -> float:
     return REGISTRY.get_sample_value("dauys_handoff_webhook_total", {"result": result}) or 0.0
 
 
-async def native_events(ws, until, timeout=30):
-    events, audio, current = [], {}, None
-    async with asyncio.timeout(timeout):
-        async for msg in ws:
-            if isinstance(msg, bytes):
-                audio.setdefault(current, bytearray()).extend(msg)
-                continue
-            ev = json.loads(msg)
-            events.append(ev)
-            if ev["type"] == "audio_start":
-                current = ev["reply_id"]
-            if until(ev):
-                break
-    return events, audio
+async def counted(result: str, expected: float, timeout: float = 5.0) -> None:
+    """The sender counts a delivery once the receiver's answer is back, a moment after the receiver saw it."""
+    deadline = time.monotonic() + timeout
+    while webhook_count(result) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert webhook_count(result) == expected
 
 
 def start_msg(language="auto", pacing="none"):
@@ -214,10 +207,10 @@ async def test_native_auto_session_hears_kk_then_ru_disclosure_first(compliance_
     server, tts = await compliance_server(compliance={"risk_class": "medium"})
     async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
         await ws.send(start_msg("auto"))
-        events, audio = await native_events(ws, lambda e: e["type"] == "audio_end")
+        events, audio = await collect(ws, lambda e: e["type"] == "audio_end")
         calls = list(tts.calls)
         await ws.send(json.dumps({"type": "text", "text": "Депозит пайызы қанша?"}))
-        later, _ = await native_events(ws, lambda e: e["type"] == "audio_end")
+        later, _ = await collect(ws, lambda e: e["type"] == "audio_end")
     s = server.settings.session
     ready = events[0]
     assert ready["type"] == "ready" and ready["disclosure"] == {"text": s.disclosure["kk"], "language": "kk"}
@@ -238,7 +231,7 @@ async def test_native_fixed_language_discloses_once_in_it(compliance_server):
     server, tts = await compliance_server(session={"processing_notice": {"uz": "Qo'ng'iroq xizmat sifati uchun qayta ishlanadi."}})
     async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
         await ws.send(start_msg("uz"))
-        events, audio = await native_events(ws, lambda e: e["type"] == "audio_end")
+        events, audio = await collect(ws, lambda e: e["type"] == "audio_end")
     ready = events[0]
     text = server.settings.session.disclosure["uz"] + " Qo'ng'iroq xizmat sifati uchun qayta ishlanadi."
     assert ready["disclosure"] == {"text": text, "language": "uz"} and ready["disclosures"] == [ready["disclosure"]]
@@ -394,7 +387,7 @@ async def _native_handoff(server, texts, language="kk"):
         ready = json.loads(await ws.recv())
         for t in texts:
             await ws.send(json.dumps({"type": "text", "text": t}))
-        events, _ = await native_events(ws, lambda e: e["type"] == "session_end")
+        events, _ = await collect(ws, lambda e: e["type"] == "session_end")
     return ready, events
 
 
@@ -414,7 +407,7 @@ async def test_handoff_record_is_signed_redacted_and_complete(compliance_server,
     assert record["transport"] == "native" and record["language"] == "kk" and record["reason"] == "user_request"
     assert "[IIN]" in record["summary"] and b"900101300126" not in body
     assert abs(datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp() - time.time()) < 60
-    assert webhook_count("delivered") == before + 1
+    await counted("delivered", before + 1)
     tampered = body.replace(b'"kk"', b'"ru"')
     with pytest.raises(AssertionError):
         verified(headers, tampered)
@@ -430,7 +423,8 @@ async def test_handoff_record_is_retried_after_a_500(compliance_server, receiver
     assert len(hook.requests) == 2
     first, second = (verified(h, b) for _, h, b in hook.requests)
     assert first == second  # the same record (same id): receivers deduplicate on it
-    assert webhook_count("retried") == retried + 1 and webhook_count("delivered") == delivered + 1
+    await counted("delivered", delivered + 1)
+    assert webhook_count("retried") == retried + 1
 
 
 async def test_persistent_webhook_failure_is_bounded_and_never_holds_up_the_call(compliance_server, receiver):
@@ -444,16 +438,13 @@ async def test_persistent_webhook_failure_is_bounded_and_never_holds_up_the_call
     await asyncio.sleep(0.3 + 0.6 + 1.0)  # both backoffs, and time for a 4th try that must not come
     assert len(hook.requests) == 3
     assert hook.requests[1][0] > ended  # the call had ended before the first retry
-    assert webhook_count("failed") == failed + 1
+    await counted("failed", failed + 1)
     # nobody listening at all: counted as failed too, the call unaffected
     hook.close()
     server2, _ = await compliance_server(compliance=webhook_settings(hook.url, handoff_webhook_tries=2))
     _, events = await _native_handoff(server2, ["оператор"])
     assert events[-1]["reason"] == "handoff"
-    deadline = time.monotonic() + 5
-    while webhook_count("failed") < failed + 2 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert webhook_count("failed") == failed + 2
+    await counted("failed", failed + 2)
     assert time.monotonic() - t0 < 30
 
 

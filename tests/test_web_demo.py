@@ -148,6 +148,16 @@ class CDP:
                 if not fut.done():
                     fut.set_exception(ConnectionError("DevTools connection closed"))
 
+    async def attach_page(self) -> str:
+        """A session on the browser's page (made if there is none) with Page, Runtime and Log enabled."""
+        targets = (await self.send("Target.getTargets"))["targetInfos"]
+        page = next((t for t in targets if t["type"] == "page"), None)
+        target_id = page["targetId"] if page else (await self.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
+        session = (await self.send("Target.attachToTarget", {"targetId": target_id, "flatten": True}))["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            await self.send(f"{domain}.enable", session=session)
+        return session
+
     async def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30):
         i = next(self.ids)
         msg = {"id": i, "method": method, "params": params or {}}
@@ -232,12 +242,7 @@ async def test_web_demo_in_headless_chromium(live_server, tmp_path):
         async with connect(browser.devtools_url(), max_size=None, ping_interval=None, open_timeout=30) as ws:
             cdp = CDP(ws)
             try:
-                targets = (await cdp.send("Target.getTargets"))["targetInfos"]
-                page = next((t for t in targets if t["type"] == "page"), None)
-                target_id = page["targetId"] if page else (await cdp.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
-                session = (await cdp.send("Target.attachToTarget", {"targetId": target_id, "flatten": True}))["sessionId"]
-                for domain in ("Page", "Runtime", "Log"):
-                    await cdp.send(f"{domain}.enable", session=session)
+                session = await cdp.attach_page()
                 nav = await cdp.send("Page.navigate", {"url": url}, session)
                 assert not nav.get("errorText"), f"navigation to {url} failed: {nav}"
 
@@ -311,12 +316,7 @@ async def test_web_demo_takes_the_key_from_a_password_field_never_from_the_page_
         async with connect(browser.devtools_url(), max_size=None, ping_interval=None, open_timeout=30) as ws:
             cdp = CDP(ws)
             try:
-                targets = (await cdp.send("Target.getTargets"))["targetInfos"]
-                page = next((t for t in targets if t["type"] == "page"), None)
-                target_id = page["targetId"] if page else (await cdp.send("Target.createTarget", {"url": "about:blank"}))["targetId"]
-                session = (await cdp.send("Target.attachToTarget", {"targetId": target_id, "flatten": True}))["sessionId"]
-                for domain in ("Page", "Runtime", "Log"):
-                    await cdp.send(f"{domain}.enable", session=session)
+                session = await cdp.attach_page()
 
                 async def probe_until(pred, what: str) -> dict:
                     deadline = time.monotonic() + POLL_TIMEOUT_S
