@@ -131,6 +131,11 @@ class Responder:
         speech_end = self.session.speech_end_at.pop(utterance_id, None)
         self._start_reply(utterance_id, text, language, None, Turn("user", text, language, confidence), speech_end)
 
+    def not_heard(self, utterance_id: str, language: str, reason: str) -> None:
+        """The caller spoke and nothing could be recognised (``reason``: the recogniser's rejection):
+        ask them to repeat, a misunderstood turn (enough of them hand off), never silence."""
+        self._start_reply(utterance_id, "", language, Action("not_heard", reason))
+
     def handoff(self, reason: str, language: str, cause: str = "dtmf") -> None:
         """Hand the call to a human now (e.g. DTMF 0 on a phone line); ``cause`` stands in for the utterance id."""
         self._start_reply(cause, "", language, Action("handoff", reason))
@@ -139,7 +144,7 @@ class Responder:
         """Replies run one after another, in order; only the caller's voice (barge-in) or a
         forced action (DTMF operator request) cuts the one in progress."""
         previous = self.current
-        if action is not None and self.interruptible():
+        if action is not None and action.kind != "not_heard" and self.interruptible():
             self.interrupted.add(self.current_id)
             previous.cancel()
         self.current_id = self._next_reply_id()
@@ -172,7 +177,7 @@ class Responder:
     ) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # one reply at a time, in order
-        if self.finished is not None or (self.session._closing and action is None):
+        if self.finished is not None or (self.session._closing and (action is None or action.kind == "not_heard")):
             return  # handed off or said goodbye: later turns are not answered
         if turn is not None:
             self.history.append(turn)
@@ -190,7 +195,18 @@ class Responder:
             buf = SentenceBuffer()
             if intent is not None:
                 action = Action("handoff", intent.reason)
-            if action is not None and action.kind == "handoff":
+            gen = None
+            if action is not None and action.kind == "not_heard":
+                self.state.misunderstood += 1
+                limit = getattr(engine, "max_misunderstood", None)
+                if limit is not None and self.state.misunderstood >= limit:
+                    action = Action("handoff", "not_understood", {"misunderstood": self.state.misunderstood, "not_heard": action.reason})
+                else:
+                    action = None
+                    gen = iter([self.settings.session.not_heard_text(language)])
+            if gen is not None:
+                pass
+            elif action is not None and action.kind == "handoff":
                 gen = iter([self.settings.session.handoff_text(language)])
             else:
                 gen = engine.respond(list(self.history), language, self.state)

@@ -300,9 +300,24 @@ class SessionSettings(_Section):
         }
     )
     """What is said before a handoff, by language."""
+    not_heard: dict[str, str] = Field(
+        default_factory=lambda: {
+            "kk": "Кешіріңіз, естімей қалдым, қайталап жіберіңізші.",
+            "ru": "Извините, не расслышал, повторите, пожалуйста.",
+            "uz": "Kechirasiz, eshitmay qoldim, iltimos, takrorlang.",
+            "en": "Sorry, I didn't catch that. Could you say it again?",
+        }
+    )
+    """Said when the caller spoke (at least not_heard_min_s) and nothing could be recognised, by language."""
+    not_heard_min_s: float = Field(0.8, ge=0)
+    """Speech the recogniser rejected that is at least this long gets not_heard (and counts as a
+    misunderstood turn); shorter bursts (a cough, a click, line noise) stay silent."""
 
     def handoff_text(self, language: str) -> str:
         return self.handoff.get(language) or self.handoff.get("ru") or next(iter(self.handoff.values()), "")
+
+    def not_heard_text(self, language: str) -> str:
+        return self.not_heard.get(language) or self.not_heard.get("ru") or self.not_heard.get("kk") or next(iter(self.not_heard.values()), "")
 
     def disclosure_for(self, language: str) -> tuple[str, str]:
         """(language, text) of the disclosure for ``language``: its own text, else ru, else kk, else the

@@ -25,7 +25,8 @@ class Turn:
 
 @dataclass(frozen=True)
 class Action:
-    kind: Literal["handoff", "end"]
+    kind: Literal["handoff", "end", "not_heard"]
+    """``not_heard`` is the pipeline's own request (the recogniser rejected the caller's speech); engines never yield it."""
     reason: str
     """For handoff: user_request, not_understood, policy, ... ; for end: goodbye, ..."""
     data: dict = field(default_factory=dict)

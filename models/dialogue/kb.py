@@ -623,6 +623,11 @@ class KbEngine(DialogueEngine):
     def retrieve(self, text: str, language: str, k: int) -> list[Passage]:
         return self.kb.search(text, language, k)
 
+    @property
+    def max_misunderstood(self) -> int:
+        """Misunderstood turns in a row (the knowledge base's setting) after which the call is handed off."""
+        return self.kb.max_misunderstood
+
     def respond(self, history: list[Turn], language: str, state: DialogueState) -> Iterator[str | Action]:
         kb = self.kb
         text = next((t.text for t in reversed(history) if t.role == "user"), "")

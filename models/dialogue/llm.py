@@ -349,6 +349,11 @@ class GroundedEngine:
         self.generations = 0
         """How many times the model was called (process-wide count)."""
 
+    @property
+    def max_misunderstood(self) -> int:
+        """Misunderstood turns in a row after which the call is handed off."""
+        return self.config.max_misunderstood
+
     # -- prompt --------------------------------------------------------------
     def language_name(self, language: str) -> str:
         return LANGUAGE_NAMES.get(language, language)
