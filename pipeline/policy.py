@@ -8,27 +8,16 @@ dialogue engine sees the turn, and tolerant of recognition errors.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
-_FOLD = str.maketrans("әғқңөұүһі", "агкноууhи")
-_LAT2CYR = [
-    ("sh", "ш"), ("ch", "ч"), ("ya", "я"), ("yu", "ю"), ("o'", "о"), ("oʻ", "о"), ("g'", "г"), ("gʻ", "г"),
-    ("a", "а"), ("b", "б"), ("d", "д"), ("e", "е"), ("f", "ф"), ("g", "г"), ("h", "х"), ("i", "и"), ("j", "ж"),
-    ("k", "к"), ("l", "л"), ("m", "м"), ("n", "н"), ("o", "о"), ("p", "п"), ("q", "к"), ("r", "р"), ("s", "с"),
-    ("t", "т"), ("u", "у"), ("v", "в"), ("x", "х"), ("y", "й"), ("z", "з"), ("c", "с"), ("w", "у"),
-]
-
+from models.dialogue.kb import normalise as kb_normalise
 
 def normalise(text: str) -> str:
-    """Lowercase, fold Kazakh letters, Latin -> Cyrillic, drop punctuation: for fuzzy matching only."""
-    t = unicodedata.normalize("NFKC", text).lower().translate(_FOLD)
-    for lat, cyr in _LAT2CYR:
-        t = t.replace(lat, cyr)
-    return " ".join(re.sub(r"[^\w\s]", " ", t).split())
+    """The knowledge base's folded form (lowercase, Kazakh letters folded, Latin transliterated,
+    punctuation dropped): one normaliser for the handoff rule and for retrieval."""
+    return kb_normalise(text)
 
 
 # (phrase, reason). Phrases are written naturally; they are normalised at import.
@@ -70,7 +59,7 @@ _PHRASES: list[tuple[str, str]] = [
     ("do not want to talk to a machine", "refused_ai"),
 ]
 _NORMALISED = [(normalise(p), r) for p, r in _PHRASES]
-_OPERATOR_WORDS = {"оператор", "операторга", "оператора", "оператором", "операторы", "операторну"}
+_OPERATOR_WORDS = {normalise(w) for w in ("оператор", "операторға", "оператора", "оператором", "операторы", "operatorni", "operatorga")}
 
 
 @dataclass(frozen=True)

@@ -761,13 +761,15 @@ def run_twilio_call(srv: ServerThread, frames: list, tally: Tally) -> None:
         want[code] = want.get(code, 0) + 1
     context = f"counted {delta} vs expected {want}; close {close_code}"
     assert set(delta) <= set(ERROR_CODES) and "internal_error" not in delta, context
-    assert close_code == (1009 if terminal == "close1009" else 1000), context
     if handoffs() > handoffs_before:  # DTMF 0 or audio handed the call off part-way: later messages go unread
         assert active, context
+        # a handoff said without audio (no TTS here) may end the stream (1000) before an oversize frame after it is read
+        assert close_code in ((1009, 1000) if terminal == "close1009" else (1000,)), context
         tally.outcome("handoff")
         assert all(delta.get(k, 0) <= n for k, n in want.items()) and set(delta) <= set(want), context
     else:
         tally.outcome(terminal)
+        assert close_code == (1009 if terminal == "close1009" else 1000), context
         assert delta == want, context
     tally.answered += sum(delta.values())
 
