@@ -12,13 +12,7 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
-from models.dialogue.kb import normalise as kb_normalise
-
-def normalise(text: str) -> str:
-    """The knowledge base's folded form (lowercase, Kazakh letters folded, Latin transliterated,
-    punctuation dropped): one normaliser for the handoff rule and for retrieval."""
-    return kb_normalise(text)
-
+from models.dialogue.kb import normalise  # one normaliser for the handoff rule and for retrieval
 
 # (phrase, reason). Phrases are written naturally; they are normalised at import.
 _PHRASES: list[tuple[str, str]] = [

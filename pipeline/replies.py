@@ -195,17 +195,14 @@ class Responder:
             buf = SentenceBuffer()
             if intent is not None:
                 action = Action("handoff", intent.reason)
-            gen = None
             if action is not None and action.kind == "not_heard":
                 self.state.misunderstood += 1
                 limit = getattr(engine, "max_misunderstood", None)
                 if limit is not None and self.state.misunderstood >= limit:
                     action = Action("handoff", "not_understood", {"misunderstood": self.state.misunderstood, "not_heard": action.reason})
-                else:
-                    action = None
-                    gen = iter([self.settings.session.not_heard_text(language)])
-            if gen is not None:
-                pass
+            if action is not None and action.kind == "not_heard":
+                gen = iter([self.settings.session.not_heard_text(language)])
+                action = None
             elif action is not None and action.kind == "handoff":
                 gen = iter([self.settings.session.handoff_text(language)])
             else:

@@ -32,6 +32,7 @@ import uuid
 from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
+from models.net import is_local_host
 from server import metrics
 
 log = logging.getLogger("dauys.webhook")
@@ -72,8 +73,7 @@ def notify_handoff(settings, session, reason: str, language: str, summary: str) 
 
 
 def _post(url: str, body: bytes, headers: dict, timeout: float) -> int:
-    host = (urlsplit(url).hostname or "").lower()
-    handlers = [urllib.request.ProxyHandler({})] if host in ("localhost", "::1") or host.startswith("127.") else []
+    handlers = [urllib.request.ProxyHandler({})] if is_local_host(urlsplit(url).hostname) else []  # no proxy to this machine
     opener = urllib.request.build_opener(*handlers)
     req = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:

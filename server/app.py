@@ -104,7 +104,7 @@ class DauysServer:
 
     def _hold_key(self, connection: ServerConnection, request) -> bool:
         """Count this connection against its API key until it closes; False if the key is at its limit."""
-        kid = auth.key_id(auth.presented_key(request.path, request.headers) or "")
+        kid = auth.hash_key(auth.presented_key(request.path, request.headers) or "")  # counted by the key's sha256
         if self.key_connections.get(kid, 0) >= self.settings.server.max_sessions_per_key:
             return False
         self.key_connections[kid] = self.key_connections.get(kid, 0) + 1
@@ -289,6 +289,11 @@ def check_bind(settings) -> None:
         log.warning(warning)
 
 
+def _url_host(host: str) -> str:
+    """``host`` as it stands in a URL (an IPv6 address in brackets)."""
+    return f"[{host}]" if ":" in host else host
+
+
 async def serve_forever(settings, reload_settings=None) -> int:
     """Serve until SIGINT/SIGTERM (graceful stop). With ``reload_settings`` (a callable
     returning fresh Settings), SIGHUP re-reads the configuration and switches the ASR
@@ -301,15 +306,13 @@ async def serve_forever(settings, reload_settings=None) -> int:
         )
     server = DauysServer(settings)
     await server.start()
-    host = settings.server.host
-    shown = f"[{host}]" if ":" in host else host
+    s = settings.server
+    shown = _url_host(s.host)
     print(f"dauys: listening on http://{shown}:{server.port}/ (web demo), ws://{shown}:{server.port}{VOICE_PATH}", flush=True)
     if server.audiosocket_port is not None:
-        as_host = settings.server.audiosocket_host
-        print(f"dauys: AudioSocket on tcp://{f'[{as_host}]' if ':' in as_host else as_host}:{server.audiosocket_port}", flush=True)
+        print(f"dauys: AudioSocket on tcp://{_url_host(s.audiosocket_host)}:{server.audiosocket_port}", flush=True)
     if server.metrics_port is not None:
-        m_host = settings.server.metrics_host
-        print(f"dauys: metrics on http://{f'[{m_host}]' if ':' in m_host else m_host}:{server.metrics_port}/metrics", flush=True)
+        print(f"dauys: metrics on http://{_url_host(s.metrics_host)}:{server.metrics_port}/metrics", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -28,9 +28,9 @@ def hash_key(key: str) -> str:
 
 
 def presented_key(path: str, headers) -> str | None:
-    auth = headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
+    bearer = bearer_key(headers)
+    if bearer is not None:
+        return bearer
     token = parse_qs(urlsplit(path).query).get("token")
     return token[0] if token else None
 
@@ -142,11 +142,6 @@ def trusted(remote, headers, s) -> bool:
         return True
     key = bearer_key(headers)
     return key is not None and bool(s.api_keys or s.api_key_hashes) and key_ok(key, s.api_keys, s.api_key_hashes)
-
-
-def key_id(key: str) -> str:
-    """A presented key's identity for counting (its sha256, as in ``server.api_key_hashes``)."""
-    return hash_key(key)
 
 
 def ip_allowed(host, networks: list[str]) -> bool:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from models.net import is_local_host
+
 ENV_PREFIX = "DAUYS_"
 MIN_KEY_CHARS = 16
 DEFAULT_LANGUAGES = ["kk", "ru", "uz", "tr", "az", "tt", "en"]
@@ -270,6 +272,11 @@ class TtsSettings(_Section):
         return {k: Path(p).expanduser() for k, p in v.items()}
 
 
+def _fallback_language(texts: dict[str, str], language: str) -> str:
+    """The language whose text is said for ``language``: its own, else ru, else kk, else the first one."""
+    return next((x for x in (language, "ru", "kk") if texts.get(x)), next(iter(texts), language))
+
+
 class SessionSettings(_Section):
     disclosure: dict[str, str] = Field(
         default_factory=lambda: {
@@ -317,12 +324,12 @@ class SessionSettings(_Section):
         return self.handoff.get(language) or self.handoff.get("ru") or next(iter(self.handoff.values()), "")
 
     def not_heard_text(self, language: str) -> str:
-        return self.not_heard.get(language) or self.not_heard.get("ru") or self.not_heard.get("kk") or next(iter(self.not_heard.values()), "")
+        return self.not_heard.get(_fallback_language(self.not_heard, language), "")
 
     def disclosure_for(self, language: str) -> tuple[str, str]:
         """(language, text) of the disclosure for ``language``: its own text, else ru, else kk, else the
         first configured one; the processing notice of that language is appended when set."""
-        lang = next((x for x in (language, "ru", "kk") if self.disclosure.get(x)), next(iter(self.disclosure), language))
+        lang = _fallback_language(self.disclosure, language)
         text = self.disclosure.get(lang, "")
         notice = self.processing_notice.get(lang, "").strip()
         return lang, f"{text} {notice}".strip() if notice else text
@@ -339,7 +346,6 @@ class SessionSettings(_Section):
         return out
 
 
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 class ComplianceSettings(_Section):
@@ -373,7 +379,7 @@ class ComplianceSettings(_Section):
         u = urlsplit(v)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"{v!r} is not an http(s) URL")
-        if u.scheme != "https" and u.hostname.lower() not in _LOOPBACK_HOSTS and not u.hostname.startswith("127."):
+        if u.scheme != "https" and not is_local_host(u.hostname):
             raise ValueError("must be https:// (plain http only to a loopback host)")
         return v
 

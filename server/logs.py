@@ -112,8 +112,6 @@ def forget_call(paths: list, call_id: str, dry_run: bool = False) -> tuple[int, 
                 if obj.get("session"):
                     sessions.add(str(obj["session"]))
         parsed[f] = rows
-    if call_id not in sessions and any(obj is not None and obj.get("session") == call_id for rows in parsed.values() for _, obj in rows):
-        sessions.add(call_id)
     removed = 0
     for f, rows in parsed.items():
         keep = [line for line, obj in rows if not (call_id in line or (obj is not None and obj.get("session") in sessions))]

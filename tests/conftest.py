@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -90,24 +91,28 @@ class _LoadedHub:
 
 @pytest.fixture
 async def make_server(services):
-    """Start an in-process DauysServer on 127.0.0.1:0 with setting overrides; stopped after the test."""
+    """Start an in-process DauysServer on 127.0.0.1:0 with setting overrides; stopped after the test.
+
+    ``services_with`` (e.g. ``{"tts": stand_in}``) replaces parts of the shared services; the
+    sessions then also see the overridden settings (without it they see the shared services' own)."""
     from server.app import DauysServer
 
     started = []
 
-    async def make(**sections):
+    async def make(services_with: dict | None = None, **sections):
         sections = dict(sections)
         sections["server"] = {"port": 0, **sections.get("server", {})}
         settings = make_settings(**sections)
-        svc = services
-        svc_settings = svc.settings
+        svc = dataclasses.replace(services, settings=settings, **services_with) if services_with else services
         server = DauysServer(settings, hub=_LoadedHub(svc))
         await server.start()
-        started.append((server, svc_settings))
+        started.append(server)
         return server
 
     yield make
-    for server, _ in started:
+    for server in started:
+        if server._audiosocket is not None:
+            server._audiosocket.close()
         server._server.close()
         await server._server.wait_closed()
 

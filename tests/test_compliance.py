@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -28,7 +27,7 @@ from websockets.asyncio.client import connect
 from pipeline.audio import AudioChunk, Encoding, decode_wire
 from pipeline.policy import detect_handoff
 from server.config import DEFAULT_LANGUAGES, SessionSettings
-from tests.conftest import _LoadedHub, http_get, make_settings
+from tests.conftest import http_get
 from tests.test_speech_e2e import collect
 
 SEC_PER_CHAR = 0.012
@@ -81,27 +80,15 @@ def assert_kk_then_ru(pcm: np.ndarray, rate: int, calls: list[tuple[str, str]]) 
 
 
 @pytest.fixture
-async def compliance_server(services):
-    """In-process servers whose sessions see the given settings and speak through a StandInTts."""
-    from server.app import DauysServer
-
-    started = []
+def compliance_server(make_server):
+    """In-process servers (with AudioSocket) whose sessions see the given settings and speak through a StandInTts."""
 
     async def make(**sections):
-        sections = dict(sections)
-        sections["server"] = {"port": 0, "audiosocket_port": 0, **sections.get("server", {})}
-        settings = make_settings(**sections)
+        sections["server"] = {"audiosocket_port": 0, **sections.get("server", {})}
         tts = StandInTts()
-        server = DauysServer(settings, hub=_LoadedHub(dataclasses.replace(services, settings=settings, tts=tts)))
-        await server.start()
-        started.append(server)
-        return server, tts
+        return await make_server(services_with={"tts": tts}, **sections), tts
 
-    yield make
-    for server in started:
-        server._audiosocket.close()
-        server._server.close()
-        await server._server.wait_closed()
+    return make
 
 
 class Receiver:

@@ -124,11 +124,19 @@ def test_destinations_that_are_allowed(base_url, allowed, external, expected):
         ("https://llm.bank.kz.evil.com/v1", ["*.bank.kz"], "not in dialogue.allowed_hosts"),
         ("https://10.2.0.1/v1", ["10.1.0.0/16"], "not in dialogue.allowed_hosts"),
         ("ftp://127.0.0.1/v1", [], "http"),
+        ("http://127.evil.example/v1", [], "unencrypted"),  # a name that starts with 127. is not this machine
     ],
 )
 def test_destinations_that_are_refused(base_url, allowed, why):
     with pytest.raises(ModelError, match=why):
         check_destination(base_url, allowed, False)
+
+
+def test_local_hosts():
+    from models.net import is_local_host
+
+    assert all(is_local_host(h) for h in ("localhost", "LOCALHOST", "127.0.0.1", "127.3.4.5", "::1", "[::1]"))
+    assert not any(is_local_host(h) for h in ("127.evil.example", "10.0.0.1", "localhost.evil.example", "", None))
 
 
 def test_host_patterns():

@@ -9,7 +9,6 @@ noise the VAD took for speech stays silent.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 
@@ -20,7 +19,7 @@ from websockets.asyncio.client import connect
 from models.scheduler import Priority
 from pipeline.audio import Encoding, encode_wire, resample
 from server.config import SessionSettings
-from tests.conftest import _LoadedHub, espeak, make_settings
+from tests.conftest import espeak, make_settings
 from tests.test_speech_e2e import collect
 
 
@@ -43,23 +42,12 @@ class RejectingFinals:
 
 
 @pytest.fixture
-async def rejecting_server(services):
-    from server.app import DauysServer
-
-    started = []
-
+def rejecting_server(make_server, services):
     async def make(**sections):
-        settings = make_settings(server={"port": 0}, **sections)
         sched = RejectingFinals(services.scheduler)
-        server = DauysServer(settings, hub=_LoadedHub(dataclasses.replace(services, settings=settings, scheduler=sched)))
-        await server.start()
-        started.append(server)
-        return server, sched
+        return await make_server(services_with={"scheduler": sched}, **sections), sched
 
-    yield make
-    for server in started:
-        server._server.close()
-        await server._server.wait_closed()
+    return make
 
 
 def start(language: str, rate: int = 16000, encoding: str = "pcm_s16le") -> str:

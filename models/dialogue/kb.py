@@ -530,32 +530,20 @@ class KnowledgeBase:
         if not self._any_terms:
             return None
         words = norm.split()
-        out: list = []
-        for e in self.entries:
-            hit = None
-            for term in e.terms:
-                n = len(term)
-                if any(all(words[i + j].startswith(term[j]) for j in range(n)) for i in range(len(words) - n + 1)):
-                    hit = term
-                    break
-            out.append(hit)
+        out = [next((term for term in e.terms if _term_in(term, words)), None) for e in self.entries]
         return out if any(out) else None
 
     def shared_terms(self) -> list[tuple[str, tuple[str, ...], str, str]]:
         """(entry, term, other entry, its example question) wherever a term also matches another
         entry's example question: such a term is not distinctive and pulls that entry's callers away."""
-        out = []
-        for e in self.entries:
-            for term in e.terms:
-                n = len(term)
-                for o in self.entries:
-                    if o is e or term in o.terms:
-                        continue
-                    for q in (q for qs in o.questions.values() for q in qs):
-                        words = normalise(q).split()
-                        if any(all(words[i + j].startswith(term[j]) for j in range(n)) for i in range(len(words) - n + 1)):
-                            out.append((e.id, term, o.id, q))
-        return out
+        questions = [(o, q, normalise(q).split()) for o in self.entries for qs in o.questions.values() for q in qs]
+        return [
+            (e.id, term, o.id, q)
+            for e in self.entries
+            for term in e.terms
+            for o, q, words in questions
+            if o is not e and term not in o.terms and _term_in(term, words)
+        ]
 
     def answer(self, entry: Entry | str, language: str) -> str:
         e = self.by_id[entry] if isinstance(entry, str) else entry
@@ -598,6 +586,12 @@ class KnowledgeBase:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+
+def _term_in(term: tuple[str, ...], words: list[str]) -> bool:
+    """Do the term's words begin consecutive ``words`` (suffixes may follow each)?"""
+    n = len(term)
+    return any(all(words[i + j].startswith(term[j]) for j in range(n)) for i in range(len(words) - n + 1))
 
 
 def _lang(language: str | None) -> str:

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 
 from models.dialogue.base import Action, DialogueState, Passage, Retriever, Turn
 from models.errors import ModelError
+from models.net import is_local_host
 
 log = logging.getLogger("dauys.dialogue")
 
@@ -916,15 +917,6 @@ def url_host(url: str) -> str:
     return urlsplit(url).hostname or ""
 
 
-def _is_local(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def host_allowed(host: str, allowed: Sequence[str]) -> bool:
     """Is ``host`` one of ``allowed``: an exact name, ``*.suffix``, an IP or a CIDR network?"""
     host = host.lower().rstrip(".")
@@ -961,7 +953,7 @@ def check_destination(base_url: str, allowed_hosts: Sequence[str] = (), allow_ex
     host = parts.hostname or ""
     if parts.scheme not in ("http", "https") or not host:
         raise ModelError(f"dialogue.base_url must be an http(s) URL such as http://127.0.0.1:8000/v1, not {base_url!r}")
-    if _is_local(host):
+    if is_local_host(host):
         return "local"
     if allow_external:
         return "external"
