@@ -67,6 +67,8 @@ class _Job:
     """Requests with the same bucket (encoder window) may share a batch."""
     submitted: float = field(compare=False, default=0.0)
     """time.monotonic() at submission."""
+    hypotheses: int = field(compare=False, default=1)
+    """How many recognition hypotheses to return (n-best, finals); > 1 is passed to the engine."""
 
 
 class AsrScheduler:
@@ -114,12 +116,16 @@ class AsrScheduler:
         with self._cond:
             return sum(1 for j in self._heap if not j.cancelled)
 
-    async def submit(self, audio: np.ndarray, language: str | None, allowed: list[str], priority: Priority, key: object = None):
-        """Decode ``audio``; returns a Recognition. Cancelling the awaiting task drops a queued job."""
+    async def submit(self, audio: np.ndarray, language: str | None, allowed: list[str], priority: Priority, key: object = None, hypotheses: int = 1):
+        """Decode ``audio``; returns a Recognition (with ``hypotheses`` > 1, its n-best alternatives too).
+        Cancelling the awaiting task drops a queued job."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         bucket = self._batch_key(audio) if self.batch_size > 1 else None
-        job = _Job(int(priority), next(self._seq), audio, language, allowed, fut, loop, key, bucket=bucket, submitted=time.monotonic())
+        job = _Job(
+            int(priority), next(self._seq), audio, language, allowed, fut, loop, key, bucket=bucket, submitted=time.monotonic(),
+            hypotheses=max(1, int(hypotheses)),
+        )
         with self._cond:
             if self._closed:
                 raise RuntimeError("ASR scheduler is closed")
@@ -184,6 +190,8 @@ class AsrScheduler:
                 continue
             if job.priority != head.priority and not self.mix_partials:
                 continue
+            if job.hypotheses != head.hypotheses:  # one beam width per engine call
+                continue
             batch.append(job)
         return batch
 
@@ -220,9 +228,12 @@ class AsrScheduler:
             try:
                 if self.batch_size == 1:
                     job = batch[0]
-                    results = [self._recognize(job.audio, job.language, job.allowed)]
+                    extra = (job.hypotheses,) if job.hypotheses > 1 else ()  # engines without n-best never see the argument
+                    results = [self._recognize(job.audio, job.language, job.allowed, *extra)]
                 else:
-                    results = list(self._recognize_batch([(j.audio, j.language, j.allowed) for j in batch]))
+                    results = list(self._recognize_batch([
+                        (j.audio, j.language, j.allowed) + ((j.hypotheses,) if j.hypotheses > 1 else ()) for j in batch
+                    ]))
                     if len(results) != len(batch):
                         raise RuntimeError(f"recognize_batch returned {len(results)} results for {len(batch)} requests")
             except BaseException as e:  # reported to the awaiting sessions

@@ -69,6 +69,9 @@ class Recognition:
     """Why the text was judged not to be speech (no_speech, repetition, hallucination, empty)."""
     language_probs: dict[str, float] = field(default_factory=dict)
     """Whisper's own (unweighted) probabilities of the allowed languages, when detected."""
+    alternatives: list[tuple[str, float]] = field(default_factory=list)
+    """With n-best decoding, the other hypotheses (text, average token log-probability), best
+    first; those equal to ``text`` or judged repetitive are left out."""
 
 
 def compression_ratio(text: str) -> float:
@@ -245,10 +248,11 @@ class WhisperEngine:
     def _max_new(self, duration: float) -> int:
         return int(20 + self.options.max_tokens_per_second * duration)
 
-    def recognize(self, audio: np.ndarray, language: str | None, allowed) -> Recognition:
+    def recognize(self, audio: np.ndarray, language: str | None, allowed, hypotheses: int = 1) -> Recognition:
         """Decode one utterance (16 kHz float32). ``language=None`` detects among ``allowed``
-        (a list, or a dict of prior weights: see :meth:`detect_language`)."""
-        return self.recognize_batch([(audio, language, allowed)])[0]
+        (a list, or a dict of prior weights: see :meth:`detect_language`). ``hypotheses`` > 1:
+        beam search at least that wide, the runners-up in ``Recognition.alternatives``."""
+        return self.recognize_batch([(audio, language, allowed, hypotheses)])[0]
 
     def recognize_batch(self, items) -> list[Recognition]:
         """Decode several utterances, e.g. from different calls, in as few CTranslate2 calls as possible.
@@ -270,17 +274,17 @@ class WhisperEngine:
         that its scores too are exactly what :meth:`recognize` gives.
         ``decode_s`` of each result is the wall time of its group's decode.
         """
-        items = list(items)
+        items = [tuple(it[:3]) + (max(1, int(it[3])) if len(it) > 3 else 1,) for it in items]  # (audio, language, allowed, hypotheses)
         out: list[Recognition | None] = [None] * len(items)
-        groups: dict[int, list[int]] = {}
-        for i, (audio, _, _) in enumerate(items):
-            groups.setdefault(self.batch_key(audio), []).append(i)
-        for frames, idx in groups.items():
-            for i, rec in zip(idx, self._decode_group([items[i] for i in idx], frames)):
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (audio, _, _, n) in enumerate(items):
+            groups.setdefault((self.batch_key(audio), n), []).append(i)
+        for (frames, n), idx in groups.items():
+            for i, rec in zip(idx, self._decode_group([items[i][:3] for i in idx], frames, n)):
                 out[i] = rec
         return out  # type: ignore[return-value]
 
-    def _decode_group(self, items: list, frames: int) -> list[Recognition]:
+    def _decode_group(self, items: list, frames: int, hypotheses: int = 1) -> list[Recognition]:
         t0 = time.perf_counter()
         enc = self._encode_features([self._features(audio, frames) for audio, _, _ in items])
         langs: list[str] = []
@@ -297,7 +301,7 @@ class WhisperEngine:
             langs.append(language)
         prompts = [self._prompt(lang) for lang in langs]
         budgets = [self._max_new(len(audio) / SAMPLE_RATE) for audio, _, _ in items]
-        results = self._generate(enc, prompts, max(budgets))
+        results = self._generate(enc, prompts, max(budgets), hypotheses)
         group_cap = self._length_cap(len(prompts[0]), max(budgets))
         recs = []
         for j, (audio, _, _) in enumerate(items):
@@ -305,7 +309,7 @@ class WhisperEngine:
             cap = self._length_cap(len(prompts[j]), budgets[j])
             if cap < group_cap and len(res.sequences_ids[0]) >= cap:
                 # alone it would have been cut at its own budget: decode it again alone, for exact scores
-                res = self._generate(self._encoder_row(enc, j, audio, frames), [prompts[j]], budgets[j])[0]
+                res = self._generate(self._encoder_row(enc, j, audio, frames), [prompts[j]], budgets[j], hypotheses)[0]
             recs.append(self._finish(res, audio, langs[j], *lang_info[j], budgets[j]))
         decode_s = time.perf_counter() - t0
         for rec in recs:
@@ -323,11 +327,12 @@ class WhisperEngine:
         ml = cls._max_length(prompt_len, max_new)
         return min(ml // 2, ml - (prompt_len - 1))
 
-    def _generate(self, enc, prompts: list[list[int]], max_new: int):
+    def _generate(self, enc, prompts: list[list[int]], max_new: int, hypotheses: int = 1):
         return self.model.generate(
             enc,
             prompts,
-            beam_size=self.options.beam_size,
+            beam_size=max(self.options.beam_size, hypotheses),
+            num_hypotheses=hypotheses,
             max_length=self._max_length(len(prompts[0]), max_new),
             return_scores=True,
             return_no_speech_prob=True,
@@ -354,6 +359,12 @@ class WhisperEngine:
             language_probs=lang_probs,
         )
         rec.rejected = self._reject_reason(rec, len(ids), max_new)
+        for seq, score in zip(res.sequences_ids[1:], (res.scores or [])[1:]):
+            alt_ids = [t for t in seq if t < self._eot]
+            alt = collapse_loops(self.tokenizer.decode(alt_ids).strip())
+            if alt and alt != text and len(alt_ids) < max_new and compression_ratio(alt) <= self.options.compression_ratio_threshold:
+                if all(alt != a for a, _ in rec.alternatives):
+                    rec.alternatives.append((alt, float(score)))
         return rec
 
     def _reject_reason(self, rec: Recognition, n_ids: int, max_new: int) -> str | None:

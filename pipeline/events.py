@@ -57,13 +57,19 @@ class Start:
     pacing: str = "realtime"
     """Extension (``output.pacing``): 'realtime' sends reply audio paced to real time (so barge-in
     can stop it); 'none' sends it as fast as it is synthesised (batch clients, load tests)."""
+    keypad: bool = False
+    """Extension: the caller has a phone keypad (a gateway bridging a phone line): ``dtmf`` messages
+    are acted on and clarifying questions mention the keys. Without it ``dtmf`` is ignored."""
 
     def to_json(self) -> str:
         out = self.output.to_dict()
         out.pop("channels")
         if self.pacing != "realtime":
             out["pacing"] = self.pacing
-        return json.dumps({"type": "start", "audio": self.audio.to_dict(), "output": out, "language": self.language})
+        msg = {"type": "start", "audio": self.audio.to_dict(), "output": out, "language": self.language}
+        if self.keypad:
+            msg["keypad"] = True
+        return json.dumps(msg)
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,17 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Dtmf:
+    """Extension: a key the caller pressed ('0'-'9', '*', '#'); acted on only in a ``keypad`` session."""
+
+    type: ClassVar[str] = "dtmf"
+    digit: str
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "dtmf", "digit": self.digit})
+
+
+@dataclass(frozen=True)
 class End:
     type: ClassVar[str] = "end"
 
@@ -83,7 +100,7 @@ class End:
         return json.dumps({"type": "end"})
 
 
-ClientMessage = Start | Text | End
+ClientMessage = Start | Text | Dtmf | End
 
 
 def parse_client_message(raw: str) -> ClientMessage:
@@ -102,7 +119,10 @@ def parse_client_message(raw: str) -> ClientMessage:
         pacing = output.get("pacing", "realtime") if isinstance(output, dict) else "realtime"
         if pacing not in ("realtime", "none"):
             raise ProtocolError("invalid_message", "output.pacing must be 'realtime' or 'none'")
-        return Start(AudioFormat.from_dict(msg.get("audio"), "audio"), AudioFormat.from_dict(output, "output"), lang.lower(), pacing)
+        keypad = msg.get("keypad", False)
+        if not isinstance(keypad, bool):
+            raise ProtocolError("invalid_message", "keypad must be true or false")
+        return Start(AudioFormat.from_dict(msg.get("audio"), "audio"), AudioFormat.from_dict(output, "output"), lang.lower(), pacing, keypad)
     if kind == "text":
         text = msg.get("text")
         if not isinstance(text, str):
@@ -112,9 +132,14 @@ def parse_client_message(raw: str) -> ClientMessage:
         except UnicodeEncodeError:
             raise ProtocolError("invalid_message", "'text' holds an unpaired surrogate (\\ud800-\\udfff escape)") from None
         return Text(text)
+    if kind == "dtmf":
+        digit = msg.get("digit")
+        if not isinstance(digit, str) or len(digit) != 1 or digit not in "0123456789*#":
+            raise ProtocolError("invalid_message", "'dtmf' needs a field 'digit': one of 0-9, * or #")
+        return Dtmf(digit)
     if kind == "end":
         return End()
-    raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected start, text or end")
+    raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected start, text, dtmf or end")
 
 
 # --------------------------------------------------------------------------
@@ -184,6 +209,9 @@ class Transcript(ServerEvent):
     t_endpoint: float | None = None
     """Extension, finals only: input-audio time at which the endpoint was decided
     (speech end + vad.min_silence_ms); clients measure latency from it."""
+    alternatives: list[dict] | None = None
+    """Extension, finals only with asr.nbest > 1: the recogniser's other hypotheses, best first,
+    each {text, confidence}; the dialogue weighs them with ``text``."""
 
 
 @_event
@@ -207,6 +235,10 @@ class Reply(ServerEvent):
     language: str
     ai_generated: bool = True
     provenance: dict | None = None
+    dialogue: dict | None = None
+    """Extension: what the dialogue did with the turn: {act: answer, confirm, choose, reask,
+    confirmed, chosen, rephrase, not_heard or handoff; entry or entries (knowledge-base ids);
+    score; margin}. Absent where the backend does not report it."""
 
 
 @_event

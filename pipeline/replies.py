@@ -126,10 +126,23 @@ class Responder:
         if self.current is not None:
             await asyncio.gather(self.current, return_exceptions=True)
 
-    def answer(self, utterance_id: str, text: str, language: str, confidence: float = 1.0) -> None:
-        """Answer a final transcript (cancels a reply still in progress)."""
+    def answer(
+        self, utterance_id: str, text: str, language: str, confidence: float = 1.0,
+        alternatives: tuple[tuple[str, float], ...] = (), avg_logprob: float | None = None,
+    ) -> None:
+        """Answer a final transcript (``alternatives``: the recogniser's other hypotheses with their
+        average log-probabilities, ``avg_logprob`` the best's; replies run in order)."""
         speech_end = self.session.speech_end_at.pop(utterance_id, None)
-        self._start_reply(utterance_id, text, language, None, Turn("user", text, language, confidence), speech_end)
+        turn = Turn("user", text, language, confidence, alternatives=tuple(alternatives), avg_logprob=avg_logprob)
+        self._start_reply(utterance_id, text, language, None, turn, speech_end)
+
+    def key(self, digit: str, language: str) -> bool:
+        """A key the caller pressed answers the pending clarifying question (1 = yes or the first,
+        2 = no or the second). False, and nothing happens, when no question is pending."""
+        if self.state.pending is None or self.finished is not None:
+            return False
+        self._start_reply(f"dtmf:{digit}", "", language, None, Turn("user", "", language, dtmf=digit))
+        return True
 
     def not_heard(self, utterance_id: str, language: str, reason: str) -> None:
         """The caller spoke and nothing could be recognised (``reason``: the recogniser's rejection):
@@ -180,7 +193,10 @@ class Responder:
         if self.finished is not None or (self.session._closing and (action is None or action.kind == "not_heard")):
             return  # handed off or said goodbye: later turns are not answered
         if turn is not None:
+            if turn.dtmf is not None and self.state.pending is None:
+                return  # the question the key answered was settled meanwhile
             self.history.append(turn)
+        self.state.act = None
         loop = asyncio.get_running_loop()
         engine = self.services.dialogue
         sentences: asyncio.Queue = asyncio.Queue()
@@ -195,6 +211,7 @@ class Responder:
             buf = SentenceBuffer()
             if intent is not None:
                 action = Action("handoff", intent.reason)
+                self.state.pending = None
             if action is not None and action.kind == "not_heard":
                 self.state.misunderstood += 1
                 limit = getattr(engine, "max_misunderstood", None)
@@ -202,9 +219,11 @@ class Responder:
                     action = Action("handoff", "not_understood", {"misunderstood": self.state.misunderstood, "not_heard": action.reason})
             if action is not None and action.kind == "not_heard":
                 gen = iter([self.settings.session.not_heard_text(language)])
+                self.state.act = {"act": "not_heard", "reason": action.reason}
                 action = None
             elif action is not None and action.kind == "handoff":
                 gen = iter([self.settings.session.handoff_text(language)])
+                self.state.act = {"act": "handoff", "reason": action.reason}
             else:
                 gen = engine.respond(list(self.history), language, self.state)
             pool = self.services.dialogue_pool
@@ -218,6 +237,7 @@ class Responder:
                     for s in buf.feed(" " + handoff_text):
                         await sentences.put(s)
                     action = Action("handoff", "dialogue_error")
+                    self.state.act = {"act": "handoff", "reason": "dialogue_error"}
                     break
                 if item is _DONE:
                     break
@@ -236,7 +256,7 @@ class Responder:
             self.session.stats.reply_latencies.append(timing["reply"] - t0)
             metrics.FINAL_TO_REPLY.observe(timing["reply"] - t0)
             await self.session.emit(
-                Reply(utterance_id, reply_id, reply_text, language, provenance=self.provenance(reply_id, models))
+                Reply(utterance_id, reply_id, reply_text, language, provenance=self.provenance(reply_id, models), dialogue=self.state.act)
             )
             may_send.set_result(None)
             await speaker

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -113,6 +114,7 @@ class Session:
                 "unsupported_language", f"language {msg.language!r} is not configured; use 'auto' or one of {', '.join(asr.languages)}"
             )
         self.started = msg
+        self.responder.state.keypad = msg.keypad
         self.language = None if msg.language == "auto" else msg.language
         self._converter = InputConverter(msg.audio.encoding, msg.audio.sample_rate, msg.audio.channels)
         self._segmenter = Segmenter.from_settings(self.services.vad.stream(), self.settings.vad)
@@ -160,11 +162,23 @@ class Session:
         ev = Transcript(uid, text, True, lang, confidence=1.0, t_end=round(t, 3), source="text")
         await self._chain(self._deliver_final(ev))
 
-    async def _deliver_final(self, ev: Transcript) -> None:
+    async def _deliver_final(self, ev: Transcript, alternatives: tuple = (), avg_logprob: float | None = None) -> None:
         """Emit a final transcript, then answer it (the reply comes after its transcript)."""
         await self.emit(ev)
         if not self._closing:
-            self.responder.answer(ev.utterance_id, ev.text, ev.language, ev.confidence or 1.0)
+            self.responder.answer(ev.utterance_id, ev.text, ev.language, ev.confidence or 1.0, alternatives, avg_logprob)
+
+    def dtmf(self, digit: str) -> None:
+        """A key the caller pressed (phone lines, or a native session started with ``keypad``):
+        0 asks for a person; 1 and 2 answer a pending clarifying question (yes/no, first/second);
+        other keys, and keys with no question pending, are ignored."""
+        if self.started is None or self._closing:
+            return
+        language = self.language or self._last_language or self.settings.asr.default_language
+        if digit == "0":
+            self.responder.handoff("user_request", language)
+        elif digit in ("1", "2"):
+            self.responder.key(digit, self.responder.state.pending.language if self.responder.state.pending else language)
 
     async def end(self, reason: str = "client_end", abandon_reply: bool = False) -> None:
         """Flush the last utterance, deliver every final, then ``session_end``.
@@ -289,7 +303,9 @@ class Session:
             await self._chain(self._final(utt, ev, result, audio, endpoint_at))
 
     async def _decode(self, audio: np.ndarray, priority: Priority):
-        return await self.services.scheduler.submit(audio, self._decode_language(), self._weights(), priority, key=self.id if priority is Priority.PARTIAL else None)
+        if priority is Priority.PARTIAL:
+            return await self.services.scheduler.submit(audio, self._decode_language(), self._weights(), priority, key=self.id)
+        return await self.services.scheduler.submit(audio, self._decode_language(), self._weights(), priority, hypotheses=self.settings.asr.nbest)
 
     def _weights(self) -> dict[str, float]:
         return self.settings.asr.language_weights(self._last_language)
@@ -355,7 +371,7 @@ class Session:
                 # fast senders); decide the language again with the now-known previous language.
                 lang, _, _ = choose_language(rec.language_probs, self._weights(), self.services.asr.whisper_language)
                 if lang != rec.language and self.services.asr.whisper_language(lang) != self.services.asr.whisper_language(rec.language):
-                    rec = await self.services.scheduler.submit(audio, lang, self._weights(), Priority.FINAL)
+                    rec = await self.services.scheduler.submit(audio, lang, self._weights(), Priority.FINAL, hypotheses=self.settings.asr.nbest)
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -383,9 +399,12 @@ class Session:
             "session %s: final %s lang=%s p=%.2f conf=%.2f %.2fs audio, decode %.3fs, endpoint->final %.3fs",
             self.id, utt.id, rec.language, rec.language_probability, rec.confidence, rec.duration, rec.decode_s, latency,
         )
+        alternatives = list(getattr(rec, "alternatives", None) or [])
         await self._deliver_final(
             Transcript(
                 utt.id, rec.text, True, rec.language, confidence=round(rec.confidence, 3), t_end=ev.t,
                 t_start=round(utt.t_start, 3), forced=ev.forced, t_endpoint=utt.t_endpoint,
-            )
+                alternatives=[{"text": t, "confidence": round(math.exp(max(-20.0, min(0.0, lp))), 3)} for t, lp in alternatives] or None,
+            ),
+            alternatives=tuple(alternatives), avg_logprob=getattr(rec, "avg_logprob", None),
         )

@@ -159,7 +159,7 @@ class AudioSocketCall:
     async def start_session(self, rate: int) -> None:
         self.rate = rate
         fmt = AudioFormat(Encoding.PCM_S16LE, rate, 1)
-        await self.session.start(Start(fmt, AudioFormat(Encoding.PCM_S16LE, 8000, 1), self.settings.server.audiosocket_language))
+        await self.session.start(Start(fmt, AudioFormat(Encoding.PCM_S16LE, 8000, 1), self.settings.server.audiosocket_language, keypad=True))
 
     async def run(self) -> None:
         metrics.SESSIONS_TOTAL.labels("audiosocket").inc()
@@ -188,8 +188,7 @@ class AudioSocketCall:
                             self.rate = rate
                         await self.session.feed_audio(payload)
                     elif kind == KIND_DTMF:
-                        if payload[:1] == b"0" and self.session.started is not None:
-                            self.session.responder.handoff("user_request", self.session.language or self.settings.asr.default_language)
+                        self.session.dtmf(payload[:1].decode("ascii", "replace"))
                     elif kind == KIND_HANGUP:
                         hung_up_by_caller = True
                         break

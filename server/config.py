@@ -171,6 +171,9 @@ class AsrSettings(_Section):
     language_stickiness: float = Field(3.0, ge=1)
     """Extra weight for the language of the caller's previous utterance."""
     beam_size: int = Field(1, ge=1, le=10)
+    nbest: int = Field(1, ge=1, le=10)
+    """Recognition hypotheses of a final transcript the dialogue weighs (1 = the best only);
+    more than 1 decodes finals with a beam at least this wide. See README, *Understanding*."""
     encoder_window_s: float | None = Field(None, ge=1, le=30)
     """Seconds of (zero-padded) audio the encoder sees. None = auto: 30 on CUDA;
     on the CPU the utterance plus 1 s, which is several times faster."""

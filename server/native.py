@@ -10,7 +10,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from pipeline.errors import ProtocolError
-from pipeline.events import End, Error, Handoff, Start, Text, Transcript, parse_client_message
+from pipeline.events import Dtmf, End, Error, Handoff, Start, Text, Transcript, parse_client_message
 from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
 from server import metrics, outgoing
@@ -77,6 +77,11 @@ async def handle_native(ws: ServerConnection, services, settings, registry: dict
                         await session.start(msg)
                     elif isinstance(msg, Text):
                         await session.text(msg.text)
+                    elif isinstance(msg, Dtmf):
+                        if session.started is None:
+                            raise ProtocolError("dtmf_before_start", "send a start message before dtmf")
+                        if session.started.keypad:  # a web page has no keypad: its keys are ignored
+                            session.dtmf(msg.digit)
                     elif isinstance(msg, End):
                         # flush and answer; but if the client goes away meanwhile, stop waiting
                         ending = asyncio.ensure_future(session.end("client_end"))

@@ -159,12 +159,12 @@ class TwilioCall:
                 rate = 8000  # Twilio sends 8000; a hostile value must not reach the resampler
             enc = Encoding.MULAW if not isinstance(fmt, dict) or "mulaw" in str(fmt.get("encoding", "audio/x-mulaw")) else Encoding.PCM_S16LE
             try:
-                await self.session.start(Start(AudioFormat(enc, rate, 1), AudioFormat(enc, rate, 1), language))
+                await self.session.start(Start(AudioFormat(enc, rate, 1), AudioFormat(enc, rate, 1), language, keypad=True))
             except ProtocolError as e:
                 if e.code != "unsupported_language":
                     raise
                 log.warning("call %s: language %r not configured, using auto", self.call_sid, language)
-                await self.session.start(Start(AudioFormat(enc, rate, 1), AudioFormat(enc, rate, 1), "auto"))
+                await self.session.start(Start(AudioFormat(enc, rate, 1), AudioFormat(enc, rate, 1), "auto", keypad=True))
             return True
         if event == "media":
             media = msg.get("media") or {}
@@ -179,8 +179,7 @@ class TwilioCall:
         if event == "dtmf":
             digit = str((msg.get("dtmf") or {}).get("digit", "")) if isinstance(msg.get("dtmf"), dict) else ""
             log.info("call %s: dtmf", self.call_sid)
-            if digit == "0" and self.session.started is not None:
-                self.session.responder.handoff("user_request", self.session.language or self.settings.asr.default_language)
+            self.session.dtmf(digit)
             return True
         if event == "mark":
             mark = msg.get("mark") or {}

@@ -38,7 +38,7 @@ def test_kb_backend_from_config(tmp_path):
     s = settings_from_toml(tmp_path, '[dialogue]\nbackend = "kb"\n')
     engine = load_dialogue(s.dialogue)
     assert isinstance(engine, DialogueEngine)
-    text, _ = drain(engine, "Картаны қалай бұғаттауға болады?")
+    text, _ = drain(engine, "Картам бұғатталып қалды, не істеймін?")
     assert "бұғат" in text.lower()
 
 
@@ -47,7 +47,7 @@ def test_transformers_backend_from_config(tmp_path, tiny_model):  # noqa: F811
     s = settings_from_toml(tmp_path, f'[dialogue]\nbackend = "transformers"\nmodel = "{path}"\nmax_new_tokens = 12\ndevice = "cpu"\n')
     engine = load_dialogue(s.dialogue)
     assert engine.name == "transformers"
-    text, _ = drain(engine, "Картаны қалай бұғаттауға болады?")
+    text, _ = drain(engine, "Картам бұғатталып қалды, не істеймін?")
     assert text.strip()
 
 
@@ -55,7 +55,7 @@ def test_ctranslate2_backend_from_config(tmp_path, ct2_dir):  # noqa: F811
     s = settings_from_toml(tmp_path, f'[dialogue]\nbackend = "ctranslate2"\nmodel = "{ct2_dir}"\nmax_new_tokens = 12\ndevice = "cpu"\n')
     engine = load_dialogue(s.dialogue)
     assert engine.name == "ctranslate2"
-    text, _ = drain(engine, "Картаны қалай бұғаттауға болады?")
+    text, _ = drain(engine, "Картам бұғатталып қалды, не істеймін?")
     assert text.strip()
 
 
@@ -78,12 +78,12 @@ def test_openai_backend_from_config_and_environment_sends_redacted_text(tmp_path
     assert engine.name == "openai"
     assert not [r for r in caplog.records if "outside this machine" in r.getMessage()]  # loopback: nothing leaves
     said = (f"Менің ЖСН {IIN}, телефоным {PHONE}.", "Рақмет. Қандай сұрағыңыз бар?")
-    text, _ = drain(engine, "Картаны қалай бұғаттауға болады?", before=said)
+    text, _ = drain(engine, "Картам бұғатталып қалды, не істеймін?", before=said)
     assert text.strip()
     (req,) = llm_server.requests
     assert req["headers"]["Authorization"] == "Bearer sk-from-env-456"
     sent = " ".join(m["content"] for m in req["body"]["messages"])
-    assert "Картаны қалай бұғаттауға болады?" in sent
+    assert "Картам бұғатталып қалды, не істеймін?" in sent
     assert IIN not in sent and "701 123 45 67" not in sent
     assert "[IIN]" in sent and "[PHONE]" in sent
 
@@ -93,7 +93,7 @@ def test_openai_redaction_can_be_turned_off_for_a_local_server(tmp_path, llm_ser
         tmp_path, f'[dialogue]\nbackend = "openai"\nmodel = "tiny-llm"\nbase_url = "{url(llm_server, "answer")}"\nredact_pii = false\n'
     )
     engine = load_dialogue(s.dialogue)
-    drain(engine, "Картаны қалай бұғаттауға болады?", before=(f"Менің ЖСН {IIN}.", "Рақмет."))
+    drain(engine, "Картам бұғатталып қалды, не істеймін?", before=(f"Менің ЖСН {IIN}.", "Рақмет."))
     (req,) = llm_server.requests
     assert IIN in " ".join(m["content"] for m in req["body"]["messages"])
 

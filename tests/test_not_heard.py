@@ -30,8 +30,8 @@ class RejectingFinals:
         self.inner = inner
         self.rejected = 0
 
-    async def submit(self, audio, language, allowed, priority, key=None):
-        rec = await self.inner.submit(audio, language, allowed, priority, key)
+    async def submit(self, audio, language, allowed, priority, key=None, **kw):
+        rec = await self.inner.submit(audio, language, allowed, priority, key, **kw)
         if priority is Priority.FINAL:
             self.rejected += 1
             return dataclasses.replace(rec, rejected="no_speech")

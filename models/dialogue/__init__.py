@@ -14,6 +14,7 @@ log = logging.getLogger("dauys.dialogue")
 
 def load_dialogue(settings) -> DialogueEngine:
     """The engine ``dialogue.backend`` names, grounded by the operator's knowledge base."""
+    from models.dialogue.clarify import Clarifier
     from models.dialogue.kb import KbEngine, KnowledgeBase
     from models.errors import ModelError
 
@@ -34,6 +35,7 @@ def load_dialogue(settings) -> DialogueEngine:
         temperature=settings.temperature,
         rephrase=dict(kb.rephrase_texts),
         handoff_text=dict(kb.handoff_texts),
+        clarifier=Clarifier(kb),
     )
     if not settings.model:
         raise ModelError(f"dialogue.backend = {settings.backend!r} needs dialogue.model")

@@ -21,6 +21,13 @@ class Turn:
     language: str
     confidence: float = 1.0
     """ASR confidence of a user turn (1.0 for typed text)."""
+    alternatives: tuple[tuple[str, float], ...] = ()
+    """Other recognition hypotheses of a spoken user turn (n-best), best first: (text, average
+    token log-probability); ``text`` itself is the best. Empty for typed text or a single hypothesis."""
+    avg_logprob: float | None = None
+    """The recogniser's average token log-probability of ``text`` (None for typed text)."""
+    dtmf: str | None = None
+    """A key the caller pressed on a phone line ('1', '2', ...) instead of speaking; ``text`` is empty."""
 
 
 @dataclass(frozen=True)
@@ -33,11 +40,32 @@ class Action:
 
 
 @dataclass
+class Pending:
+    """A clarifying question awaiting the caller's answer (owned by the session's state)."""
+
+    kind: Literal["confirm", "choose"]
+    entries: tuple[str, ...]
+    """confirm: the one entry asked about; choose: the two offered, in the order offered."""
+    question: str
+    """What the caller said that led to the clarification (to answer it once confirmed)."""
+    language: str
+    asked: int = 1
+    """How many times the question has been put (a re-ask after an unclear answer adds one)."""
+
+
+@dataclass
 class DialogueState:
-    """Per-session counters an engine may read and update (owned by the session)."""
+    """Per-session state an engine may read and update (owned by the session)."""
 
     misunderstood: int = 0
     last_entry: str | None = None
+    pending: Pending | None = None
+    """A confirmation or choice put to the caller, until they answer it."""
+    keypad: bool = False
+    """The caller can press keys (a phone line): clarifying questions mention 1 and 2."""
+    act: dict | None = None
+    """What the engine did on the last turn, for the reply event and benchmarks: {act, entry, score, ...};
+    set by the engine on every turn it answers (None: the engine does not report it)."""
 
 
 @runtime_checkable

@@ -32,7 +32,7 @@ import json
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -74,9 +74,45 @@ the stem): so a term's first word needs this many letters to say anything (later
 _LANG = re.compile(r"^[a-z]{2,3}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _TOP_KEYS = {"id", "version", "name", "description", "default_language", "languages", "settings", "fallback", "fillers", "entries"}
-_ENTRY_KEYS = {"id", "questions", "terms", "answer", "action", "notes"}
-_SETTINGS_KEYS = {"threshold", "max_misunderstood"}
+_ENTRY_KEYS = {"id", "topic", "confirm", "questions", "terms", "answer", "action", "notes"}
+_SETTINGS_KEYS = {"threshold", "max_misunderstood", "confirm", "answer_threshold", "answer_margin", "choose_margin"}
 _FALLBACK_KEYS = {"rephrase", "handoff"}
+_CLARIFY_KEYS = {"confirm", "choose", "reask", "dtmf_hint"}
+"""Optional fallback texts of the clarifying turns; built-in texts (kk, ru, uz, en) stand in for missing ones."""
+BUILTIN_CLARIFY: dict[str, dict[str, str]] = {
+    "confirm": {
+        "kk": "Сіз {topic} туралы сұрап тұрсыз ба? Иә немесе жоқ деп айтыңыз.",
+        "ru": "Правильно ли я понял, вы спрашиваете про {topic}? Скажите да или нет.",
+        "uz": "Siz {topic} haqida soʻrayapsizmi? Ha yoki yoʻq deb ayting.",
+        "en": "Did I understand right that you are asking about {topic}? Please say yes or no.",
+    },
+    "choose": {
+        "kk": "Сіз {a} туралы ма, әлде {b} туралы ма сұрап тұрсыз? Біріншісі немесе екіншісі деп айтыңыз.",
+        "ru": "Вы спрашиваете про {a} или про {b}? Скажите первое или второе.",
+        "uz": "Siz {a} haqida soʻrayapsizmi yoki {b} haqidami? Birinchisi yoki ikkinchisi deb ayting.",
+        "en": "Are you asking about {a} or about {b}? Please say first or second.",
+    },
+    "reask": {
+        "kk": "Кешіріңіз, иә немесе жоқ деп жауап беріңізші.",
+        "ru": "Извините, ответьте, пожалуйста, да или нет.",
+        "uz": "Kechirasiz, iltimos, ha yoki yoʻq deb javob bering.",
+        "en": "Sorry, please answer yes or no.",
+    },
+    "dtmf_hint": {
+        "kk": "Бір немесе екі батырмасын басуға да болады.",
+        "ru": "Можно также нажать один или два.",
+        "uz": "Bir yoki ikki tugmasini bossangiz ham boʻladi.",
+        "en": "You can also press one or two.",
+    },
+}
+# Decision defaults (settings.answer_threshold, answer_margin, choose_margin): calibrated with
+# scripts/bench_understanding.py --calibrate on its tuning split (espeak-ng voices and rates kept
+# apart from the test split), never on tests/data/kb_heldout.jsonl or the test split.
+DEFAULT_ANSWER_THRESHOLD = 0.45
+DEFAULT_ANSWER_MARGIN = 0.10
+DEFAULT_CHOOSE_MARGIN = 0.04
+NBEST_BETA = 3.0
+"""Weight of the recogniser's hypotheses: exp(NBEST_BETA x (avg log-prob - the best's)), normalised."""
 
 
 class KnowledgeBaseError(ValueError):
@@ -196,6 +232,11 @@ class Entry:
     """(kind, reason) or None."""
     terms: tuple[tuple[str, ...], ...] = ()
     """Normalised topic words and synonyms, each a tuple of word stems (matched as word prefixes)."""
+    topic: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    """Per language, a short name of the entry's subject for clarifying questions ("блокировку карты")."""
+    confirm: bool = True
+    """False: never asked about; answered whenever it is the best match above the threshold
+    (greetings, thanks, a request for a person, fraud: a wrong guess costs little or help is urgent)."""
 
 
 class KnowledgeBase:
@@ -307,18 +348,39 @@ class KnowledgeBase:
         if isinstance(max_mis, bool) or not isinstance(max_mis, int) or max_mis < 1:
             raise self._fail("settings.max_misunderstood", f"must be a whole number of at least 1, not {max_mis!r}")
         self.max_misunderstood: int = max_mis
+        confirm = settings.get("confirm", True)
+        if not isinstance(confirm, bool):
+            raise self._fail("settings.confirm", f"must be true or false, not {confirm!r}")
+        self.confirm: bool = confirm
+        """Ask the caller to confirm (or choose) when the best match is not clearly above the rest."""
+        self.answer_threshold = self._fraction(settings, "answer_threshold", DEFAULT_ANSWER_THRESHOLD)
+        self.answer_margin = self._fraction(settings, "answer_margin", DEFAULT_ANSWER_MARGIN, zero=True)
+        self.choose_margin = self._fraction(settings, "choose_margin", DEFAULT_CHOOSE_MARGIN, zero=True)
+        if self.answer_threshold < self.threshold:
+            raise self._fail("settings.answer_threshold", f"must not be below settings.threshold ({self.threshold})")
 
         fallback = data["fallback"]
         if not isinstance(fallback, dict):
             raise self._fail("fallback", "must be a mapping with rephrase and handoff texts")
-        unknown = sorted(set(map(str, fallback)) - _FALLBACK_KEYS)
+        unknown = sorted(set(map(str, fallback)) - _FALLBACK_KEYS - _CLARIFY_KEYS)
         if unknown:
-            raise self._fail("fallback", f"unknown field {unknown[0]!r} (allowed: rephrase, handoff)")
+            raise self._fail("fallback", f"unknown field {unknown[0]!r} (allowed: {', '.join(sorted(_FALLBACK_KEYS | _CLARIFY_KEYS))})")
         for key in sorted(_FALLBACK_KEYS):
             if key not in fallback:
                 raise self._fail("fallback", f"missing {key!r} texts")
         self.rephrase_texts = self._text_map(fallback["rephrase"], "fallback.rephrase", "text", self.languages)
         self.handoff_texts = self._text_map(fallback["handoff"], "fallback.handoff", "text", self.languages)
+        self.clarify_texts: dict[str, dict[str, str]] = {}
+        for key in sorted(_CLARIFY_KEYS):
+            texts = dict(BUILTIN_CLARIFY[key])
+            if key in fallback:
+                texts.update(self._text_map(fallback[key], f"fallback.{key}", "text", []))
+            for lang, text in texts.items():
+                try:
+                    text.format(topic="", a="", b="")
+                except (KeyError, IndexError, ValueError):
+                    raise self._fail(f"fallback.{key}", f"{lang!r} text has a placeholder other than {{topic}}, {{a}}, {{b}}") from None
+            self.clarify_texts[key] = texts
 
         fillers = data.get("fillers") or {}
         if not isinstance(fillers, dict):
@@ -380,8 +442,19 @@ class KnowledgeBase:
             answers = self._text_map(raw["answer"], where, "answer", self.languages)
             action = self._action(raw.get("action"), where)
             terms = self._terms(raw.get("terms"), where)
-            self.entries.append(Entry(eid, questions, answers, action, terms))
+            topic = self._text_map(raw["topic"], where, "topic", []) if raw.get("topic") is not None else {}
+            confirm = raw.get("confirm", True)
+            if not isinstance(confirm, bool):
+                raise self._fail(where, f"confirm must be true or false, not {confirm!r}")
+            self.entries.append(Entry(eid, questions, answers, action, terms, topic, confirm))
         self.by_id: dict[str, Entry] = {e.id: e for e in self.entries}
+
+    def _fraction(self, settings: dict, key: str, default: float, zero: bool = False) -> float:
+        value = settings.get(key, default)
+        low_ok = zero and value == 0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low_ok or 0 < value < 1):
+            raise self._fail(f"settings.{key}", f"must be a number {'from 0' if zero else 'between 0'} {'up to' if zero else 'and'} 1, not {value!r}")
+        return float(value)
 
     def _terms(self, value: Any, where: str) -> tuple[tuple[str, ...], ...]:
         if value is None:
@@ -545,6 +618,68 @@ class KnowledgeBase:
             if o is not e and term not in o.terms and _term_in(term, words)
         ]
 
+    def scores_for(self, text: str, alternatives=(), avg_logprob: float | None = None) -> np.ndarray:
+        """Score per entry for what the caller said: ``text`` alone, or with the recogniser's other
+        hypotheses ``alternatives`` [(text, avg log-prob)], each weighted by how much the recogniser
+        believed it (``NBEST_BETA``): an entry several hypotheses agree on gains."""
+        best, _ = self.entry_scores(text)
+        if not alternatives or avg_logprob is None:
+            return best
+        weights = [1.0]
+        total = best.copy()
+        for alt, lp in alternatives:
+            w = math.exp(NBEST_BETA * max(-10.0, lp - avg_logprob))
+            weights.append(w)
+            total += w * self.entry_scores(alt)[0]
+        return total / sum(weights)
+
+    def decide(self, scores: np.ndarray) -> tuple[str, list[int], float, float]:
+        """(act, entry indices, best score, margin over the second) for a question's entry scores.
+
+        answer: the best is at least ``answer_threshold`` and ``answer_margin`` above the second
+        (or confirmation is off); choose: the two best are both at least ``threshold`` and within
+        ``choose_margin`` of each other; confirm: the best is at least ``threshold``; else none."""
+        order = np.argsort(-scores, kind="stable")
+        s1 = float(scores[order[0]])
+        s2 = float(scores[order[1]]) if len(order) > 1 else 0.0
+        margin = s1 - s2
+        if s1 < self.threshold:
+            return "none", [], s1, margin
+        if not self.confirm or not self.entries[order[0]].confirm or (s1 >= self.answer_threshold and margin >= self.answer_margin):
+            return "answer", [int(order[0])], s1, margin
+        if s2 >= self.threshold and margin < self.choose_margin and self.entries[order[1]].confirm:
+            return "choose", [int(order[0]), int(order[1])], s1, margin
+        return "confirm", [int(order[0])], s1, margin
+
+    def passage(self, entry: Entry | str, language: str, score: float = 1.0) -> Passage:
+        """An entry as grounding for an LLM: its first example question (caller's language if any) and answer."""
+        e = self.by_id[entry] if isinstance(entry, str) else entry
+        qs = e.questions.get(_lang(language)) or next(iter(e.questions.values()))
+        return Passage(e.id, qs[0], self.answer(e, language), round(float(score), 4), e.action[0] if e.action else None)
+
+    def topic(self, entry: Entry | str, language: str) -> str:
+        """How a clarifying question names the entry: its ``topic`` in ``language``, else its
+        first example question in that language, quoted, else the topic in the default language."""
+        e = self.by_id[entry] if isinstance(entry, str) else entry
+        lang = _lang(language)
+        if lang in e.topic:
+            return e.topic[lang]
+        if lang in e.questions:
+            return f"«{e.questions[lang][0].rstrip('?.!')}»"
+        return e.topic.get(self.default_language) or f"«{next(iter(e.questions.values()))[0].rstrip('?.!')}»"
+
+    def clarify(self, key: str, language: str, keypad: bool = False, **names: str) -> str:
+        """A clarifying text (confirm, choose, reask) in ``language`` with the names filled in,
+        plus the keypad hint on phone lines."""
+        texts = self.clarify_texts[key]
+        lang = _lang(language)
+        lang = lang if lang in texts else self.default_language if self.default_language in texts else "ru"
+        text = texts[lang].format(topic=names.get("topic", ""), a=names.get("a", ""), b=names.get("b", ""))
+        if keypad:
+            hints = self.clarify_texts["dtmf_hint"]
+            text += " " + hints.get(lang, hints.get("ru", ""))
+        return text.strip()
+
     def answer(self, entry: Entry | str, language: str) -> str:
         e = self.by_id[entry] if isinstance(entry, str) else entry
         return e.answers.get(_lang(language)) or e.answers[self.default_language]
@@ -578,7 +713,8 @@ class KnowledgeBase:
     def texts(self) -> list[str]:
         """Everything the engine can say: every answer and fallback text, all languages."""
         out = [t for e in self.entries for t in e.answers.values()]
-        return out + list(self.rephrase_texts.values()) + list(self.handoff_texts.values())
+        clarify = [t for texts in self.clarify_texts.values() for t in texts.values()]
+        return out + list(self.rephrase_texts.values()) + list(self.handoff_texts.values()) + clarify
 
     @property
     def model_id(self) -> str:
@@ -623,24 +759,21 @@ class KbEngine(DialogueEngine):
         return self.kb.max_misunderstood
 
     def respond(self, history: list[Turn], language: str, state: DialogueState) -> Iterator[str | Action]:
-        kb = self.kb
-        text = next((t.text for t in reversed(history) if t.role == "user"), "")
-        hits = kb.search(text, language, 1) if text.strip() else []
-        if hits and hits[0].score >= kb.threshold:
-            hit = hits[0]
-            entry = kb.by_id[hit.id]
-            state.misunderstood = 0
-            state.last_entry = entry.id
-            yield from split_sentences(hit.answer)
-            if entry.action:
-                yield Action(entry.action[0], entry.action[1], {"entry": entry.id, "score": hit.score, "question": text})
+        """Answer, confirm, offer two topics, ask to rephrase or hand off (docs/knowledge_base.md,
+        *Clarifying questions*); a pending clarification is resolved by this turn first."""
+        from models.dialogue.clarify import Clarifier
+
+        turn = next((t for t in reversed(history) if t.role == "user"), None)
+        outcome = Clarifier(self.kb).step(turn, language, state)
+        if outcome.entry is not None:
+            yield from split_sentences(self.kb.answer(outcome.entry, language))
+            if outcome.entry.action:
+                kind, reason = outcome.entry.action
+                yield Action(kind, reason, {"entry": outcome.entry.id, "score": round(outcome.score, 4), "question": outcome.question})
             return
-        state.misunderstood += 1
-        if state.misunderstood >= kb.max_misunderstood:
-            yield from split_sentences(kb.handoff(language))
-            yield Action("handoff", "not_understood", {"misunderstood": state.misunderstood, "question": text})
-            return
-        yield from split_sentences(kb.rephrase(language))
+        yield from split_sentences(outcome.text)
+        if outcome.action is not None:
+            yield outcome.action
 
 
 def load_kb_engine(path: str | Path | None = None) -> KbEngine:

@@ -38,7 +38,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from models.dialogue.base import Action, DialogueState, Passage, Retriever, Turn
@@ -162,6 +162,10 @@ class LlmConfig:
     """False: put the instructions into the first user message (for models whose template has no system role)."""
     follow_passage_actions: bool = True
     """After a grounded answer, yield the best passage's action (handoff/end), as the KB engine does."""
+    clarifier: Any = None
+    """A :class:`models.dialogue.clarify.Clarifier` over the knowledge base: the model answers only
+    once the caller's question is understood (confirmed or chosen where unsure), as the KB engine
+    does. None: the plain ``threshold`` rule (rephrase below it, answer above)."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1 or self.max_new_tokens < 1 or self.timeout_s <= 0 or self.history_turns < 1:
@@ -411,13 +415,31 @@ class GroundedEngine:
 
     def respond(self, history: list[Turn], language: str, state: DialogueState) -> Iterator[str | Action]:
         user = next((t for t in reversed(history) if t.role == "user"), None)
-        if user is None or not user.text.strip():
+        if user is None or (not user.text.strip() and user.dtmf is None):
             return
-        passages = self.retrieve(user.text, language)
-        best = passages[0] if passages else None
-        if best is None or best.score < self.config.threshold:
-            yield from self._not_understood(language, state, "below_threshold", best)
-            return
+        clarifier = self.config.clarifier
+        if clarifier is not None:
+            outcome = clarifier.step(user, language, state)
+            if outcome.entry is None:  # a clarifying question, a rephrase or a handoff: the knowledge base's own words
+                if outcome.text:
+                    yield outcome.text
+                if outcome.action is not None:
+                    yield outcome.action
+                return
+            # understood (perhaps after "yes"): the model answers the question, grounded on that entry first
+            passages = [p for p in self.retrieve(outcome.question, language) if p.id != outcome.entry.id]
+            best = clarifier.kb.passage(outcome.entry, language, outcome.score)
+            passages = [best, *passages][: self.config.top_k]
+            if user.text != outcome.question:
+                history = [*history[: len(history) - 1 - history[::-1].index(user)], Turn("user", outcome.question, language)]
+        else:
+            if not user.text.strip():
+                return
+            passages = self.retrieve(user.text, language)
+            best = passages[0] if passages else None
+            if best is None or best.score < self.config.threshold:
+                yield from self._not_understood(language, state, "below_threshold", best)
+                return
         messages = self.build_messages(history, language, passages)
         parser = ReplyParser(MARKERS, self.stops)
         info = GenerationInfo()
