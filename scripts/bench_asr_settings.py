@@ -114,9 +114,9 @@ class FallbackEngine(WhisperEngine):
 
     _sampling: tuple[float, int] | None = None
 
-    def _generate(self, enc, prompts, max_new):
+    def _generate(self, enc, prompts, max_new, hypotheses=1):
         if self._sampling is None:
-            return super()._generate(enc, prompts, max_new)
+            return super()._generate(enc, prompts, max_new, hypotheses)
         temperature, best_of = self._sampling
         return self.model.generate(
             enc,
