@@ -334,12 +334,19 @@ def recognise_offline(items: list[Item], nbest: int) -> dict:
     return out
 
 
-def simulate(kb, text_hyps: list[tuple[str, float]], expected: str | None, nbest: bool) -> str:
-    """Outcome of one question under kb's current settings; the caller's yes/no is assumed heard."""
+def question_scores(kb, text_hyps: list[tuple[str, float]], nbest: bool):
+    """The entry scores of one question (None: nothing recognised)."""
     if not text_hyps:
-        return "unanswered" if expected is not None else "declined"
+        return None
     (text, lp), alts = text_hyps[0], text_hyps[1:] if nbest else []
-    act, picks, _, _ = kb.decide(kb.scores_for(text, alts, lp if alts else None))
+    return kb.scores_for(text, alts, lp if alts else None)
+
+
+def simulate(kb, scores, expected: str | None) -> str:
+    """Outcome of one question under kb's current settings; the caller's yes/no is assumed heard."""
+    if scores is None:
+        return "unanswered" if expected is not None else "declined"
+    act, picks, _, _ = kb.decide(scores)
     ids = [kb.entries[i].id for i in picks]
     if act == "answer":
         return "right_first" if ids[0] == expected else "wrong"
@@ -353,13 +360,21 @@ def calibrate(args) -> dict:
 
     items = load_items(args.data, "tune")
     say(f"calibrating on {len(items)} tuning questions (typed, clean and phone speech)")
-    hyps = recognise_offline(items, args.nbest)
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None and cache.exists():
+        hyps = {tuple(json.loads(k)): v for k, v in json.loads(cache.read_text(encoding="utf-8")).items()}
+    else:
+        hyps = recognise_offline(items, args.nbest)
+        if cache is not None:
+            cache.write_text(json.dumps({json.dumps(list(k)): v for k, v in hyps.items()}, ensure_ascii=False), encoding="utf-8")
     kb = KnowledgeBase.load(args.kb)
     typed = [([(it.text, 0.0)], it.expected) for it in items]
     data_for = {
         nb: {"typed": typed, **{ch: [(hyps[(it.index, ch, args.nbest if nb else 1)], it.expected) for it in items] for ch in ("clean", "phone")}}
         for nb in ([False, True] if args.nbest > 1 else [False])
     }
+    # the scores do not depend on the decision settings: computed once
+    data_for = {nb: {ch: [(question_scores(kb, h, nb), e) for h, e in rows_] for ch, rows_ in d.items()} for nb, d in data_for.items()}
     grid = itertools.product(
         [round(x, 3) for x in np.arange(0.30, 0.75, 0.025)],
         [round(x, 3) for x in np.arange(0.0, 0.32, 0.02)],
@@ -372,7 +387,7 @@ def calibrate(args) -> dict:
             continue
         kb.answer_threshold, kb.answer_margin, kb.choose_margin = at, am, cm
         data = data_for[nb]
-        res = {ch: Counter(simulate(kb, h, e, nb) for h, e in rows_) for ch, rows_ in data.items()}
+        res = {ch: Counter(simulate(kb, sc, e) for sc, e in rows_) for ch, rows_ in data.items()}
         n_in = {ch: sum(1 for _, e in rows_ if e is not None) for ch, rows_ in data.items()}
         n = {ch: len(rows_) for ch, rows_ in data.items()}
         right = {ch: (res[ch]["right_first"] + res[ch]["right_clarified"]) / n_in[ch] for ch in data}
@@ -406,6 +421,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--calibrate", action="store_true", help="search the decision settings on the tuning split (offline)")
     p.add_argument("--kb", help="knowledge base to calibrate (default: the demo bank)")
     p.add_argument("--nbest", type=int, default=1, help="--calibrate: recognition hypotheses weighed (asr.nbest)")
+    p.add_argument("--cache", help="--calibrate: keep the offline recognitions in this JSON file (reused when present)")
     p.add_argument("--max-wrong", type=float, default=0.03, help="--calibrate: most spoken questions answered wrong")
     args = p.parse_args(argv)
     args.channels = [c.strip() for c in args.channels.split(",") if c.strip()]
