@@ -42,10 +42,11 @@ report with every call.
 Calibration (``--calibrate``): the tuning split typed, and spoken with the
 tuning voices clean and through the phone leg, recognised offline by the
 server's own recogniser (the same code and weights, n-best), then the
-decision settings (``settings.answer_threshold``, ``answer_margin``,
-``choose_margin`` of the knowledge base) are searched for the most questions
+decision settings (``settings.threshold``, ``answer_threshold``,
+``answer_margin``, ``choose_margin`` of the knowledge base) are searched for the most questions
 answered right (first turn or after one clarification, the caller assumed to
-be heard saying yes or no) with no typed question and at most
+be heard saying yes or no), less half a point for each clarifying question
+that offered only wrong topics (a turn wasted), with no typed question and at most
 ``--max-wrong`` (3 %) of spoken ones answered wrong. It prints the best
 settings; they are what ``models/dialogue/kb.py`` ships as defaults.
 """
@@ -83,6 +84,8 @@ ANSWERS = {
     "ru": {"yes": "Да", "no": "Нет", "first": "Первое", "second": "Второе"},
 }
 CHANNELS = ("typed", "clean", "phone")
+MISS_COST = 0.5
+"""--calibrate: a clarifying question that offered only wrong topics costs half a right answer."""
 OUTCOMES = ("right_first", "right_clarified", "wrong", "handoff", "declined", "unanswered")
 
 
@@ -351,7 +354,7 @@ def simulate(kb, scores, expected: str | None) -> str:
     if act == "answer":
         return "right_first" if ids[0] == expected else "wrong"
     if act in ("confirm", "choose"):
-        return "right_clarified" if expected in ids else ("declined" if expected is None else "unanswered")
+        return "right_clarified" if expected in ids else "clarify_miss"  # a turn spent on a wrong guess
     return "declined" if expected is None else "unanswered"
 
 
@@ -376,16 +379,17 @@ def calibrate(args) -> dict:
     # the scores do not depend on the decision settings: computed once
     data_for = {nb: {ch: [(question_scores(kb, h, nb), e) for h, e in rows_] for ch, rows_ in d.items()} for nb, d in data_for.items()}
     grid = itertools.product(
+        [round(x, 3) for x in np.arange(0.10, 0.32, 0.02)],
         [round(x, 3) for x in np.arange(0.30, 0.75, 0.025)],
         [round(x, 3) for x in np.arange(0.0, 0.32, 0.02)],
         [0.0, 0.02, 0.04, 0.06],
         [False, True] if args.nbest > 1 else [False],
     )
     rows = []
-    for at, am, cm, nb in grid:
-        if at < kb.threshold:
+    for th, at, am, cm, nb in grid:
+        if at < th:
             continue
-        kb.answer_threshold, kb.answer_margin, kb.choose_margin = at, am, cm
+        kb.threshold, kb.answer_threshold, kb.answer_margin, kb.choose_margin = th, at, am, cm
         data = data_for[nb]
         res = {ch: Counter(simulate(kb, sc, e) for sc, e in rows_) for ch, rows_ in data.items()}
         n_in = {ch: sum(1 for _, e in rows_ if e is not None) for ch, rows_ in data.items()}
@@ -393,12 +397,20 @@ def calibrate(args) -> dict:
         right = {ch: (res[ch]["right_first"] + res[ch]["right_clarified"]) / n_in[ch] for ch in data}
         wrong = {ch: res[ch]["wrong"] / n[ch] for ch in data}
         first = sum(res[ch]["right_first"] for ch in data)
-        rows.append({"answer_threshold": at, "answer_margin": am, "choose_margin": cm, "nbest": nb,
-                     "right": {k: round(v, 3) for k, v in right.items()}, "wrong": {k: round(v, 3) for k, v in wrong.items()}, "first": first})
+        missed = {ch: res[ch]["clarify_miss"] / n[ch] for ch in data}
+        # the objective: right answers, less half a point per clarifying question that guessed wrong (a wasted turn)
+        objective = sum(right[ch] - MISS_COST * missed[ch] for ch in data)
+        rows.append({"threshold": th, "answer_threshold": at, "answer_margin": am, "choose_margin": cm, "nbest": nb,
+                     "right": {k: round(v, 3) for k, v in right.items()}, "wrong": {k: round(v, 3) for k, v in wrong.items()},
+                     "wasted_clarifications": {k: round(v, 3) for k, v in missed.items()}, "first": first, "objective": round(objective, 4)})
     ok = [r for r in rows if r["wrong"]["typed"] == 0 and r["wrong"]["clean"] <= args.max_wrong and r["wrong"]["phone"] <= args.max_wrong]
-    ok.sort(key=lambda r: (r["right"]["phone"] + r["right"]["clean"] + r["right"]["typed"], r["first"]), reverse=True)
+    ok.sort(key=lambda r: (r["objective"], r["first"]), reverse=True)
     best = ok[0] if ok else None
-    return {"tune_questions": len(items), "nbest": args.nbest, "candidates": len(rows), "feasible": len(ok), "best": best, "top": ok[:10]}
+    by_threshold = {}
+    for r in ok:  # the best feasible row per confirmation floor: how the trade-off moves
+        by_threshold.setdefault(r["threshold"], r)
+    return {"tune_questions": len(items), "nbest": args.nbest, "candidates": len(rows), "feasible": len(ok), "best": best,
+            "by_threshold": sorted(by_threshold.values(), key=lambda r: r["threshold"]), "top": ok[:10]}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -436,7 +448,8 @@ def main(argv=None) -> int:
     if args.calibrate:
         report = calibrate(args)
         print(json.dumps(report["best"], ensure_ascii=False, indent=1))
-        for r in report["top"]:
+        print("best per settings.threshold:")
+        for r in report["by_threshold"]:
             print(json.dumps(r, ensure_ascii=False))
     else:
         report = run_with_server(args, bench_calls)

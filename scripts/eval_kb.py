@@ -67,36 +67,45 @@ def leaks(kb: KnowledgeBase, items: list[dict]) -> list[str]:
 
 
 def evaluate(kb: KnowledgeBase, items: list[dict], texts: list[str] | None = None) -> dict:
-    """Accuracy figures for ``items`` (retrieving ``texts`` instead of the items' own text when given)."""
-    groups: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # top1, answered right, answered wrong, n
+    """Accuracy figures for ``items`` (retrieving ``texts`` instead of the items' own text when given),
+    under the knowledge base's decision settings: answered at once, confirmed (the expected entry
+    is put to the caller, who says yes), answered wrongly (another entry answered at once)."""
+    groups: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0, 0])  # top1, answered right, confirmed right, answered wrong, n
     misses, ood = [], [0, 0]
     for i, it in enumerate(items):
         text = it["text"] if texts is None else texts[i]
-        top = kb.search(text, it["language"], 1)
-        best = top[0] if top else None
-        score = best.score if best else 0.0
+        scores = kb.scores_for(text)
+        act, picks, score, _ = kb.decide(scores)
+        ids = [kb.entries[p].id for p in picks]
+        best = kb.entries[int(scores.argmax())].id
         if it["expected"] is None:
             ood[1] += 1
-            ood[0] += score < kb.threshold
-            if score >= kb.threshold:
-                misses.append({"text": text, "language": it["language"], "expected": None, "got": best.id, "score": score})
+            ood[0] += act != "answer"
+            if act == "answer":
+                misses.append({"text": text, "language": it["language"], "expected": None, "got": ids[0], "score": score, "why": "answered"})
             continue
-        right = best is not None and best.id == it["expected"]
-        answered = right and score >= kb.threshold
+        right = best == it["expected"]
+        answered = act == "answer" and ids[0] == it["expected"]
+        confirmed = act in ("confirm", "choose") and it["expected"] in ids
+        wrong = act == "answer" and ids[0] != it["expected"]
         keys = ["all", f"lang:{it['language']}", "noisy" if it.get("noisy") else "clean"]
         for key in keys:
             g = groups[key]
             g[0] += right
             g[1] += answered
-            g[2] += not right and score >= kb.threshold
-            g[3] += 1
+            g[2] += confirmed
+            g[3] += wrong
+            g[4] += 1
         if not answered:
             misses.append({
                 "text": text, "source": it["text"] if texts is not None else None, "language": it["language"],
-                "expected": it["expected"], "got": best.id if best else None, "score": score,
-                "why": "wrong entry" if not right else "below threshold",
+                "expected": it["expected"], "got": best, "score": score,
+                "why": "ANSWERED WRONGLY" if wrong else f"{act} {'/'.join(ids)}" if ids else "below threshold (rephrase)",
             })
-    figures = {k: {"top1": g[0] / g[3], "answered": g[1] / g[3], "wrong_answer": g[2] / g[3], "n": g[3]} for k, g in groups.items()}
+    figures = {
+        k: {"top1": g[0] / g[4], "answered": g[1] / g[4], "confirmed": g[2] / g[4], "wrong_answer": g[3] / g[4], "n": g[4]}
+        for k, g in groups.items()
+    }
     if ood[1]:
         figures["out_of_scope_rejected"] = {"rate": ood[0] / ood[1], "n": ood[1]}
     return {"figures": figures, "misses": misses}
@@ -110,10 +119,10 @@ def print_report(title: str, result: dict, threshold: float) -> None:
         if key in figs:
             f = figs[key]
             print(f"  {key:<10} top-1 {f['top1']:6.1%}   answered correctly {f['answered']:6.1%}   "
-                  f"answered wrongly {f['wrong_answer']:6.1%}   (n={f['n']})")
+                  f"right after confirming {f['confirmed']:6.1%}   answered wrongly {f['wrong_answer']:6.1%}   (n={f['n']})")
     if "out_of_scope_rejected" in figs:
         f = figs["out_of_scope_rejected"]
-        print(f"  out of scope: asked to rephrase {f['rate']:6.1%}   (n={f['n']})")
+        print(f"  out of scope: not answered (asked to rephrase or to confirm) {f['rate']:6.1%}   (n={f['n']})")
     if result["misses"]:
         print("  misses:")
         for m in result["misses"]:

@@ -155,8 +155,12 @@ def test_entries_marked_confirm_false_are_never_asked_about(kb):
     # a request for a person must not be met with "did you ask about the operator?"
     assert not kb.by_id["operator"].confirm and not kb.by_id["fraud"].confirm
     scores = np.zeros(len(kb.entries))
-    scores[kb.entries.index(kb.by_id["fraud"])] = kb.threshold + 0.01
+    scores[kb.entries.index(kb.by_id["fraud"])] = kb.answer_threshold + 0.01
+    scores[kb.entries.index(kb.by_id["card_lost"])] = kb.answer_threshold  # no margin needed
     assert kb.decide(scores)[0] == "answer"
+    scores = np.zeros(len(kb.entries))
+    scores[kb.entries.index(kb.by_id["thanks"])] = kb.threshold + 0.01  # a weak "thanks" is not answered ("ммм эээ бла бла")
+    assert kb.decide(scores)[0] == "none"
     scores = np.zeros(len(kb.entries))
     scores[kb.entries.index(kb.by_id["pin_reset"])] = kb.threshold + 0.01
     assert kb.decide(scores)[0] == "confirm"
