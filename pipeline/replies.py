@@ -138,9 +138,12 @@ class Responder:
 
     def key(self, digit: str, language: str) -> bool:
         """A key the caller pressed answers the pending clarifying question (1 = yes or the first,
-        2 = no or the second). False, and nothing happens, when no question is pending."""
+        2 = no or the second), cutting the question short if it is still being spoken. False, and
+        nothing happens, when no question is pending."""
         if self.state.pending is None or self.finished is not None:
             return False
+        if self.barge_in():
+            metrics.BARGE_INS.inc()
         self._start_reply(f"dtmf:{digit}", "", language, None, Turn("user", "", language, dtmf=digit))
         return True
 
@@ -258,6 +261,8 @@ class Responder:
             await self.session.emit(
                 Reply(utterance_id, reply_id, reply_text, language, provenance=self.provenance(reply_id, models), dialogue=self.state.act)
             )
+            if self.state.act:
+                metrics.DIALOGUE_ACTS.labels(self.state.act.get("act", "other")).inc()
             may_send.set_result(None)
             await speaker
         except asyncio.CancelledError:

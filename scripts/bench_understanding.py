@@ -73,7 +73,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_asr import BenchError, run_with_server, say  # noqa: E402
 from bench_latency import espeak  # noqa: E402
 
-from pipeline.audio import Encoding, encode_wire, mulaw_encode, resample  # noqa: E402
+from pipeline.audio import Encoding, encode_wire, resample  # noqa: E402
 
 DEFAULT_DATA = ROOT / "scripts" / "data" / "bench_understanding.jsonl"
 RATE = 16000
@@ -155,7 +155,7 @@ class Caller:
         samples = with_silence(espeak(text, self.voice[0], self.voice[1]))
         if self.channel == "phone":
             samples = phone_leg(samples, self.seed, codec=False)
-            return mulaw_encode(resample(samples, RATE, 8000))
+            return encode_wire(resample(samples, RATE, 8000), Encoding.MULAW)
         return encode_wire(samples, Encoding.PCM_S16LE)
 
     async def say(self, ws, text: str) -> None:
@@ -215,7 +215,7 @@ class Caller:
                 if ev is None:
                     res.outcome = "unanswered"
                     break
-                d = ev.get("dialogue") or {}
+                d = ev.get("dialogue") or infer_act(ev["text"], ev["language"])
                 act = d.get("act", "?")
                 res.acts.append(act)
                 if act in ("answer", "confirmed", "chosen"):
@@ -237,8 +237,8 @@ class Caller:
                 else:
                     res.outcome = "unanswered"
                     break
-                if keypad:
-                    await self.press(ws, "1" if key in ("yes", "first") else "2")
+                if keypad and not (act != "confirm" and key == "no" and len(d.get("entries", [])) == 2):
+                    await self.press(ws, "1" if key in ("yes", "first") else "2")  # (in a choice 2 is the second: "neither" is said)
                 else:
                     await self.say(ws, words[key])
             else:
@@ -247,6 +247,27 @@ class Caller:
             res.outcome = "declined"
         res.seconds = round(time.monotonic() - t0, 2)
         return res
+
+
+_KB = None
+
+
+def infer_act(text: str, language: str) -> dict:
+    """A server without ``reply.dialogue`` (before clarifying questions): the act from the text,
+    matched against the demo knowledge base's answers and fallback texts."""
+    global _KB
+    if _KB is None:
+        from models.dialogue.kb import KnowledgeBase
+
+        _KB = KnowledgeBase.load(None)
+    for e in _KB.entries:
+        if text == _KB.answer(e, language):
+            return {"act": "answer", "entry": e.id}
+    if text == _KB.rephrase(language):
+        return {"act": "rephrase"}
+    if text == _KB.handoff(language):
+        return {"act": "handoff"}
+    return {"act": "not_heard"}
 
 
 def summarise(results: list[CallResult]) -> dict:

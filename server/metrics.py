@@ -44,6 +44,11 @@ ASR_RTF = Histogram(
 )
 HANDOFFS = Counter("dauys_handoffs_total", "Calls handed to a human", ["reason"], registry=REGISTRY)
 BARGE_INS = Counter("dauys_barge_ins_total", "Replies interrupted by the caller", registry=REGISTRY)
+DIALOGUE_ACTS = Counter(
+    "dauys_dialogue_acts_total",
+    "Replies by what the dialogue did: answer, confirm, choose, reask, confirmed, chosen, rephrase, not_heard, handoff",
+    ["act"], registry=REGISTRY,
+)
 MODEL_SWITCHES = Counter("dauys_asr_model_switches_total", "Hot ASR model switches (SIGHUP reload)", registry=REGISTRY)
 HANDOFF_WEBHOOK = Counter(
     "dauys_handoff_webhook_total", "Handoff records POSTed to compliance.handoff_webhook, by result (delivered, retried, failed)",

@@ -278,8 +278,15 @@ async def _recv_text(ws):
             return m
 
 
+def _count(act: str) -> float:
+    from server import metrics
+
+    return metrics.DIALOGUE_ACTS.labels(act)._value.get()
+
+
 async def test_typed_confirmation_over_the_native_protocol_is_marked_like_any_reply(make_server, kb):
     server = await make_server()
+    before = (_count("confirm"), _count("confirmed"))
     async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
         await ws.send(json.dumps(START))
         await ws.send(json.dumps({"type": "text", "text": PIN}))
@@ -292,6 +299,7 @@ async def test_typed_confirmation_over_the_native_protocol_is_marked_like_any_re
         (answer,) = await _replies(ws, 1)
         assert answer["text"] == kb.answer("pin_reset", "kk") and answer["dialogue"]["act"] == "confirmed"
         assert answer["reply_id"] == "r2"  # the key made no reply of its own
+    assert (_count("confirm"), _count("confirmed")) == (before[0] + 1, before[1] + 1)  # dauys_dialogue_acts_total{act}
 
 
 async def test_keypad_session_answers_with_keys_and_bad_keys_are_errors(make_server, kb):
@@ -363,3 +371,27 @@ def question_kk():
 
     return espeak("Картамның құпия кодын ұмытып қалдым", "kk", 150)
 
+
+
+async def test_a_key_pressed_while_the_question_is_spoken_cuts_it_short(make_server, kb):
+    server = await make_server()
+    start = {**START, "keypad": True, "output": {"encoding": "pcm_s16le", "sample_rate": 16000}}  # real-time pacing
+    events = []
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
+        await ws.send(json.dumps(start))
+
+        async def until(pred, timeout=60):
+            while True:
+                ev = json.loads(await asyncio.wait_for(_recv_text(ws), timeout))
+                events.append(ev)
+                if pred(ev):
+                    return ev
+
+        await until(lambda e: e["type"] == "audio_end" and e["reply_id"] == "disclosure")
+        await ws.send(json.dumps({"type": "text", "text": PIN}))
+        await until(lambda e: e["type"] == "audio_start" and e["reply_id"] == "r1")
+        await ws.send(json.dumps({"type": "dtmf", "digit": "1"}))
+        end = await until(lambda e: e["type"] == "audio_end" and e["reply_id"] == "r1")
+        assert end["interrupted"] is True  # the confirmation was cut short by the key
+        answer = await until(lambda e: e["type"] == "reply" and e["reply_id"] == "r2")
+        assert answer["text"] == kb.answer("pin_reset", "kk") and answer["dialogue"]["act"] == "confirmed"

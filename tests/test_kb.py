@@ -157,7 +157,7 @@ def test_minimal_kb_defaults_and_model_id(tmp_path):
     }
     kb = KnowledgeBase.load(_write(tmp_path, data))
     # clarifying questions on: the threshold is the floor of a confirmation (calibrated defaults)
-    assert kb.confirm and kb.threshold == pytest.approx(0.12) and kb.max_misunderstood == 2 and kb.default_language == "ru"
+    assert kb.confirm and kb.threshold == pytest.approx(0.14) and kb.max_misunderstood == 2 and kb.default_language == "ru"
     assert (kb.answer_threshold, kb.answer_margin, kb.choose_margin) == (0.30, 0.16, 0.06)
     assert KnowledgeBase.from_dict({**data, "settings": {"confirm": False}}).threshold == pytest.approx(0.25)  # answers need more
     assert re.fullmatch(r"kb:shop@[0-9a-f]{12}", kb.model_id)  # no version: the file's sha256

@@ -110,7 +110,7 @@ BUILTIN_CLARIFY: dict[str, dict[str, str]] = {
 # apart from the test split), never on tests/data/kb_heldout.jsonl or the test split.
 # Calibrated 2026-12-03 (68 tuning questions, typed + espeak-ng clean + phone leg, whisper-base):
 # no typed question and no spoken one answered wrong on the tuning split (README, *Understanding*).
-DEFAULT_CONFIRM_THRESHOLD = 0.12
+DEFAULT_CONFIRM_THRESHOLD = 0.14
 """settings.threshold when clarifying questions are on: the floor of a confirmation."""
 DEFAULT_ANSWER_THRESHOLD = 0.30
 DEFAULT_ANSWER_MARGIN = 0.16
