@@ -24,9 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.dialogue.base import Action, DialogueState, Pending, Turn
-from models.dialogue.kb import Entry, KnowledgeBase
+from models.dialogue.kb import Entry, KnowledgeBase, normalise
 from models.dialogue.yesno import parse_answer
 
+NAMING_LETTERS = 6
+"""Fewest letters of a reply that names one of two offered topics ("по вкладу", "несие")."""
 MAX_ASKS = 2
 """A clarifying question is put at most this many times (once, and once again after an unclear answer)."""
 
@@ -132,11 +134,15 @@ class Clarifier:
         return self._misunderstood(p.question, language, state, 0.0)
 
     def _named(self, text: str, entries: tuple[str, ...]) -> str | None:
-        """Which of the offered entries the caller's words name, when one clearly does."""
+        """Which of the offered entries the caller's words name, when one clearly does: words
+        enough to say so (a misheard "нет" such as "Лип" names nothing), a score at least
+        ``answer_threshold`` and ``choose_margin`` above the other."""
         kb = self.kb
+        if len(normalise(text).replace(" ", "")) < NAMING_LETTERS:
+            return None
         scores = kb.scores_for(text)
         idx = {e.id: i for i, e in enumerate(kb.entries)}
         a, b = (float(scores[idx[e]]) for e in entries)
-        if max(a, b) >= kb.threshold and abs(a - b) >= kb.choose_margin:
+        if max(a, b) >= kb.answer_threshold and abs(a - b) >= kb.choose_margin:
             return entries[0] if a > b else entries[1]
         return None
