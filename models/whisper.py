@@ -379,6 +379,24 @@ class WhisperEngine:
             return "hallucination"
         return None
 
+    def score_phrases(self, audio: np.ndarray, language: str, phrases: list[str]) -> list[float]:
+        """How well each of a few short ``phrases`` explains ``audio``: the sum of its tokens'
+        log-probabilities, teacher-forced (CTranslate2 ``align``), in ``language``.
+
+        For closed sets where free decoding fails: a caller's "иә" or "жоқ" that whisper-base
+        writes as "Илай" or "Білік" is still far likelier as "Иә." than as "Жоқ.". Cost grows
+        with the number of phrases (one encoder pass, one batched decoder pass)."""
+        import ctranslate2
+
+        if not phrases:
+            return []
+        frames = self._window_frames(len(audio))
+        enc = np.asarray(self._encode_features([self._features(audio, frames)]))
+        ids = [self.tokenizer.encode(" " + p.strip()).ids for p in phrases]
+        batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(enc, len(ids), axis=0)))
+        out = self.model.align(batch, self._prompt(language), ids, [frames // 2] * len(ids))
+        return [float(np.sum(np.log(np.clip(np.asarray(r.text_token_probs, dtype=np.float64), 1e-9, 1.0)))) for r in out]
+
     def warmup(self, allowed: list[str]) -> float:
         """One decode of synthetic audio so the first caller does not pay for lazy init."""
         t0 = time.perf_counter()

@@ -212,6 +212,9 @@ class Transcript(ServerEvent):
     alternatives: list[dict] | None = None
     """Extension, finals only with asr.nbest > 1: the recogniser's other hypotheses, best first,
     each {text, confidence}; the dialogue weighs them with ``text``."""
+    answer: str | None = None
+    """Extension, finals only: yes, no, first or second when a short reply to a clarifying
+    question was understood by scoring the answer words against the audio (asr.short_answers)."""
 
 
 @_event

@@ -171,6 +171,11 @@ class AsrSettings(_Section):
     language_stickiness: float = Field(3.0, ge=1)
     """Extra weight for the language of the caller's previous utterance."""
     beam_size: int = Field(1, ge=1, le=10)
+    short_answers: bool = True
+    """A short reply to a clarifying question that free recognition did not make out as yes/no
+    (or first/second) is scored against those words (README, *Understanding*)."""
+    short_answer_max_s: float = Field(2.0, gt=0, le=10)
+    """Longest utterance (seconds, with the VAD's padding) treated as a possible short answer."""
     nbest: int = Field(1, ge=1, le=10)
     """Recognition hypotheses of a final transcript the dialogue weighs (1 = the best only);
     more than 1 decodes finals with a beam at least this wide. See README, *Understanding*."""

@@ -44,6 +44,9 @@ ASR_RTF = Histogram(
 )
 HANDOFFS = Counter("dauys_handoffs_total", "Calls handed to a human", ["reason"], registry=REGISTRY)
 BARGE_INS = Counter("dauys_barge_ins_total", "Replies interrupted by the caller", registry=REGISTRY)
+SHORT_ANSWERS = Counter(
+    "dauys_short_answers_total", "Short replies to clarifying questions understood by scoring the answer words", ["answer"], registry=REGISTRY,
+)
 DIALOGUE_ACTS = Counter(
     "dauys_dialogue_acts_total",
     "Replies by what the dialogue did: answer, confirm, choose, reask, confirmed, chosen, rephrase, not_heard, handoff",

@@ -395,3 +395,43 @@ async def test_a_key_pressed_while_the_question_is_spoken_cuts_it_short(make_ser
         assert end["interrupted"] is True  # the confirmation was cut short by the key
         answer = await until(lambda e: e["type"] == "reply" and e["reply_id"] == "r2")
         assert answer["text"] == kb.answer("pin_reset", "kk") and answer["dialogue"]["act"] == "confirmed"
+
+
+# --------------------------------------------------------------------------- short spoken answers
+
+
+@pytest.mark.parametrize("lang, word, kind", [("kk", "Иә", "yes"), ("kk", "Жоқ", "no"), ("ru", "Да", "yes"), ("ru", "Нет", "no")])
+def test_scoring_the_answer_words_hears_yes_and_no_that_free_recognition_garbles(services, lang, word, kind):
+    from models.dialogue.yesno import spoken_candidates
+    from tests.conftest import espeak
+
+    audio = np.concatenate([np.zeros(4800, np.float32), espeak(word, f"{lang}+m3", 170), np.zeros(8000, np.float32)])
+    cands = spoken_candidates(lang, choosing=False)
+    scores = services.asr.score_phrases(audio, lang, [p for _, p in cands])
+    ranked = sorted(zip(scores, [k for k, _ in cands]), reverse=True)
+    assert ranked[0][1] == kind and ranked[0][0] - ranked[1][0] >= 1.0
+
+
+async def test_a_spoken_yes_to_a_confirmation_gets_the_answer(make_server, kb):
+    """Typed question, spoken "иә" (espeak-ng, a voice the defaults were not chosen on): the answer."""
+    from tests.conftest import espeak
+
+    server = await make_server()
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
+        await ws.send(json.dumps(START))
+        await ws.send(json.dumps({"type": "text", "text": PIN}))
+        (confirm,) = await _replies(ws, 1)
+        assert confirm["dialogue"]["act"] == "confirm"
+        audio = np.concatenate([np.zeros(8000, np.float32), espeak("Иә", "kk+f3", 135), np.zeros(16000, np.float32)])
+        data = encode_wire(audio, Encoding.PCM_S16LE)
+        for i in range(0, len(data), 3200):
+            await ws.send(data[i : i + 3200])
+        events = []
+        while True:
+            ev = json.loads(await asyncio.wait_for(_recv_text(ws), 60))
+            events.append(ev)
+            if ev["type"] == "reply":
+                break
+        final = next(e for e in events if e["type"] == "transcript" and e["final"])
+        assert final.get("answer") == "yes" or final["text"].strip(" .!").lower() in ("иә", "ия")
+        assert ev["text"] == kb.answer("pin_reset", "kk") and ev["dialogue"]["act"] == "confirmed"

@@ -118,3 +118,20 @@ def parse_answer(text: str, dtmf: str | None = None, choosing: bool = False) -> 
     if kinds == {"yes"}:
         return CallerAnswer("yes", rest)
     return CallerAnswer(None, rest)
+
+
+SPOKEN: dict[str, dict[str, str]] = {
+    "kk": {"yes": "Иә.", "no": "Жоқ.", "first": "Біріншісі.", "second": "Екіншісі."},
+    "ru": {"yes": "Да.", "no": "Нет.", "first": "Первое.", "second": "Второе."},
+    "uz": {"yes": "Ha.", "no": "Yoʻq.", "first": "Birinchisi.", "second": "Ikkinchisi."},
+    "en": {"yes": "Yes.", "no": "No.", "first": "The first.", "second": "The second."},
+}
+"""The answer words a short reply is scored against when free recognition did not yield one."""
+
+
+def spoken_candidates(language: str, choosing: bool) -> list[tuple[str, str]]:
+    """(kind, phrase) a short reply to a confirmation (yes, no) or a choice (first, second, no) may be."""
+    words = SPOKEN.get(language) or SPOKEN["ru"]
+    kinds = ("first", "second", "no") if choosing else ("yes", "no")
+    return [(k, words[k]) for k in kinds]
+
