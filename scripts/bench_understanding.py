@@ -21,7 +21,10 @@ question's:
 * clean: spoken by espeak-ng, sent as 16 kHz PCM;
 * phone: the same speech through the repo's phone leg (models.finetune.degrade
   ``phone_degrade``: 300-3400 Hz, gain, noise at 15-30 dB SNR, mu-law) sent
-  as 8 kHz mu-law, as a phone platform sends it.
+  as 8 kHz mu-law, as a phone platform sends it;
+* human (``--channels ...,human``): the shared human Kazakh recordings
+  (``--audio-dir``, default ../shared/audio); they are not bank questions, so
+  the right outcome is no answer (counted as declined), any answer is wrong.
 
 The test split is spoken by espeak-ng voices and rates never used for tuning
 (``kk+f3``/``ru+f3`` at 135 wpm and ``kk+m3``/``ru+m3`` at 170 wpm, alternating;
@@ -83,7 +86,8 @@ ANSWERS = {
     "kk": {"yes": "Иә", "no": "Жоқ", "first": "Біріншісі", "second": "Екіншісі"},
     "ru": {"yes": "Да", "no": "Нет", "first": "Первое", "second": "Второе"},
 }
-CHANNELS = ("typed", "clean", "phone")
+CHANNELS = ("typed", "clean", "phone", "human")
+SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 MISS_COST = 0.5
 """--calibrate: a clarifying question that offered only wrong topics costs half a right answer."""
 OUTCOMES = ("right_first", "right_clarified", "wrong", "handoff", "declined", "unanswered")
@@ -96,6 +100,22 @@ class Item:
     expected: str | None
     split: str
     index: int
+    audio_path: str | None = None
+    """A human recording (the ``human`` channel) instead of synthesised speech."""
+
+
+def human_items(audio_dir: Path) -> list[Item]:
+    """The shared human clips in kk/ru (not bank questions: the right outcome is no answer)."""
+    manifest = audio_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        raise BenchError(f"no {manifest}: --audio-dir names the shared clips (../shared/audio)", 2)
+    out = []
+    for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines()):
+        if line.strip():
+            row = json.loads(line)
+            if row.get("lang") in ("kk", "ru"):
+                out.append(Item(row["text"], row["lang"], None, "test", 10_000 + n, str(audio_dir / row["file"])))
+    return out
 
 
 def load_items(path: Path, split: str | None) -> list[Item]:
@@ -152,6 +172,10 @@ class Caller:
         self.seed = 1000 + item.index
 
     def audio(self, text: str) -> bytes:
+        if self.channel == "human" and text == self.item.text:
+            from pipeline.audio import read_audio
+
+            return encode_wire(with_silence(read_audio(self.item.audio_path).samples), Encoding.PCM_S16LE)
         samples = with_silence(espeak(text, self.voice[0], self.voice[1]))
         if self.channel == "phone":
             samples = phone_leg(samples, self.seed, codec=False)
@@ -163,7 +187,7 @@ class Caller:
             await ws.send(json.dumps({"type": "text", "text": text}, ensure_ascii=False))
             return
         data = self.audio(text)
-        step = 3200 if self.channel == "clean" else 1600  # 100 ms frames
+        step = 1600 if self.channel == "phone" else 3200  # 100 ms frames
         for i in range(0, len(data), step):
             await ws.send(data[i : i + step])
 
@@ -312,7 +336,9 @@ async def bench_calls(args, server) -> dict:
             per_lang[it.language].append(it)
         items = [it for lst in per_lang.values() for it in lst[: args.limit]]
     results: list[CallResult] = []
-    jobs = [(it, ch) for ch in args.channels for it in items]
+    jobs = [(it, ch) for ch in args.channels if ch != "human" for it in items]
+    if "human" in args.channels:
+        jobs += [(it, "human") for it in human_items(args.audio_dir)]
     say(f"{len(jobs)} calls: {len(items)} questions x {', '.join(args.channels)}; {args.concurrency} at a time")
     sem = asyncio.Semaphore(args.concurrency)
     done = 0
@@ -438,7 +464,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--split", choices=["tune", "test"], default="test")
-    p.add_argument("--channels", default="typed,clean,phone", help="comma list of typed, clean, phone")
+    p.add_argument("--channels", default="typed,clean,phone,human", help="comma list of typed, clean, phone, human")
+    p.add_argument("--audio-dir", type=Path, default=SHARED_AUDIO, help="the shared human clips (the human channel)")
     p.add_argument("--answers", choices=["voice", "dtmf"], default="voice", help="how the caller answers clarifying questions on spoken channels")
     p.add_argument("--limit", type=int, help="only the first N questions per language")
     p.add_argument("--concurrency", type=int, default=2)
@@ -460,7 +487,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.channels = [c.strip() for c in args.channels.split(",") if c.strip()]
     bad = [c for c in args.channels if c not in CHANNELS]
     if bad:
-        p.error(f"unknown channel {bad[0]!r} (typed, clean, phone)")
+        p.error(f"unknown channel {bad[0]!r} (typed, clean, phone, human)")
     return args
 
 
