@@ -49,6 +49,10 @@ class DecodeOptions:
     max_tokens_per_second: float = 15.0
     encoder_window_s: float | None = None
     """None: 30 s on CUDA; on the CPU the utterance plus 1 s, at least 10 s (several times faster)."""
+    prompt: str = ""
+    """Text given as Whisper's previous text (domain words and names), empty = none. Cut to the
+    last MAX_PROMPT_TOKENS tokens. Off by default: on the understanding benchmark a domain prompt
+    raised wrong answers (README, *Understanding*)."""
 
 
 @dataclass
@@ -85,6 +89,20 @@ _LOOP = re.compile(r"(.{1,12}?)\1{4,}", re.DOTALL)
 def collapse_loops(text: str) -> str:
     """Cut a decoding loop ("лəлəлəлəлə...") down to one occurrence of its unit."""
     return _LOOP.sub(r"\1", text)
+
+
+MAX_PROMPT_TOKENS = 223
+"""Whisper's previous-text budget: half its 448-token context, less the start-of-previous token."""
+
+
+def _norm_words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
+
+
+def _echoes(text: str, prompt_norm: str) -> bool:
+    """Is ``text`` (three words or more) a piece of the prompt?"""
+    t = _norm_words(text)
+    return len(t.split()) >= 3 and t in prompt_norm
 
 
 def _is_hallucination_text(text: str) -> bool:
@@ -184,6 +202,14 @@ class WhisperEngine:
         self._no_timestamps = self.tokenizer.token_to_id("<|notimestamps|>")
         self._eot = self.tokenizer.token_to_id("<|endoftext|>")
         self.is_multilingual = self.model.is_multilingual
+        self._previous: list[int] = []
+        if self.options.prompt.strip():
+            ids = self.tokenizer.encode(" " + self.options.prompt.strip()).ids
+            if len(ids) > MAX_PROMPT_TOKENS:
+                log.warning("asr.prompt: %d tokens, more than the model takes (%d); the last %d are used", len(ids), MAX_PROMPT_TOKENS, MAX_PROMPT_TOKENS)
+                ids = ids[-MAX_PROMPT_TOKENS:]
+            self._previous = [self.tokenizer.token_to_id("<|startofprev|>"), *ids]
+            self._prompt_norm = _norm_words(self.tokenizer.decode(ids))
         log.info("ASR model %s loaded on %s (%s)", self.model_id, self.device, self.compute_type)
 
     # ------------------------------------------------------------------
@@ -240,10 +266,14 @@ class WhisperEngine:
         raw = {lang: probs.get(self.whisper_language(lang), 0.0) for lang in weights}
         return choose_language(raw, weights, self.whisper_language)
 
-    def _prompt(self, language: str) -> list[int]:
+    def _start(self, language: str) -> list[int]:
         if not self.is_multilingual:
             return [self._sot, self._no_timestamps]
         return [self._sot, self.tokenizer.token_to_id(f"<|{self.whisper_language(language)}|>"), self._transcribe, self._no_timestamps]
+
+    def _prompt(self, language: str) -> list[int]:
+        """The decoder's prompt: ``asr.prompt`` as the previous text, if any, then the start tokens."""
+        return self._previous + self._start(language)
 
     def _max_new(self, duration: float) -> int:
         return int(20 + self.options.max_tokens_per_second * duration)
@@ -377,6 +407,8 @@ class WhisperEngine:
             return "repetition"
         if _is_hallucination_text(rec.text):
             return "hallucination"
+        if self._previous and _echoes(rec.text, self._prompt_norm):
+            return "hallucination"  # Whisper repeating its prompt (silence, noise, music)
         return None
 
     def score_phrases(self, audio: np.ndarray, language: str, phrases: list[str]) -> list[float]:
@@ -394,7 +426,7 @@ class WhisperEngine:
         enc = np.asarray(self._encode_features([self._features(audio, frames)]))
         ids = [self.tokenizer.encode(" " + p.strip()).ids for p in phrases]
         batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(enc, len(ids), axis=0)))
-        out = self.model.align(batch, self._prompt(language), ids, [frames // 2] * len(ids))
+        out = self.model.align(batch, self._start(language), ids, [frames // 2] * len(ids))
         return [float(np.sum(np.log(np.clip(np.asarray(r.text_token_probs, dtype=np.float64), 1e-9, 1.0)))) for r in out]
 
     def warmup(self, allowed: list[str]) -> float:
@@ -418,6 +450,7 @@ def load_whisper(settings) -> WhisperEngine:
         compression_ratio_threshold=settings.compression_ratio_threshold,
         max_tokens_per_second=settings.max_tokens_per_second,
         encoder_window_s=settings.encoder_window_s,
+        prompt=settings.prompt,
     )
     if not str(resolved.path):
         raise ModelError("empty model path")

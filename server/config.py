@@ -171,6 +171,11 @@ class AsrSettings(_Section):
     language_stickiness: float = Field(3.0, ge=1)
     """Extra weight for the language of the caller's previous utterance."""
     beam_size: int = Field(1, ge=1, le=10)
+    prompt: str = ""
+    """Text given to the recogniser as the previous text (domain terms, product names); empty = none.
+    Cut to the model's 223-token budget (logged once). Off by default: measured to raise wrong
+    answers on the understanding benchmark (README, *Understanding*); a transcript that merely
+    repeats it is rejected as a hallucination."""
     short_answers: bool = True
     """A short reply to a clarifying question that free recognition did not make out as yes/no
     (or first/second) is scored against those words (README, *Understanding*)."""

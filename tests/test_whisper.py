@@ -71,3 +71,44 @@ def test_offline_transcription_uses_the_segmenter(services, settings):
     out = list(transcribe_audio(services.asr, services.vad, settings, audio, "kk"))
     assert out and out[0]["start"] > 3.0 and out[-1]["end"] < 8.6
     assert all(u["language"] == "kk" and u["text"] for u in out)
+
+
+@pytest.fixture(scope="module")
+def prompted(settings):
+    """The engine with a domain prompt far longer than Whisper's 223-token previous-text budget."""
+    import logging
+
+    from models.whisper import load_whisper
+
+    prompt = " ".join(["Демо Банк: карта, пин-код, депозит, несие, аударым, кэшбэк, банкомат."] * 40)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("dauys.asr").addHandler(handler)
+    try:
+        engine = load_whisper(settings.asr.model_copy(update={"prompt": prompt}))
+    finally:
+        logging.getLogger("dauys.asr").removeHandler(handler)
+    return engine, prompt, [r.getMessage() for r in records]
+
+
+def test_a_prompt_longer_than_the_model_takes_is_cut_and_logged_once(prompted):
+    from models.whisper import MAX_PROMPT_TOKENS
+
+    engine, prompt, messages = prompted
+    cut = [m for m in messages if m.startswith("asr.prompt:")]
+    assert len(cut) == 1 and f"the last {MAX_PROMPT_TOKENS} are used" in cut[0]
+    assert len(engine._previous) == MAX_PROMPT_TOKENS + 1 and engine._prompt("kk")[-4:] == engine._start("kk")
+    rec = engine.recognize(read_audio(clip("kk_kscd_ex1.wav")).samples, "kk", ["kk"])
+    assert rec.rejected is None and rec.text  # it still decodes
+
+
+def test_a_prompt_is_not_repeated_back_on_silence_or_noise(prompted):
+    from models.whisper import _echoes, _norm_words
+
+    engine, prompt, _ = prompted
+    rng = np.random.default_rng(1)
+    for audio in (np.zeros(16000 * 3, np.float32), (0.05 * rng.standard_normal(16000 * 3)).astype(np.float32)):
+        rec = engine.recognize(audio, "kk", ["kk"])
+        assert rec.rejected is not None, rec.text
+    assert _echoes("Карта, пин-код, депозит", _norm_words(prompt)) and not _echoes("Картам жоғалды", _norm_words(prompt))
