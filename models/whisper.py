@@ -438,8 +438,9 @@ class WhisperEngine:
         return time.perf_counter() - t0
 
 
-def load_whisper(settings) -> WhisperEngine:
-    """Build the engine from ``AsrSettings`` (resolving and verifying the weights)."""
+def load_whisper(settings, engine_class: type | None = None) -> WhisperEngine:
+    """Build the engine from ``AsrSettings`` (resolving and verifying the weights);
+    ``engine_class``: a :class:`WhisperEngine` subclass to build instead (benchmarks)."""
     from models.registry import resolve_asr_model
 
     resolved = resolve_asr_model(settings.model, settings.cache_dir, settings.download)
@@ -454,7 +455,7 @@ def load_whisper(settings) -> WhisperEngine:
     )
     if not str(resolved.path):
         raise ModelError("empty model path")
-    return WhisperEngine(
+    return (engine_class or WhisperEngine)(
         str(resolved.path),
         model_id=resolved.model_id,
         device=settings.device,

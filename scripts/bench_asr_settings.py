@@ -81,7 +81,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere: import the project's own modules
 
-from models.whisper import SAMPLE_RATE, DecodeOptions, WhisperEngine  # noqa: E402
+from models.whisper import SAMPLE_RATE, WhisperEngine  # noqa: E402
 
 DEFAULT_MANIFEST = Path(os.environ.get("DAUYS_SHARED_AUDIO", ROOT.parent / "shared" / "audio")) / "manifest.jsonl"
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
@@ -170,33 +170,11 @@ class FallbackEngine(WhisperEngine):
 
 
 def load_engine(settings, device: str | None, compute_type: str | None) -> FallbackEngine:
-    """The engine ``models.whisper.load_whisper`` would build from ``settings.asr``, as a :class:`FallbackEngine`."""
-    from models.errors import ModelError
-    from models.registry import resolve_asr_model
+    """The engine ``models.whisper.load_whisper`` builds from ``settings.asr``, as a :class:`FallbackEngine`."""
+    from models.whisper import load_whisper
 
-    a = settings.asr
-    resolved = resolve_asr_model(a.model, a.cache_dir, a.download)
-    if not str(resolved.path):
-        raise ModelError("empty model path")
-    opts = DecodeOptions(
-        beam_size=a.beam_size,
-        no_speech_threshold=a.no_speech_threshold,
-        log_prob_threshold=a.log_prob_threshold,
-        compression_ratio_threshold=a.compression_ratio_threshold,
-        max_tokens_per_second=a.max_tokens_per_second,
-        encoder_window_s=a.encoder_window_s,
-    )
-    return FallbackEngine(
-        str(resolved.path),
-        model_id=resolved.model_id,
-        device=device or a.device,
-        compute_type=compute_type or a.compute_type,
-        device_index=a.device_index,
-        cpu_threads=a.cpu_threads,
-        num_workers=a.num_workers,
-        options=opts,
-        language_aliases=a.language_aliases,
-    )
+    update = {k: v for k, v in (("device", device), ("compute_type", compute_type)) if v}
+    return load_whisper(settings.asr.model_copy(update=update), engine_class=FallbackEngine)
 
 
 # ---------------------------------------------------------------------------
