@@ -86,11 +86,16 @@ async def test_spoken_kazakh_question_gets_the_kazakh_answer_with_audio_in_the_p
     async with connect(live_server["ws"]) as ws:
         await ws.send(start_msg("kk", "mulaw", 8000, pacing="none"))
         await send_audio(ws, np.concatenate([question_kk, np.zeros(16000, np.float32)]), Encoding.MULAW, 8000, realtime=False)
+        first, first_audio = await collect(ws, lambda e: e["type"] == "reply", timeout=90)
+        if first[-1]["dialogue"]["act"] == "confirm":  # an uncertain match is put to the caller first
+            assert first[-1]["dialogue"]["entries"] == ["card_blocked"], first[-1]
+            await ws.send(json.dumps({"type": "text", "text": "Иә"}))
         await ws.send(json.dumps({"type": "end"}))
         events, audio = await collect(ws, lambda e: e["type"] == "session_end", timeout=90)
+    events = first + events
     final = next(e for e in events if e["type"] == "transcript" and e["final"])
-    reply = next(e for e in events if e["type"] == "reply")
-    assert reply["utterance_id"] == final["utterance_id"] and reply["language"] == "kk"
+    reply = [e for e in events if e["type"] == "reply"][-1]
+    assert first[-1]["utterance_id"] == final["utterance_id"] and reply["language"] == "kk"
     assert reply["text"] == kb.by_id["card_blocked"].answers["kk"], (final["text"], reply["text"])
     start = next(e for e in events if e["type"] == "audio_start" and e["reply_id"] == reply["reply_id"])
     assert start["encoding"] == "mulaw" and start["sample_rate"] == 8000
