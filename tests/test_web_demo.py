@@ -223,10 +223,14 @@ async def test_web_demo_in_headless_chromium(live_server, tmp_path):
     exe = _chromium()
     expected = KnowledgeBase.load(None).by_id["card_blocked"].answers["kk"]
 
-    # The fake microphone: silence, the question, silence (Chromium loops the file).
+    # The fake microphone: silence, the question, silence, then "иә" for the case the question is
+    # put to the caller to confirm first (README, Understanding), silence (Chromium loops the file).
     rate = 16000
     speech = espeak(QUESTION_KK, "kk", 140)
-    audio = np.concatenate([np.zeros(int(1.5 * rate), np.float32), speech, np.zeros(3 * rate, np.float32)])
+    yes = espeak("Иә", "kk", 140)
+    audio = np.concatenate([
+        np.zeros(int(1.5 * rate), np.float32), speech, np.zeros(3 * rate, np.float32), yes, np.zeros(6 * rate, np.float32),
+    ])
     wav = tmp_path / "mic.wav"
     write_wav(wav, AudioChunk(audio.astype(np.float32), rate))  # 16-bit PCM WAV
 
