@@ -391,7 +391,10 @@ class ReplyKinds:
         self.kb = KnowledgeBase.load(None)
         self.session_handoff = {norm(v) for v in session_handoff.values()}
 
-    def classify(self, text: str, lang: str, expected: str | None, handed_off: bool) -> str:
+    def classify(self, text: str, lang: str, expected: str | None, handed_off: bool, dialogue: dict | None = None) -> str:
+        act = (dialogue or {}).get("act")
+        if act in ("confirm", "choose"):  # a clarifying question (README, Understanding): right if it offers the entry
+            return "clarify_right" if expected in (dialogue.get("entries") or []) else "clarify_other"
         t = norm(text)
         if t == norm(self.kb.rephrase(lang)):
             return "rephrase"
@@ -431,7 +434,7 @@ def analyse(call: Call, pad_s: float, kinds: ReplyKinds, reference: str = "audio
     rid = rev.get("reply_id")
     handed_off = any(ev.get("type") == "handoff" for _, ev in call.events)
     out["reply"] = rev.get("text")
-    out["reply_kind"] = kinds.classify(rev.get("text", ""), rev.get("language") or q.lang, q.expected, handed_off)
+    out["reply_kind"] = kinds.classify(rev.get("text", ""), rev.get("language") or q.lang, q.expected, handed_off, rev.get("dialogue"))
     out["models"] = (rev.get("provenance") or {}).get("models")
     a_arr = next((a for a, ev in call.events if ev.get("type") == "audio_start" and ev.get("reply_id") == rid), None)
     b_arr = call.first_audio.get(rid)
@@ -528,7 +531,7 @@ async def run_level(n: int, url: str, questions: list[Question], args, rng: rand
         xs = [p["stages"]["total"] for p in ok if p["language"] == lang]
         by_lang[lang] = {"n": len(xs), "median": ms(median(xs)), "p95": ms(p95(xs))}
     single = [p["stages"]["total"] for p in ok if p["finals"] == 1]
-    kinds_count = {k: sum(p["reply_kind"] == k for p in per if p["reply"] is not None) for k in ("answer_right", "answer_other", "rephrase", "handoff")}
+    kinds_count = {k: sum(p["reply_kind"] == k for p in per if p["reply"] is not None) for k in ("answer_right", "answer_other", "clarify_right", "clarify_other", "rephrase", "handoff")}
     lags = [s - d for c in calls for s, d in zip(c.sent_at, c.deadline)]
     audio_s = sum(len(c.sent_at) for c in calls) * FRAME_S
     vad_off = [v - a for p in ok for a, v in [p["vad_minus_audio_speech_end"]]]
@@ -628,11 +631,14 @@ def print_report(report: dict) -> None:
 
     def share(lv, *ks):
         n = sum(lv["reply_kinds"].values())
-        k = sum(lv["reply_kinds"][x] for x in ks)
+        k = sum(lv["reply_kinds"].get(x, 0) for x in ks)
         return f"{k}/{n} ({100 * k / n:.0f}%)" if n else "-"
 
     rows += [
         ("replies: real answer (right entry + other)", [f"{share(lv, 'answer_right', 'answer_other')}: {lv['reply_kinds']['answer_right']} + {lv['reply_kinds']['answer_other']}" for lv in levels]),
+        ("replies: clarifying question (offering the right entry + other)", [
+            f"{share(lv, 'clarify_right', 'clarify_other')}: {lv['reply_kinds'].get('clarify_right', 0)} + {lv['reply_kinds'].get('clarify_other', 0)}" for lv in levels
+        ]),
         ("replies: rephrase", [share(lv, "rephrase") for lv in levels]),
         ("replies: handoff", [share(lv, "handoff") for lv in levels]),
         ("outcomes", [" ".join(f"{k}:{v}" for k, v in lv["outcomes"].items()) for lv in levels]),
