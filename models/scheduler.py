@@ -70,6 +70,11 @@ class _Job:
     hypotheses: int = field(compare=False, default=1)
     """How many recognition hypotheses to return (n-best, finals); > 1 is passed to the engine."""
 
+    def request(self) -> tuple:
+        """The engine's arguments: (audio, language, allowed), and hypotheses when more than one
+        (so engines without n-best never see it)."""
+        return (self.audio, self.language, self.allowed) + ((self.hypotheses,) if self.hypotheses > 1 else ())
+
 
 class AsrScheduler:
     """``recognize(audio, language, allowed)`` decodes one request; with ``batch_size`` > 1,
@@ -227,13 +232,9 @@ class AsrScheduler:
             error: BaseException | None = None
             try:
                 if self.batch_size == 1:
-                    job = batch[0]
-                    extra = (job.hypotheses,) if job.hypotheses > 1 else ()  # engines without n-best never see the argument
-                    results = [self._recognize(job.audio, job.language, job.allowed, *extra)]
+                    results = [self._recognize(*batch[0].request())]
                 else:
-                    results = list(self._recognize_batch([
-                        (j.audio, j.language, j.allowed) + ((j.hypotheses,) if j.hypotheses > 1 else ()) for j in batch
-                    ]))
+                    results = list(self._recognize_batch([j.request() for j in batch]))
                     if len(results) != len(batch):
                         raise RuntimeError(f"recognize_batch returned {len(results)} results for {len(batch)} requests")
             except BaseException as e:  # reported to the awaiting sessions

@@ -78,6 +78,11 @@ class Recognition:
     first; those equal to ``text`` or judged repetitive are left out."""
 
 
+def confidence(avg_logprob: float) -> float:
+    """A recognition's confidence, 0..1: exp of its mean token log-probability (floored at -20)."""
+    return float(math.exp(max(-20.0, min(0.0, avg_logprob))))
+
+
 def compression_ratio(text: str) -> float:
     data = text.encode("utf-8")
     return len(data) / max(1, len(zlib.compress(data)))
@@ -380,7 +385,7 @@ class WhisperEngine:
             text=text,
             language=language,
             language_probability=float(lang_prob),
-            confidence=float(math.exp(max(-20.0, min(0.0, avg_logprob)))),
+            confidence=confidence(avg_logprob),
             avg_logprob=avg_logprob,
             no_speech_prob=float(res.no_speech_prob),
             compression_ratio=ratio,
@@ -423,9 +428,13 @@ class WhisperEngine:
         if not phrases:
             return []
         frames = self._window_frames(len(audio))
-        enc = np.asarray(self._encode_features([self._features(audio, frames)]))
+        feats = self._features(audio, frames)
         ids = [self.tokenizer.encode(" " + p.strip()).ids for p in phrases]
-        batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(enc, len(ids), axis=0)))
+        enc = self._encode_features([feats])
+        if getattr(enc, "device", "cpu") == "cpu":  # one encoder pass, its output repeated per phrase
+            batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(np.asarray(enc), len(ids), axis=0)))
+        else:  # on the GPU, where encoding is cheap and the output cannot be read as an array
+            batch = self._encode_features([feats] * len(ids))
         out = self.model.align(batch, self._start(language), ids, [frames // 2] * len(ids))
         return [float(np.sum(np.log(np.clip(np.asarray(r.text_token_probs, dtype=np.float64), 1e-9, 1.0)))) for r in out]
 

@@ -136,12 +136,13 @@ class Responder:
         turn = Turn("user", text, language, confidence, alternatives=tuple(alternatives), avg_logprob=avg_logprob)
         self._start_reply(utterance_id, text, language, None, turn, speech_end)
 
-    def key(self, digit: str, language: str) -> bool:
+    def key(self, digit: str) -> bool:
         """A key the caller pressed answers the pending clarifying question (1 = yes or the first,
-        2 = no or the second), cutting the question short if it is still being spoken. False, and
-        nothing happens, when no question is pending."""
+        2 = no or the second) in its language, cutting the question short if it is still being
+        spoken. False, and nothing happens, when no question is pending."""
         if self.state.pending is None or self.finished is not None:
             return False
+        language = self.state.pending.language
         if self.barge_in():
             metrics.BARGE_INS.inc()
         self._start_reply(f"dtmf:{digit}", "", language, None, Turn("user", "", language, dtmf=digit))

@@ -15,16 +15,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.dialogue.yesno import parse_answer, spoken_candidates
+from models.dialogue.yesno import parse_answer, pick_spoken, spoken_candidates
 from models.scheduler import Priority, QueueFull
-from models.whisper import choose_language
+from models.whisper import SAMPLE_RATE, choose_language, confidence
 from pipeline.audio import InputConverter
 from pipeline.errors import ProtocolError
 from pipeline.events import Error, Ready, ServerEvent, SessionEnd, SpeechDiscarded, SpeechStarted, Start, Transcript
@@ -37,15 +36,6 @@ from server.logs import SESSION_ID
 log = logging.getLogger("dauys.session")
 
 OUTBOX_SIZE = 256
-SAMPLE_RATE = 16000
-SHORT_ANSWER_MARGIN = {"yes": 4.0, "first": 4.0, "second": 4.0, "no": 1.0}
-"""Log-probability lead the likeliest answer word needs over the next (``_short_answer``), by what
-it would mean. Asymmetric because a wrong yes makes the caller hear another question's answer while
-a wrong no costs a rephrase. Chosen on espeak-ng "иә"/"жоқ"/"да"/"нет" in the tuning voices (kk, ru
-at 150 wpm), 12 takes each with random padding, a third clean and the rest through the phone leg:
-a Kazakh "жоқ" was scored "иә" by up to 3.02, a right "иә" led by 5.48 or more (a Russian "да" by
-3.39 or more: two of twelve are asked again). The understanding benchmark's first phone run, with a
-yes lead of 1.0, answered 7 of 136 calls wrongly through such yeses."""
 
 
 @dataclass(frozen=True)
@@ -188,11 +178,10 @@ class Session:
         other keys, and keys with no question pending, are ignored."""
         if self.started is None or self._closing:
             return
-        language = self.language or self._last_language or self.settings.asr.default_language
         if digit == "0":
-            self.responder.handoff("user_request", language)
+            self.responder.handoff("user_request", self.language or self._last_language or self.settings.asr.default_language)
         elif digit in ("1", "2"):
-            self.responder.key(digit, self.responder.state.pending.language if self.responder.state.pending else language)
+            self.responder.key(digit)
 
     async def end(self, reason: str = "client_end", abandon_reply: bool = False) -> None:
         """Flush the last utterance, deliver every final, then ``session_end``.
@@ -422,7 +411,7 @@ class Session:
             Transcript(
                 utt.id, rec.text, True, rec.language, confidence=round(rec.confidence, 3), t_end=ev.t,
                 t_start=round(utt.t_start, 3), forced=ev.forced, t_endpoint=utt.t_endpoint,
-                alternatives=[{"text": t, "confidence": round(math.exp(max(-20.0, min(0.0, lp))), 3)} for t, lp in alternatives] or None,
+                alternatives=[{"text": t, "confidence": round(confidence(lp), 3)} for t, lp in alternatives] or None,
                 answer=answer[0] if answer else None,
             ),
             alternatives=tuple(alternatives), avg_logprob=getattr(rec, "avg_logprob", None),
@@ -432,8 +421,8 @@ class Session:
     async def _short_answer(self, rec, audio: np.ndarray) -> tuple[str, str] | None:
         """(kind, answer word) when a clarifying question is pending, the utterance is short
         (``asr.short_answer_max_s``) and its transcript is not already a yes/no (or first/second):
-        the answer words are scored against the audio (``asr.score_phrases``) and the likeliest
-        taken when it leads the next by ``SHORT_ANSWER_MARGIN``. None otherwise."""
+        the answer words are scored against the audio (``score_phrases``) and the likeliest taken
+        when it leads the next by enough (``yesno.pick_spoken``). None otherwise."""
         pending = self.responder.state.pending
         asr = self.settings.asr
         score = getattr(self.services.asr, "score_phrases", None)
@@ -450,8 +439,7 @@ class Session:
         except Exception as e:
             log.warning("session %s: scoring a short answer failed: %s", self.id, type(e).__name__)
             return None
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
-        if scores[order[0]] - scores[order[1]] < SHORT_ANSWER_MARGIN[candidates[order[0]][0]]:
-            return None
-        metrics.SHORT_ANSWERS.labels(candidates[order[0]][0]).inc()
-        return candidates[order[0]]
+        picked = pick_spoken(candidates, scores)
+        if picked is not None:
+            metrics.SHORT_ANSWERS.labels(picked[0]).inc()
+        return picked

@@ -412,7 +412,7 @@ def test_scoring_the_answer_words_hears_yes_and_no_that_free_recognition_garbles
     cands = spoken_candidates(lang, choosing=False)
     scores = services.asr.score_phrases(audio, lang, [p for _, p in cands])
     ranked = sorted(zip(scores, [k for k, _ in cands]), reverse=True)
-    from pipeline.session import SHORT_ANSWER_MARGIN
+    from models.dialogue.yesno import SHORT_ANSWER_MARGIN
 
     assert ranked[0][1] == kind and ranked[0][0] - ranked[1][0] >= SHORT_ANSWER_MARGIN[kind]
 

@@ -364,10 +364,7 @@ class KnowledgeBase:
         self.confirm: bool = confirm
         """Ask the caller to confirm (or choose) when the best match is not clearly above the rest."""
         # with clarifying questions the threshold is the floor of a confirmation; without, of an answer
-        threshold = settings.get("threshold", DEFAULT_CONFIRM_THRESHOLD if confirm else DEFAULT_THRESHOLD)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-            raise self._fail("settings.threshold", f"must be a number between 0 and 1, not {threshold!r}")
-        self.threshold: float = float(threshold)
+        self.threshold = self._fraction(settings, "threshold", DEFAULT_CONFIRM_THRESHOLD if confirm else DEFAULT_THRESHOLD)
         max_mis = settings.get("max_misunderstood", DEFAULT_MAX_MISUNDERSTOOD)
         if isinstance(max_mis, bool) or not isinstance(max_mis, int) or max_mis < 1:
             raise self._fail("settings.max_misunderstood", f"must be a whole number of at least 1, not {max_mis!r}")
@@ -677,14 +674,14 @@ class KnowledgeBase:
 
     def passage(self, entry: Entry | str, language: str, score: float = 1.0) -> Passage:
         """An entry as grounding for an LLM: its first example question (caller's language if any) and answer."""
-        e = self.by_id[entry] if isinstance(entry, str) else entry
+        e = self._entry(entry)
         qs = e.questions.get(_lang(language)) or next(iter(e.questions.values()))
         return Passage(e.id, qs[0], self.answer(e, language), round(float(score), 4), e.action[0] if e.action else None)
 
     def topic(self, entry: Entry | str, language: str) -> str:
         """How a clarifying question names the entry: its ``topic`` in ``language``, else its
         first example question in that language, quoted, else the topic in the default language."""
-        e = self.by_id[entry] if isinstance(entry, str) else entry
+        e = self._entry(entry)
         lang = _lang(language)
         if lang in e.topic:
             return e.topic[lang]
@@ -704,8 +701,11 @@ class KnowledgeBase:
             text += " " + hints.get(lang, hints.get("ru", ""))
         return text.strip()
 
+    def _entry(self, entry: Entry | str) -> Entry:
+        return self.by_id[entry] if isinstance(entry, str) else entry
+
     def answer(self, entry: Entry | str, language: str) -> str:
-        e = self.by_id[entry] if isinstance(entry, str) else entry
+        e = self._entry(entry)
         return e.answers.get(_lang(language)) or e.answers[self.default_language]
 
     def rephrase(self, language: str) -> str:

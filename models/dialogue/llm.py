@@ -431,7 +431,7 @@ class GroundedEngine:
             best = clarifier.kb.passage(outcome.entry, language, outcome.score)
             passages = [best, *passages][: self.config.top_k]
             if user.text != outcome.question:
-                history = [*history[: len(history) - 1 - history[::-1].index(user)], Turn("user", outcome.question, language)]
+                history = [Turn("user", outcome.question, language) if t is user else t for t in history]
         else:
             if not user.text.strip():
                 return
