@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   -- create .venv, install, start the server + web demo on http://127.0.0.1:8765/
-#   make test    -- create .venv, install (and espeak-ng), run the whole test suite
+#   make test    -- create .venv, install (and espeak-ng), lint (ruff, import layers), run the whole test suite
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dauys
 TEST_STAMP := $(VENV)/.installed-dauys-test
 
-.PHONY: serve test install system-deps bench clean
+.PHONY: serve test lint install system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,12 @@ serve: $(STAMP)
 system-deps:
 	@bash scripts/install_system_deps.sh
 
-test: $(TEST_STAMP) system-deps
+# Lint first (seconds): ruff (pyproject [tool.ruff]) and the import-linter layer contract (pyproject [tool.importlinter]).
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+
+test: $(TEST_STAMP) system-deps lint
 	$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)

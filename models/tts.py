@@ -2,7 +2,7 @@
 
 Engines (each a :class:`TtsEngine`) are loaded once per process and shared by
 every session.  ``synthesize()`` is a *blocking generator*: it yields one or
-more :class:`~pipeline.audio.AudioChunk` per sentence and is meant to be
+more :class:`~models.audio.AudioChunk` per sentence and is meant to be
 stepped in a worker thread, never on the event loop.
 
 - :class:`EspeakTts` runs ``espeak-ng --stdout`` as a subprocess per sentence
@@ -45,7 +45,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from models.errors import ModelError
-from pipeline.audio import AudioChunk, int16_to_float
+from models.audio import AudioChunk, int16_to_float
 
 log = logging.getLogger("dauys.tts")
 

@@ -23,6 +23,19 @@ from models.errors import ModelError
 log = logging.getLogger("dauys.asr")
 
 SAMPLE_RATE = 16000
+
+# Whisper's language tokens. Kyrgyz (ky) is not among them: see asr.language_aliases.
+WHISPER_LANGUAGES = {
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id", "hi",
+    "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la",
+    "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br", "eu", "is", "hy",
+    "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be",
+    "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo", "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl",
+    "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su", "yue",
+}
+LANGUAGE_ALIASES = {"ky": "kk"}
+"""Languages Whisper has no token for, decoded with a close relative's token (the default of ``asr.language_aliases``)."""
+
 HOP = 160
 # Known Whisper hallucinations on non-speech (subtitle credits and the like).
 HALLUCINATION_PHRASES = (

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-from pipeline.audio import MAX_RATE, MIN_RATE, Encoding
+from models.audio import MAX_RATE, MIN_RATE, Encoding
 from pipeline.errors import ProtocolError
 
 
@@ -277,7 +277,7 @@ class Handoff(ServerEvent):
 
 @_event
 @dataclass
-class Error(ServerEvent):
+class ErrorEvent(ServerEvent):
     type: ClassVar[str] = "error"
     code: str
     message: str

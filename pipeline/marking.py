@@ -14,16 +14,17 @@ import struct
 from datetime import datetime, timezone
 from pathlib import Path
 
+from models import __version__
+
+DEFAULT_CLASSIFICATION = {"risk_class": "minimum", "autonomy": "low"}
+"""The Art. 17 record of the default settings (``compliance.risk_class`` / ``compliance.autonomy``)."""
+
 
 def provenance(models: dict, compliance: dict | None = None, **extra) -> dict:
     """The provenance object; ``compliance`` is the Art. 17 record (``compliance.classification()``
     of the settings; default: the default settings' risk class and autonomy)."""
-    from server import __version__
-
     if compliance is None:
-        from server.config import ComplianceSettings
-
-        compliance = ComplianceSettings().classification()
+        compliance = dict(DEFAULT_CLASSIFICATION)
     return {
         "ai_generated": True,
         "system": f"dauys/{__version__}",

@@ -6,7 +6,7 @@ from typing import Iterator
 
 from models.vad import SileroVad
 from models.whisper import load_whisper
-from pipeline.audio import read_audio
+from models.audio import read_audio
 from pipeline.segmenter import Segmenter
 
 

@@ -19,12 +19,13 @@ from datetime import datetime, timezone
 
 from models.dialogue.base import Action, DialogueState, Turn
 from pipeline import watermark
-from pipeline.audio import AudioChunk, OutputConverter
+from models import __version__
+from models.audio import AudioChunk, OutputConverter
 from pipeline.events import AudioEnd, AudioStart, Handoff, Reply
 from pipeline.policy import detect_handoff
 from pipeline.privacy import redact
 from pipeline.sentences import SentenceBuffer
-from server import metrics
+from pipeline import metrics
 
 log = logging.getLogger("dauys.reply")
 
@@ -86,8 +87,6 @@ class Responder:
 
     # ------------------------------------------------------------------
     def provenance(self, reply_id: str, models: dict[str, str]) -> dict:
-        from server import __version__
-
         return {
             "system": f"dauys/{__version__}",
             "models": models,

@@ -24,14 +24,14 @@ import numpy as np
 from models.dialogue.yesno import parse_answer, pick_spoken, spoken_candidates
 from models.scheduler import Priority, QueueFull
 from models.whisper import SAMPLE_RATE, choose_language, confidence
-from pipeline.audio import InputConverter
+from models.audio import InputConverter
 from pipeline.errors import ProtocolError
-from pipeline.events import Error, Ready, ServerEvent, SessionEnd, SpeechDiscarded, SpeechStarted, Start, Transcript
+from pipeline.events import ErrorEvent, Ready, ServerEvent, SessionEnd, SpeechDiscarded, SpeechStarted, Start, Transcript
 from pipeline.langid import detect_text_language
 from pipeline.replies import Responder
 from pipeline.segmenter import Segmenter, SegmentEvent
-from server import metrics
-from server.logs import SESSION_ID
+from pipeline import metrics
+from pipeline.context import SESSION_ID
 
 log = logging.getLogger("dauys.session")
 
@@ -245,7 +245,7 @@ class Session:
             return
         log.error("session %s: audio processing failed", self.id, exc_info=task.exception())
         self._ended = True
-        for item in (Error("internal_error", "audio processing failed on the server"), Close(1011, "internal error")):
+        for item in (ErrorEvent("internal_error", "audio processing failed on the server"), Close(1011, "internal error")):
             try:
                 self.outbox.put_nowait(item)
             except asyncio.QueueFull:  # the reserved slots are taken: the reader is gone anyway
@@ -379,7 +379,7 @@ class Session:
             raise
         except Exception as e:
             log.error("session %s: final decode of %s failed: %s", self.id, utt.id, type(e).__name__)
-            await self.emit(Error("asr_failed", f"recognition of utterance {utt.id} failed"))
+            await self.emit(ErrorEvent("asr_failed", f"recognition of utterance {utt.id} failed"))
             return
         answer = await self._short_answer(rec, audio)
         if answer is not None:  # a short reply to a clarifying question, understood by scoring the answer words

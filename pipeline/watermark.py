@@ -555,7 +555,7 @@ def detect(samples: np.ndarray, rate: int, *, key: int = KEY) -> Detection:
 
 def detect_file(path: str | Path, *, key: int = KEY) -> Detection:
     """:func:`detect` on an audio file (WAV, or anything PyAV decodes)."""
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     chunk = read_audio(path, DETECT_RATE)
     return detect(chunk.samples, chunk.rate, key=key)

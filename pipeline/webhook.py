@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from models.net import is_local_host
-from server import metrics
+from pipeline import metrics
 
 log = logging.getLogger("dauys.webhook")
 

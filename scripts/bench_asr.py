@@ -67,7 +67,7 @@ client's receive loop got the event.
 Batching comparison (``--compare-batching``)
 --------------------------------------------
 No server: the ASR engine is loaded in this process and driven through the
-server's own queue (``models.loader.make_scheduler`` with ``asr.batch_size``
+server's own queue (``server.services.make_scheduler`` with ``asr.batch_size``
 set to each value of ``--batch-sizes``, ``asr.batch_window_ms`` as
 configured).  For each level N in ``--streams`` (default 1,4,8 in this mode),
 N streams run at once, closed loop: stream k submits the selected clips whole
@@ -122,7 +122,7 @@ from websockets.exceptions import ConnectionClosed
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere: import the project's own modules
 
-from pipeline.audio import Encoding, encode_wire, read_audio  # noqa: E402
+from models.audio import Encoding, encode_wire, read_audio  # noqa: E402
 from pipeline.events import AudioFormat, End, Start  # noqa: E402
 
 RATE = 16000
@@ -644,7 +644,7 @@ async def _batch_level(scheduler, clips: list[Clip], streams: int, rounds: int, 
 
 
 def compare_batching(args) -> dict:
-    from models.loader import make_scheduler
+    from server.services import make_scheduler
     from models.whisper import load_whisper
     from server.config import load_settings
 

@@ -519,11 +519,11 @@ def run(args, settings=None, engine=None, out=sys.stdout) -> dict:
     """The whole benchmark for parsed ``args``; returns the report (also printed as markdown to ``out``)."""
     import ctranslate2
 
-    from models.finetune.evaluate import server_settings
+    from server.config import settings_for
     from models.vad import SileroVad
 
     if settings is None:
-        settings = server_settings(args.model, config_file=args.config)
+        settings = settings_for(args.model, config_file=args.config)
     elif args.model:
         settings = settings.model_copy(update={"asr": settings.asr.model_copy(update={"model": args.model})})
     rows, bad = load_clips(args.manifest, settings.asr.languages, args.limit)

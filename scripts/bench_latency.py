@@ -134,7 +134,7 @@ from bench_asr import (  # noqa: E402
     say,
 )
 
-from pipeline.audio import Encoding, decode_wire, encode_wire, read_audio, resample  # noqa: E402
+from models.audio import Encoding, decode_wire, encode_wire, read_audio, resample  # noqa: E402
 from pipeline.events import AudioFormat, Start  # noqa: E402
 
 ROOT = bench_asr.ROOT

@@ -76,7 +76,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_asr import BenchError, run_with_server, say  # noqa: E402
 from bench_latency import espeak  # noqa: E402
 
-from pipeline.audio import Encoding, encode_wire, resample  # noqa: E402
+from models.audio import Encoding, encode_wire, resample  # noqa: E402
 
 DEFAULT_DATA = ROOT / "scripts" / "data" / "bench_understanding.jsonl"
 RATE = 16000
@@ -173,7 +173,7 @@ class Caller:
 
     def audio(self, text: str) -> bytes:
         if self.channel == "human" and text == self.item.text:
-            from pipeline.audio import read_audio
+            from models.audio import read_audio
 
             return encode_wire(with_silence(read_audio(self.item.audio_path).samples), Encoding.PCM_S16LE)
         samples = with_silence(espeak(text, self.voice[0], self.voice[1]))

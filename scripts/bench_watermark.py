@@ -16,7 +16,7 @@ What it does (seeded, deterministic)
 * Each reply is cut to a random excerpt: length uniform in [1.5 s, whole
   reply], start uniform.  The excerpt goes through each channel condition:
   clean (as is); 8k (soxr HQ to 8 kHz); mulaw (G.711 mu-law encode + decode
-  at the reply's rate, ``pipeline.audio.encode_wire``/``decode_wire``); gain
+  at the reply's rate, ``models.audio.encode_wire``/``decode_wire``); gain
   (uniform +-6 dB); noise (white Gaussian noise at 20 dB SNR, relative to
   the active speech level: the mean power of the 20 ms frames within 40 dB
   of the loudest, so pauses do not lower the noise); all (8k, then gain, then
@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline import watermark as wm  # noqa: E402
-from pipeline.audio import Encoding, decode_wire, encode_wire, read_audio  # noqa: E402
+from models.audio import Encoding, decode_wire, encode_wire, read_audio  # noqa: E402
 
 SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 

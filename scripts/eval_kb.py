@@ -143,7 +143,7 @@ def asr_transcripts(items: list[dict], config: str | None, rate_wpm: int) -> tup
     """Each question spoken by espeak-ng and transcribed by the server's recogniser (language fixed)."""
     from models.vad import SileroVad
     from models.whisper import load_whisper
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
     from pipeline.offline import transcribe_audio
     from server.config import load_settings
 

@@ -50,11 +50,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from models.errors import ModelError
     from models.finetune.data import load_rows
-    from models.finetune.evaluate import evaluate_rows, load_engine, server_settings
+    from models.finetune.evaluate import evaluate_rows, load_engine
+    from server.config import settings_for
     from server.config import ConfigError
 
     try:
-        settings = server_settings(args.model, config_file=args.config)
+        settings = settings_for(args.model, config_file=args.config)
     except ConfigError as e:
         print(str(e).splitlines()[0] if str(e) else "config error", file=sys.stderr)
         return 2

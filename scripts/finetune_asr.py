@@ -137,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     progress = not a.no_progress
 
     from models.finetune.data import load_rows, split_rows
-    from models.finetune.evaluate import server_settings
+    from server.config import settings_for
 
     try:
-        settings = server_settings(a.base if a.base and not Path(a.base).is_dir() else None, config_file=a.config)
+        settings = settings_for(a.base if a.base and not Path(a.base).is_dir() else None, config_file=a.config)
     except Exception as e:  # ConfigError: one line
         raise _fail(str(e)) from None
     quants = [q.strip() for q in a.quantization.split(",") if q.strip()]

@@ -38,12 +38,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from models.errors import ModelError
     from models.finetune.convert import Ct2FormatError, rebuild_hf_from_ct2
-    from models.finetune.evaluate import server_settings
+    from server.config import settings_for
     from models.registry import resolve_asr_model
     from server.config import ConfigError
 
     try:
-        settings = server_settings(args.model, config_file=args.config)
+        settings = settings_for(args.model, config_file=args.config)
         resolved = resolve_asr_model(settings.asr.model, Path(settings.asr.cache_dir), settings.asr.download)
     except (ConfigError, ModelError) as e:
         print(f"rebuild_hf: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)

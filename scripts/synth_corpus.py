@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.audio import read_audio, write_wav  # noqa: E402
+from models.audio import read_audio, write_wav  # noqa: E402
 
 DEFAULT_VOICES = ["m1", "m3", "f1", "f3", "m5"]
 """espeak-ng voice variants (``kk+m3``): timbre, not language."""

@@ -1,3 +1,1 @@
-"""Edge of Dauys: the WebSocket server, HTTP endpoints, the CLI and the web demo."""
-
-__version__ = "0.1.0"
+"""Edge of Dauys: the WebSocket server, the carriers' codecs, HTTP endpoints, the CLI and the web demo."""

@@ -11,8 +11,9 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from models.loader import ModelHub, SwitchError
-from server import auth, http, metrics, outgoing, twilio_auth
+from server.services import ModelHub, SwitchError
+from pipeline import metrics
+from server import auth, endpoints, outgoing, twilio_auth
 from pipeline.session import Close
 from server.native import handle_native
 from server.twilio import handle_twilio
@@ -54,7 +55,7 @@ class DauysServer:
             retry = self.auth_fails.retry_after(client)
             if retry is not None:
                 metrics.SESSIONS_REFUSED.labels("throttled").inc()
-                return http.too_many(retry, "too many failed authentications from your address, try again later\n")
+                return endpoints.too_many(retry, "too many failed authentications from your address, try again later\n")
             twilio_signed = path == TWILIO_PATH and bool(self.settings.twilio.auth_token.get_secret_value())
             refused = twilio_auth.check(request, connection.remote_address, self.settings) if path == TWILIO_PATH else auth.check(
                 request.path, request.headers, connection.remote_address, s.api_keys, s.allow_unauthenticated_remote,
@@ -64,30 +65,30 @@ class DauysServer:
                 if refused[0] == HTTPStatus.UNAUTHORIZED or refused is twilio_auth.REFUSED:  # a wrong key or a forged signature
                     self.auth_fails.failed(client)
                 metrics.SESSIONS_REFUSED.labels("origin" if refused[1].startswith("origin") else "auth").inc()
-                return http.text(HTTPStatus(refused[0]), refused[1] + "\n")
+                return endpoints.text(HTTPStatus(refused[0]), refused[1] + "\n")
             # Twilio's signed upgrades carry no key: sessions per key do not apply to them
             if s.max_sessions_per_key and (s.api_keys or s.api_key_hashes) and not twilio_signed and not self._hold_key(connection, request):
                 metrics.SESSIONS_REFUSED.labels("key_limit").inc()
-                return http.too_many(5, f"this API key has {s.max_sessions_per_key} connections open (server.max_sessions_per_key)\n")
+                return endpoints.too_many(5, f"this API key has {s.max_sessions_per_key} connections open (server.max_sessions_per_key)\n")
             return None  # go on with the WebSocket handshake
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return http.text(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {VOICE_PATH}\n")
+            return endpoints.text(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {VOICE_PATH}\n")
         if path == "/healthz":
-            return http.text(HTTPStatus.OK, "ok\n")
+            return endpoints.text(HTTPStatus.OK, "ok\n")
         if path == "/readyz":
             detail = readiness_detail(self.hub, self.settings)
             status = HTTPStatus.OK if detail["ready"] else HTTPStatus.SERVICE_UNAVAILABLE
-            return http.as_json(status, detail if self._trusted(connection, request) else {"ready": detail["ready"]})
+            return endpoints.as_json(status, detail if self._trusted(connection, request) else {"ready": detail["ready"]})
         if path == "/metrics":
             if self.settings.server.metrics_port is not None:
-                return http.text(HTTPStatus.NOT_FOUND, "not found (metrics are on server.metrics_port)\n")
+                return endpoints.text(HTTPStatus.NOT_FOUND, "not found (metrics are on server.metrics_port)\n")
             if not self._trusted(connection, request):
-                return http.text(HTTPStatus.FORBIDDEN, "metrics are served to loopback clients and with Authorization: Bearer KEY\n")
-            return http.metrics()
+                return endpoints.text(HTTPStatus.FORBIDDEN, "metrics are served to loopback clients and with Authorization: Bearer KEY\n")
+            return endpoints.metrics()
         if path == "/favicon.ico":
-            return http.response(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
-        page = http.static(path)
-        return page or http.text(HTTPStatus.NOT_FOUND, "not found\n")
+            return endpoints.response(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
+        page = endpoints.static(path)
+        return page or endpoints.text(HTTPStatus.NOT_FOUND, "not found\n")
 
     def _trusted(self, connection: ServerConnection, request) -> bool:
         """May this request see internals (auth.trusted: loopback, or a valid bearer key)?
@@ -128,10 +129,10 @@ class DauysServer:
         """The separate metrics listener (server.metrics_port): /metrics and /healthz, nothing else."""
         path = urlsplit(request.path).path
         if path == "/metrics":
-            return http.metrics()
+            return endpoints.metrics()
         if path == "/healthz":
-            return http.text(HTTPStatus.OK, "ok\n")
-        return http.text(HTTPStatus.NOT_FOUND, "not found\n")
+            return endpoints.text(HTTPStatus.OK, "ok\n")
+        return endpoints.text(HTTPStatus.NOT_FOUND, "not found\n")
 
     def _process_response(self, connection: ServerConnection, request, response) -> None:
         """The access log: one line per request; query values (``?token=``) are never logged."""
@@ -198,7 +199,7 @@ class DauysServer:
     async def switch_asr(self, asr_settings) -> str:
         """Hot model switch: new sessions get ``asr_settings.model``; calls in progress keep theirs.
 
-        Returns the new model id; raises models.loader.SwitchError (old model kept) on failure.
+        Returns the new model id; raises server.services.SwitchError (old model kept) on failure.
         """
         svc = await self.hub.switch_asr(asr_settings)
         self.settings = self.settings.model_copy(update={"asr": asr_settings})

@@ -24,11 +24,12 @@ import time
 import uuid
 from collections import OrderedDict
 
-from pipeline.audio import Encoding
-from pipeline.events import AudioEnd, AudioFormat, Error, Handoff, Start, Transcript
+from models.audio import Encoding
+from pipeline.events import AudioEnd, AudioFormat, ErrorEvent, Handoff, Start, Transcript
 from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
-from server import auth, metrics
+from pipeline import metrics
+from server import auth
 
 log = logging.getLogger("dauys.audiosocket")
 
@@ -153,7 +154,7 @@ class AudioSocketCall:
             elif isinstance(item, Transcript) and item.final:
                 metrics.TRANSCRIPTS.labels("final", item.language).inc()
                 log.info("call %s: final %s (%s)", self.call_id, item.utterance_id, item.language)
-            elif isinstance(item, Error):
+            elif isinstance(item, ErrorEvent):
                 metrics.ERRORS.labels(item.code).inc()
 
     async def start_session(self, rate: int) -> None:

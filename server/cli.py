@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 
-from server import __version__
+from models import __version__
 
 
 def _add_model_flags(p: argparse.ArgumentParser) -> None:
@@ -161,7 +161,7 @@ def cmd_say(args) -> int:
 
     from models.errors import ModelError
     from models.tts import TtsRouter
-    from pipeline.audio import AudioChunk, resample, write_wav
+    from models.audio import AudioChunk, resample, write_wav
     from pipeline.marking import info_chunk, provenance
     from pipeline.sentences import split_sentences
 
@@ -244,7 +244,7 @@ def cmd_detect_mark(args) -> int:
 def cmd_call(args) -> int:
     from websockets.exceptions import InvalidStatus, WebSocketException
 
-    from pipeline.audio import Encoding
+    from models.audio import Encoding
     from server.client import call
 
     if args.file is None and not args.text:

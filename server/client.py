@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from websockets.asyncio.client import connect
 
-from pipeline.audio import AudioChunk, Encoding, encode_wire, read_audio, resample, write_wav
+from models.audio import AudioChunk, Encoding, encode_wire, read_audio, resample, write_wav
 from pipeline.events import AudioFormat, End, Start, Text
 
 
@@ -87,7 +87,7 @@ async def call(
         finally:
             send_task.cancel()
     if out and reply_audio:
-        from pipeline.audio import decode_wire
+        from models.audio import decode_wire
 
         enc = Encoding(out_format.get("encoding", encoding.value))
         sr = int(out_format.get("sample_rate", rate))

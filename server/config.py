@@ -15,19 +15,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from models.net import is_local_host
+from models.whisper import LANGUAGE_ALIASES, WHISPER_LANGUAGES
+from pipeline.marking import DEFAULT_CLASSIFICATION
 
 ENV_PREFIX = "DAUYS_"
 MIN_KEY_CHARS = 16
 DEFAULT_LANGUAGES = ["kk", "ru", "uz", "tr", "az", "tt", "en"]
-# Whisper's language tokens. Kyrgyz (ky) is not among them: see asr.language_aliases.
-WHISPER_LANGUAGES = {
-    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id", "hi",
-    "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la",
-    "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br", "eu", "is", "hy",
-    "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be",
-    "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo", "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl",
-    "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su", "yue",
-}
 
 
 class ConfigError(Exception):
@@ -160,7 +153,7 @@ class AsrSettings(_Section):
     languages: list[str] = Field(default_factory=lambda: list(DEFAULT_LANGUAGES))
     """Languages detected among in 'auto' mode (and accepted as fixed session languages)."""
     default_language: str = "kk"
-    language_aliases: dict[str, str] = Field(default_factory=lambda: {"ky": "kk"})
+    language_aliases: dict[str, str] = Field(default_factory=lambda: dict(LANGUAGE_ALIASES))
     """Languages Whisper has no token for, decoded with a close relative's token."""
     language_prior: dict[str, float] = Field(default_factory=lambda: {"kk": 1.0, "ru": 1.0})
     """Expected mix of callers' languages: Whisper's language probabilities are
@@ -365,9 +358,9 @@ class ComplianceSettings(_Section):
     """Law 230-VIII: the classification the operator records (Art. 17), the handoff record that
     reaches the human, and the key of the in-band watermark."""
 
-    risk_class: Literal["minimum", "medium", "high"] = "minimum"
+    risk_class: Literal["minimum", "medium", "high"] = DEFAULT_CLASSIFICATION["risk_class"]
     """Risk class of the deployment in the law's terms (Art. 17); carried in every provenance and /readyz."""
-    autonomy: Literal["low", "medium", "high"] = "low"
+    autonomy: Literal["low", "medium", "high"] = DEFAULT_CLASSIFICATION["autonomy"]
     """Degree of autonomy (Art. 17): low = answers from the operator's knowledge base, hands everything else to a person."""
     handoff_webhook: str = ""
     """POST each handoff (redacted summary, HMAC-signed) to this URL; HTTPS unless the host is loopback. Empty = off."""
@@ -539,3 +532,17 @@ def load_settings(config_file: str | Path | None = None, cli: dict | None = None
         return Settings.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, sources)) from None
+
+
+def settings_for(model: str | None = None, *, config_file: str | Path | None = None, environ: dict[str, str] | None = None, **asr) -> Settings:
+    """The server's :class:`Settings` (defaults < ``config_file`` < ``DAUYS_*`` environment < these arguments),
+    for the tools that decode as the server does (evaluation, fine-tuning, benches).
+
+    ``model`` overrides ``asr.model`` (a CTranslate2 directory, ``embedded:whisper-base``,
+    a size name or a hub id); ``asr`` keyword arguments override other ``asr.*`` keys.
+    """
+    layer = {k: v for k, v in asr.items() if v is not None}
+    if model is not None:
+        layer["model"] = str(model)
+    return load_settings(config_file, cli={"asr": layer} if layer else None, environ=environ)
+

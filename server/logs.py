@@ -7,10 +7,8 @@ import logging
 import re
 import sys
 import time
-from contextvars import ContextVar
 
-SESSION_ID: ContextVar[str | None] = ContextVar("dauys_session_id", default=None)
-"""The session a log line belongs to: set when a Session is created, inherited by the tasks it spawns."""
+from pipeline.context import SESSION_ID
 
 _SECRETS = (
     (re.compile(r"((?:[?&]|\b)(?:token|api_key|apikey|key|access_token)=)[^&\s\"'#]+", re.I), r"\1[REDACTED]"),

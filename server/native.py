@@ -10,10 +10,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from pipeline.errors import ProtocolError
-from pipeline.events import Dtmf, End, Error, Handoff, Start, Text, Transcript, parse_client_message
+from pipeline.events import Dtmf, End, ErrorEvent, Handoff, Start, Text, Transcript, parse_client_message
 from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
-from server import metrics, outgoing
+from pipeline import metrics
+from server import outgoing
 
 log = logging.getLogger("dauys.native")
 
@@ -32,7 +33,7 @@ async def _writer(ws: ServerConnection, session: Session, send_timeout: float) -
                 if item.reply_id not in session.responder.interrupted:
                     await outgoing.send(ws, item.data, send_timeout)
                 continue
-            if isinstance(item, Error):
+            if isinstance(item, ErrorEvent):
                 metrics.ERRORS.labels(item.code).inc()
             elif isinstance(item, Transcript):
                 metrics.TRANSCRIPTS.labels("final" if item.final else "partial", item.language).inc()
@@ -42,7 +43,7 @@ async def _writer(ws: ServerConnection, session: Session, send_timeout: float) -
     except outgoing.SlowConsumer:
         log.warning("session %s: slow consumer: the client took no output for %.1f s; cut off (1008)", session.id, send_timeout)
         metrics.ERRORS.labels("slow_consumer").inc()
-        error = Error("slow_consumer", f"the client read none of its output for {send_timeout:g} s")
+        error = ErrorEvent("slow_consumer", f"the client read none of its output for {send_timeout:g} s")
         await outgoing.cut_off(ws, error.to_json())
     except ConnectionClosed:
         pass
@@ -64,7 +65,7 @@ async def handle_native(ws: ServerConnection, services, settings, registry: dict
         async with asyncio.timeout(settings.server.max_session_s):
             async for message in ws:
                 if (len(message) if isinstance(message, bytes) else len(message.encode("utf-8", "surrogatepass"))) > max_frame:
-                    await session.emit(Error("frame_too_large", f"frames are limited to {max_frame} bytes"))
+                    await session.emit(ErrorEvent("frame_too_large", f"frames are limited to {max_frame} bytes"))
                     await _drain(session, writer)
                     await outgoing.close(ws, 1009, "frame too large", send_timeout + outgoing.CLOSE_WAIT_S)
                     return
@@ -91,9 +92,9 @@ async def handle_native(ws: ServerConnection, services, settings, registry: dict
                             await asyncio.gather(ending, return_exceptions=True)
                         break
                 except ProtocolError as e:
-                    await session.emit(Error(e.code, e.message))
+                    await session.emit(ErrorEvent(e.code, e.message))
     except TimeoutError:
-        await session.emit(Error("session_too_long", f"sessions are limited to {settings.server.max_session_s:.0f} s"))
+        await session.emit(ErrorEvent("session_too_long", f"sessions are limited to {settings.server.max_session_s:.0f} s"))
         await session.end("max_duration")
     except ConnectionClosed:
         pass
@@ -101,7 +102,7 @@ async def handle_native(ws: ServerConnection, services, settings, registry: dict
         log.exception("session %s: internal error", session.id)
         metrics.ERRORS.labels("internal_error").inc()
         try:
-            await outgoing.send(ws, Error("internal_error", "server fault").to_json(), send_timeout)
+            await outgoing.send(ws, ErrorEvent("internal_error", "server fault").to_json(), send_timeout)
         except (ConnectionClosed, outgoing.SlowConsumer):
             pass
         await outgoing.close(ws, 1011, "internal error", send_timeout + outgoing.CLOSE_WAIT_S)

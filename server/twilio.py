@@ -23,12 +23,13 @@ import logging
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from pipeline.audio import MAX_RATE, MIN_RATE, Encoding
+from models.audio import MAX_RATE, MIN_RATE, Encoding
 from pipeline.errors import ProtocolError
-from pipeline.events import AudioEnd, AudioFormat, AudioStart, Error, Handoff, SessionEnd, Start, Transcript
+from pipeline.events import AudioEnd, AudioFormat, AudioStart, ErrorEvent, Handoff, SessionEnd, Start, Transcript
 from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
-from server import metrics, outgoing
+from pipeline import metrics
+from server import outgoing
 from server.twilio_auth import SECRET_PARAMETER, stream_secret_ok
 
 log = logging.getLogger("dauys.twilio")
@@ -104,7 +105,7 @@ class TwilioCall:
                 metrics.TRANSCRIPTS.labels("final" if item.final else "partial", item.language).inc()
                 if item.final:
                     log.info("call %s: final %s (%s)", self.call_sid, item.utterance_id, item.language)
-            elif isinstance(item, Error):
+            elif isinstance(item, ErrorEvent):
                 metrics.ERRORS.labels(item.code).inc()
                 log.warning("call %s: error %s", self.call_sid, item.code)
             elif isinstance(item, SessionEnd):

@@ -38,7 +38,7 @@ def reference(name: str) -> str:
 
 def espeak(text: str, voice: str, rate_wpm: int = 150) -> np.ndarray:
     """Speech from espeak-ng (Debian package espeak-ng), 16 kHz float32."""
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     exe = shutil.which("espeak-ng")
     if exe is None:
@@ -64,7 +64,7 @@ def settings():
 
 @pytest.fixture(scope="session")
 def services(settings):
-    from models.loader import load_services
+    from server.services import load_services
 
     svc = load_services(settings)
     yield svc

@@ -53,7 +53,7 @@ async def _status(uri: str, headers: dict | None = None) -> tuple[int, dict]:
 
 
 def _refused(reason: str) -> float:
-    from server.metrics import REGISTRY
+    from pipeline.metrics import REGISTRY
 
     return REGISTRY.get_sample_value("dauys_sessions_refused_total", {"reason": reason}) or 0.0
 

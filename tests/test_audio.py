@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from pipeline.audio import (
+from models.audio import (
     AudioChunk, Encoding, InputConverter, OutputConverter, decode_wire, encode_wire, mulaw_decode, mulaw_encode,
     read_audio, resample, wav_bytes,
 )

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from models.loader import make_scheduler
+from server.services import make_scheduler
 from models.scheduler import AsrScheduler, Priority, QueueFull
-from pipeline.audio import read_audio
+from models.audio import read_audio
 from tests.conftest import clip, make_settings
 
 FINAL, PARTIAL = Priority.FINAL, Priority.PARTIAL

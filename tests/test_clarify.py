@@ -25,7 +25,7 @@ from models.dialogue.clarify import Clarifier
 from models.dialogue.kb import KbEngine, KnowledgeBase, KnowledgeBaseError
 from models.dialogue.yesno import parse_answer
 from models.scheduler import Priority
-from pipeline.audio import Encoding, encode_wire, resample
+from models.audio import Encoding, encode_wire, resample
 
 ROOT = Path(__file__).resolve().parent.parent
 PIN = "Картаның құпия кодын есімнен шығарып алдым"  # the trap: uncertain, pin_reset is right
@@ -282,7 +282,7 @@ async def _recv_text(ws):
 
 
 def _count(act: str) -> float:
-    from server import metrics
+    from pipeline import metrics
 
     return metrics.DIALOGUE_ACTS.labels(act)._value.get()
 

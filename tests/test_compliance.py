@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from pipeline.audio import AudioChunk, Encoding, decode_wire
+from models.audio import AudioChunk, Encoding, decode_wire
 from pipeline.policy import detect_handoff
 from server.config import DEFAULT_LANGUAGES, SessionSettings
 from tests.conftest import http_get
@@ -151,7 +151,7 @@ def verified(headers: dict, body: bytes) -> dict:
 
 
 def webhook_count(result: str) -> float:
-    from server.metrics import REGISTRY
+    from pipeline.metrics import REGISTRY
 
     return REGISTRY.get_sample_value("dauys_handoff_webhook_total", {"result": result}) or 0.0
 

@@ -38,7 +38,7 @@ def test_engine_is_the_servers(engine, settings):
 
 def test_engine_from_a_model_directory_with_the_server_settings(engine, settings):
     """What training code does with its CTranslate2 export: here the embedded model's own directory."""
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     ct2 = CACHE_DIR / "models" / "whisper-base-ct2"
     other = load_engine(str(ct2), settings=settings)
@@ -83,7 +83,7 @@ def test_cer_and_wer_match_jiwer_computed_directly(shared_report):
 def test_hypotheses_are_the_engines_forced_language_decodes(shared_report, engine, settings):
     report, _ = shared_report
     u = next(u for u in report.results if u.id == "kk_kscd_ex1.wav")
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     rec = engine.recognize(read_audio(clip("kk_kscd_ex1.wav")).samples, "kk", settings.asr.language_weights())
     assert u.raw_text == rec.text and u.detected_language == "kk"

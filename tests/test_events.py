@@ -14,14 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis import strategies as st
 
-from pipeline.audio import Encoding
+from models.audio import Encoding
 from pipeline.errors import ERROR_CODES, DauysError, ProtocolError
 from pipeline.events import (
     AudioEnd,
     AudioFormat,
     AudioStart,
     End,
-    Error,
+    ErrorEvent,
     Handoff,
     Ready,
     Reply,
@@ -65,7 +65,7 @@ SERVER_EVENTS = {
     "audio_start": AudioStart(reply_id="r1", encoding="pcm_s16le", sample_rate=16000, watermark="abc123"),
     "audio_end": AudioEnd(reply_id="r1", interrupted=True),
     "handoff": Handoff(reason="user_request", language="kk", summary=KK_TEXT),
-    "error": Error(code="invalid_json", message="text frames must be JSON objects"),
+    "error": ErrorEvent(code="invalid_json", message="text frames must be JSON objects"),
     "session_end": SessionEnd(reason="client_end"),
 }
 

@@ -13,7 +13,7 @@ import pytest
 from models.finetune.data import Row, load_rows, split_rows
 from models.finetune.degrade import add_noise, band_limit, mulaw_roundtrip, phone_degrade
 from models.finetune.textnorm import normalize
-from pipeline.audio import AudioChunk, read_audio, write_wav
+from models.audio import AudioChunk, read_audio, write_wav
 from tests.conftest import clip, manifest
 
 # ---------------------------------------------------------------------------
@@ -363,7 +363,7 @@ def test_phone_degrade_is_deterministic_and_applies_mulaw():
     codec_snr = _power_db(lin) - _power_db(ulaw - lin)
     assert 25 < codec_snr < 45
     # the roundtrip output only holds G.711 levels
-    from pipeline.audio import int16_to_float, mulaw_decode
+    from models.audio import int16_to_float, mulaw_decode
 
     levels = set(int16_to_float(mulaw_decode(bytes(range(256)))).tolist())
     assert set(np.unique(mulaw_roundtrip(x)).tolist()) <= levels

@@ -22,7 +22,7 @@ import time
 import pytest
 from websockets.asyncio.client import connect
 
-from pipeline.audio import Encoding, encode_wire
+from models.audio import Encoding, encode_wire
 from pipeline.events import AudioFormat, End, Start
 from server.client import call, prepare_audio
 from tests.conftest import CACHE_DIR, ROOT, clip, http_get, make_settings, reference
@@ -95,7 +95,7 @@ def test_exports_carry_what_faster_whisper_needs_and_the_card(run, quant):
     assert isinstance("".join(s.text for s in segments), str)  # plain faster-whisper loads and runs it
     # the server's engine (same encoder window as training on this CPU) gives back what it learned
     from models.whisper import WhisperEngine
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     rec = WhisperEngine(str(d), device="cpu").recognize(read_audio(clip("kk_kscd_ex2.wav")).samples, "kk", ["kk"])
     assert rec.text == reference("kk_kscd_ex2.wav")

@@ -59,7 +59,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from pipeline.errors import ERROR_CODES
-from server import metrics
+from pipeline import metrics
 from tests.conftest import _LoadedHub, make_settings
 
 pytestmark = pytest.mark.slow

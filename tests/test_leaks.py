@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from pipeline.audio import Encoding, encode_wire, read_audio
+from models.audio import Encoding, encode_wire, read_audio
 from tests.conftest import clip
 from tests.test_fuzz import ServerThread
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pipeline.audio import AudioChunk, read_audio, write_wav
+from models.audio import AudioChunk, read_audio, write_wav
 from pipeline.marking import info_chunk, provenance, read_info, read_provenance
 from tests.conftest import ROOT
 
@@ -89,7 +89,7 @@ async def test_detect_mark_finds_the_servers_mark_after_a_phone_line(live_server
     import asyncio
 
     from server.client import call
-    from pipeline.audio import Encoding
+    from models.audio import Encoding
 
     out = tmp_path / "phone.wav"
     events = await call(live_server["ws"], None, texts=["Картам бұғатталып қалды"], realtime=False,

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from pipeline.audio import Encoding, encode_wire, read_audio
+from models.audio import Encoding, encode_wire, read_audio
 from tests.conftest import clip, espeak, http_get
 
 pytestmark = pytest.mark.slow

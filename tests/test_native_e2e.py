@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from pipeline.audio import AudioChunk, Encoding, encode_wire, write_wav
+from models.audio import AudioChunk, Encoding, encode_wire, write_wav
 from server.client import call
 from tests.conftest import clip, espeak, http_get, reference
 
@@ -118,7 +118,7 @@ async def test_non_speech_gives_no_transcript(live_server, tmp_path, kind):
 
 
 async def test_end_flushes_speech_cut_mid_word(live_server, tmp_path):
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     speech = read_audio(clip("kk_kscd_ex1.wav")).samples[: int(2.0 * 16000)]
     path = tmp_path / "cut.wav"
@@ -144,7 +144,7 @@ async def test_typed_text_language_is_detected_in_auto_mode(live_server):
 
 
 async def test_kazakh_russian_switching_between_utterances(live_server, tmp_path):
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     kk = read_audio(clip("kk_kscd_ex1.wav")).samples
     ru = espeak("Я хочу узнать баланс моей карты и последние операции по счёту", "ru", 140)
@@ -239,7 +239,7 @@ async def test_the_frame_limit_counts_bytes_of_text_frames_too(live_server):
 
 async def test_final_transcripts_survive_a_later_bad_frame(live_server):
     """An error after a final never takes the final back; the session goes on."""
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     async with connect(live_server["ws"]) as ws:
         await ws.send(START)

@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from models.scheduler import Priority
-from pipeline.audio import Encoding, encode_wire, resample
+from models.audio import Encoding, encode_wire, resample
 from server.config import SessionSettings
 from tests.conftest import espeak, make_settings
 from tests.test_speech_e2e import collect

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from pipeline.audio import Encoding, encode_wire
+from models.audio import Encoding, encode_wire
 from server import auth
 from server.app import check_bind
 from server.config import ConfigError
@@ -40,7 +40,7 @@ async def _status(uri, **kwargs) -> int:
 
 
 def _refused(reason: str) -> float:
-    from server.metrics import REGISTRY
+    from pipeline.metrics import REGISTRY
 
     return REGISTRY.get_sample_value("dauys_sessions_refused_total", {"reason": reason}) or 0.0
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from models.vad import WINDOW, SileroVad
-from pipeline.audio import read_audio
+from models.audio import read_audio
 from pipeline.segmenter import Segmenter
 from tests.conftest import clip
 

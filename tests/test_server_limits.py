@@ -218,7 +218,7 @@ async def test_a_client_that_stops_reading_is_cut_off_and_the_others_go_on(make_
     """A caller that never reads fills its buffers; within send_timeout_s of the server being unable to
     send to it, it is cut off (error slow_consumer counted, 1008, TCP closed), its session freed;
     a second caller meanwhile gets every reply on time."""
-    from server.metrics import REGISTRY
+    from pipeline.metrics import REGISTRY
 
     send_timeout = 2.0
     server = await make_server(server={"port": 0, "send_timeout_s": send_timeout})
@@ -319,7 +319,7 @@ async def test_session_length_limit_ends_the_session_cleanly(make_server):
 
 
 async def test_long_speech_is_cut_at_max_utterance_with_a_forced_final(services):
-    from pipeline.audio import Encoding, encode_wire, read_audio
+    from models.audio import Encoding, encode_wire, read_audio
     from tests.conftest import clip
 
     # no pause long enough to end an utterance: only the length limit can
@@ -455,7 +455,7 @@ async def test_sigterm_during_a_reply_lets_it_finish_then_closes_1001_and_exits_
 async def test_an_audiosocket_peer_that_stops_reading_is_dropped(make_server):
     """AudioSocket has no close frame to send a slow peer: within send_timeout_s of the paced audio
     (the spoken disclosure) finding no room, the TCP connection is dropped and the call freed."""
-    from server.metrics import REGISTRY
+    from pipeline.metrics import REGISTRY
 
     server = await make_server(server={"audiosocket_port": 0, "send_timeout_s": 1.0})
     before = REGISTRY.get_sample_value("dauys_errors_total", {"code": "slow_consumer"}) or 0.0

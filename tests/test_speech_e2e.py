@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from models.dialogue.kb import KnowledgeBase
-from pipeline.audio import Encoding, decode_wire, encode_wire, read_audio, resample
+from models.audio import Encoding, decode_wire, encode_wire, read_audio, resample
 from tests.conftest import clip, espeak
 
 pytestmark = pytest.mark.slow

@@ -32,7 +32,7 @@ from models.tts import (
     parse_wav,
     split_sentences,
 )
-from pipeline.audio import AudioChunk
+from models.audio import AudioChunk
 from tests.conftest import ROOT, make_settings
 
 MAKE_VOICE = ROOT / "tests" / "tools" / "make_test_voice.py"
@@ -470,7 +470,7 @@ def test_espeak_kazakh_is_recognised_back(settings):
     import jiwer
 
     from models.whisper import load_whisper
-    from pipeline.audio import resample
+    from models.audio import resample
 
     router = TtsRouter.from_settings(settings.tts)
     text = "Сәлеметсіз бе. Сізге қалай көмектесе аламын?"

@@ -44,7 +44,7 @@ def documented_signature(token: str, url: str, params: dict | None = None) -> st
 
 
 def _metric(name: str, labels: dict) -> float:
-    from server.metrics import REGISTRY
+    from pipeline.metrics import REGISTRY
 
     return REGISTRY.get_sample_value(name, labels) or 0.0
 

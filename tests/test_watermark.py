@@ -12,7 +12,7 @@ import pytest
 import soxr
 
 from pipeline import watermark as wm
-from pipeline.audio import AudioChunk, Encoding, decode_wire, encode_wire, read_audio, write_wav
+from models.audio import AudioChunk, Encoding, decode_wire, encode_wire, read_audio, write_wav
 from tests.conftest import SHARED_AUDIO
 
 SENTENCES = [

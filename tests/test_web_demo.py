@@ -25,7 +25,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from models.dialogue.kb import KnowledgeBase
-from pipeline.audio import AudioChunk, write_wav
+from models.audio import AudioChunk, write_wav
 from tests.conftest import ROOT, espeak
 
 pytestmark = pytest.mark.slow

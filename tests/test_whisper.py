@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from models.whisper import choose_language, collapse_loops, compression_ratio
-from pipeline.audio import read_audio
+from models.audio import read_audio
 from pipeline.offline import transcribe_audio
 from tests.conftest import clip, reference
 from tests.test_native_e2e import norm

@@ -88,9 +88,9 @@ BAD_REASONS = (
 
 def default_languages() -> set[str]:
     """Every language the server can decode: Whisper's tokens plus the configured aliases (ky)."""
-    from server.config import WHISPER_LANGUAGES, AsrSettings
+    from models.whisper import LANGUAGE_ALIASES, WHISPER_LANGUAGES
 
-    return set(WHISPER_LANGUAGES) | set(AsrSettings.model_fields["language_aliases"].default_factory())
+    return set(WHISPER_LANGUAGES) | set(LANGUAGE_ALIASES)
 
 
 # ---------------------------------------------------------------------------
@@ -128,7 +128,7 @@ class Row:
             return self.audio
         if self._loader is not None:
             return self._loader()
-        from pipeline.audio import read_audio
+        from models.audio import read_audio
 
         return read_audio(self.audio, SAMPLE_RATE).samples
 
@@ -325,7 +325,7 @@ def dataset_card_reservation(folder: Path) -> bool:
 
 def decode_bytes(data: bytes, rate: int = SAMPLE_RATE) -> np.ndarray:
     """An encoded audio file image (WAV, FLAC, MP3, OGG ...) -> mono float32 at ``rate``."""
-    from pipeline.audio import Encoding, decode_wire, resample
+    from models.audio import Encoding, decode_wire, resample
 
     try:
         with wave.open(io.BytesIO(data), "rb") as w:
@@ -341,7 +341,7 @@ def decode_bytes(data: bytes, rate: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def _read_file(path: Path) -> np.ndarray:
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     return read_audio(path, SAMPLE_RATE).samples
 
@@ -562,7 +562,7 @@ def load_dataset_dir(
                 if arr.ndim > 1:
                     arr = arr.mean(axis=0 if arr.shape[0] < arr.shape[-1] else -1).astype(np.float32)
                 sr = int(a.get("sampling_rate") or SAMPLE_RATE)
-                from pipeline.audio import resample
+                from models.audio import resample
 
                 samples = resample(arr, sr, SAMPLE_RATE)
                 keep = True

@@ -12,7 +12,7 @@ to it, in this order:
    random, band-limited like the speech) at a random SNR (``snr_db``,
    uniform in dB; power measured over the whole clip, silences included);
 5. G.711 mu-law encoded and decoded with the same codec the server uses on
-   phone lines (:mod:`pipeline.audio`);
+   phone lines (:mod:`models.audio`);
 6. resampled back to 16 kHz and trimmed/padded to the input's length.
 
 Deterministic for a given seed or ``numpy.random.Generator`` state.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.audio import float_to_int16, int16_to_float, mulaw_decode, mulaw_encode, resample
+from models.audio import float_to_int16, int16_to_float, mulaw_decode, mulaw_encode, resample
 
 PHONE_RATE = 8000
 TELEPHONE_BAND = (300.0, 3400.0)

@@ -213,42 +213,24 @@ class EvalReport:
 
 
 def _asr_settings(settings):
-    if settings is None:
-        from server.config import load_settings
-
-        settings = load_settings()
+    """The ``asr`` section of the server's :class:`Settings`, or an :class:`AsrSettings` as given."""
     return getattr(settings, "asr", settings)
 
 
-def server_settings(model: str | None = None, *, config_file=None, environ: dict[str, str] | None = None, **asr: Any):
-    """The server's :class:`Settings` (defaults < ``config_file`` < ``DAUYS_*`` environment < these arguments).
-
-    ``model`` overrides ``asr.model`` (a CTranslate2 directory, ``embedded:whisper-base``,
-    a size name or a hub id); ``asr`` keyword arguments override other ``asr.*`` keys.
-    """
-    from server.config import load_settings
-
-    layer = {k: v for k, v in asr.items() if v is not None}
-    if model is not None:
-        layer["model"] = str(model)
-    return load_settings(config_file, cli={"asr": layer} if layer else None, environ=environ)
-
-
-def load_engine(model: str | None = None, *, settings=None, config_file=None, environ: dict[str, str] | None = None):
+def load_engine(model: str | None = None, *, settings):
     """A :class:`models.whisper.WhisperEngine` built exactly as the server builds it.
 
-    ``settings`` (a :class:`Settings`; default: read like the server does,
-    from ``config_file`` and the environment) gives device, compute type,
-    threads, decoding options and language aliases; ``model`` (e.g. the
-    CTranslate2 export of a fine-tune) replaces ``asr.model``.
+    ``settings`` (the server's :class:`Settings` or its :class:`AsrSettings`, read
+    by the caller, e.g. with :func:`server.config.settings_for`) gives device,
+    compute type, threads, decoding options and language aliases; ``model``
+    (e.g. the CTranslate2 export of a fine-tune) replaces ``asr.model``.
     """
     from models.whisper import load_whisper
 
-    if settings is None:
-        settings = server_settings(model, config_file=config_file, environ=environ)
-    elif model is not None:
-        settings = settings.model_copy(update={"asr": settings.asr.model_copy(update={"model": str(model)})})
-    return load_whisper(settings.asr)
+    asr = _asr_settings(settings)
+    if model is not None:
+        asr = asr.model_copy(update={"model": str(model)})
+    return load_whisper(asr)
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +243,7 @@ def evaluate_rows(
     language_mode: LanguageMode = "manifest",
     progress: bool = True,
     *,
-    settings=None,
+    settings,
     degrade_phone: bool = False,
     seed: int = 0,
     loaded=None,
@@ -269,8 +251,7 @@ def evaluate_rows(
     """Decode and score every row (:class:`models.finetune.data.Row`, or dicts with audio/text/language/id).
 
     ``settings``: the server's :class:`Settings` or :class:`AsrSettings`
-    (language weights for ``auto`` mode; default: the server's configuration
-    from the environment).  ``degrade_phone``: run each row through
+    (language weights for ``auto`` mode).  ``degrade_phone``: run each row through
     :func:`models.finetune.degrade.phone_degrade` first (seeded per row by
     ``seed`` and its position).  ``loaded``: the
     :class:`models.finetune.data.LoadResult` the rows came from, whose
@@ -334,31 +315,6 @@ def _audio(row) -> np.ndarray:
     audio = _get(row, "audio")
     if isinstance(audio, np.ndarray):
         return audio.astype(np.float32, copy=False)
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     return read_audio(audio).samples
-
-
-def evaluate_source(
-    source,
-    *,
-    engine=None,
-    model: str | None = None,
-    settings=None,
-    language_mode: LanguageMode = "manifest",
-    progress: bool = True,
-    degrade_phone: bool = False,
-    seed: int = 0,
-    limit: int | None = None,
-    max_seconds: float | None = None,
-) -> EvalReport:
-    """Load a manifest or datasets directory (accepting the languages in ``asr.languages``) and evaluate it."""
-    from models.finetune.data import DEFAULT_MAX_SECONDS, load_rows
-
-    if settings is None:
-        settings = server_settings(model)
-    loaded = load_rows(source, languages=settings.asr.languages, max_seconds=max_seconds or DEFAULT_MAX_SECONDS)
-    rows = loaded.rows[:limit] if limit else loaded.rows
-    if engine is None:
-        engine = load_engine(model, settings=settings)
-    return evaluate_rows(engine, rows, language_mode, progress, settings=settings, degrade_phone=degrade_phone, seed=seed, loaded=loaded)

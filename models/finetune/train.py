@@ -128,7 +128,7 @@ def _row_audio(row) -> np.ndarray:
         return audio.astype(np.float32, copy=False)
     if hasattr(row, "load_audio"):
         return np.asarray(row.load_audio(), np.float32)
-    from pipeline.audio import read_audio
+    from models.audio import read_audio
 
     path = getattr(row, "path", None) or audio
     return read_audio(path).samples

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
-from server.metrics import REGISTRY
+from pipeline.metrics import REGISTRY
 
 WEB_DIR = Path(__file__).parent / "web"
 
