@@ -366,12 +366,19 @@ class WhisperEngine:
 
     @staticmethod
     def _max_length(prompt_len: int, max_new: int) -> int:
-        return min(448, prompt_len + max_new)
+        """The ``max_length`` that lets CTranslate2 generate ``max_new`` tokens after the prompt.
+
+        Its Whisper ``generate`` decodes at most min(max_length / 2, max_length - (prompt
+        length - 1)) steps (like OpenAI's ``sample_len = n_text_ctx // 2``), so passing
+        prompt length + ``max_new`` gave about half the budget ``asr.max_tokens_per_second``
+        names (measured: max_length 60 → 30 tokens). Whisper's 448-position context bounds it.
+        """
+        return min(448, max(2 * max_new, prompt_len - 1 + max_new))
 
     @classmethod
     def _length_cap(cls, prompt_len: int, max_new: int) -> int:
-        """Most tokens CTranslate2 generates with our ``max_length``: its Whisper ``generate``
-        decodes at most min(max_length / 2, max_length - (prompt length - 1)) steps."""
+        """Most tokens CTranslate2 generates for this prompt and budget: ``max_new``,
+        or fewer where Whisper's context runs out (at most 224)."""
         ml = cls._max_length(prompt_len, max_new)
         return min(ml // 2, ml - (prompt_len - 1))
 

@@ -308,7 +308,7 @@ def test_batched_decoding_equals_one_by_one_on_the_shared_clips(services, monkey
     items = [
         (kk1, None, weights), (kk2, "kk", ["kk"]), (word, "kk", ["kk"]), (word, None, weights),
         (uz1[: 16000 * 3], None, weights), (uz1[16000 * 3: 16000 * 9], "uz", ["uz"]), (kk1[: 16000 * 2], None, ["kk", "ru"]),
-        (uz1, "uz", ["uz"]), (uz2, "uz", ["uz"]), (uz2, None, weights),
+        (uz2[: 16000 * 8], "uz", ["uz"]), (uz1, "uz", ["uz"]), (uz2, "uz", ["uz"]), (uz2, None, weights),
     ]
     alone = [engine.recognize(*item) for item in items]
     proxy = CountingModel(engine.model)
@@ -321,12 +321,13 @@ def test_batched_decoding_equals_one_by_one_on_the_shared_clips(services, monkey
         assert b.language_probability == pytest.approx(a.language_probability, abs=1e-4)
         assert b.duration == a.duration
     assert any(a.rejected == "repetition" for a in alone)  # the budget fallback is exercised
-    # the 7 short items share the 10 s window (one encode/generate of 7), the 3 long ones 19 s;
-    # the looping 0.36 s word reaches its own (smaller) length cap in the batch of 7, so it is
-    # decoded again alone from its row of the encoder output (on the CPU: no second encode)
+    # the 8 short items share the 10 s window (one encode/generate of 8), the 3 long ones 19 s;
+    # the looping 6 s uz slice reaches its own budget (110 tokens) in the batch of 8, whose
+    # budget is the 8 s slice's 140, so it is decoded again alone from its row of the
+    # encoder output (on the CPU: no second encode)
     short, long_ = engine.batch_key(kk1), engine.batch_key(uz1)
-    assert short != long_ and {engine.batch_key(x[0]) for x in items[:7]} == {short}
-    assert ("encode", 7) in proxy.calls and ("generate", 7) in proxy.calls and ("detect_language", 7) in proxy.calls
+    assert short != long_ and {engine.batch_key(x[0]) for x in items[:8]} == {short}
+    assert ("encode", 8) in proxy.calls and ("generate", 8) in proxy.calls and ("detect_language", 8) in proxy.calls
     assert ("encode", 3) in proxy.calls and ("generate", 3) in proxy.calls
     assert sum(1 for name, n in proxy.calls if name == "generate" and n == 1) >= 1
     assert ("encode", 1) not in proxy.calls

@@ -112,3 +112,23 @@ def test_a_prompt_is_not_repeated_back_on_silence_or_noise(prompted):
         rec = engine.recognize(audio, "kk", ["kk"])
         assert rec.rejected is not None, rec.text
     assert _echoes("Карта, пин-код, депозит", _norm_words(prompt)) and not _echoes("Картам жоғалды", _norm_words(prompt))
+
+
+def test_the_token_budget_is_what_max_tokens_per_second_says(services, monkeypatch):
+    """CTranslate2's Whisper decodes at most max_length / 2 steps; the engine asks for twice the
+    budget so that ``asr.max_tokens_per_second`` means what it says (it used to give half)."""
+    from dataclasses import replace
+
+    from models.whisper import WhisperEngine
+
+    for prompt_len in (4, 227):  # the start tokens alone; with a full previous-text prompt
+        for max_new in (1, 23, 95, 150, 222, 224, 400):  # bounded only by Whisper's 448-position context
+            assert WhisperEngine._length_cap(prompt_len, max_new) == min(max_new, 224, 448 - (prompt_len - 1))
+    engine = services.asr
+    audio = read_audio(clip("kk_kscd_ex1.wav")).samples  # 5.04 s; its reference is 38 tokens
+    monkeypatch.setattr(engine, "options", replace(engine.options, max_tokens_per_second=2.0))
+    budget = engine._max_new(len(audio) / 16000)
+    assert budget == 30
+    res = engine._generate(engine._encode_features([engine._features(audio, engine.batch_key(audio))]), [engine._prompt("kk")], budget)[0]
+    assert len(res.sequences_ids[0]) == budget  # all 30, not 15
+    assert engine.recognize(audio, "kk", ["kk"]).rejected == "repetition"  # a decode that hits its budget is dropped
