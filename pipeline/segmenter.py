@@ -9,6 +9,10 @@ Fed any amount of 16 kHz float32 audio, it returns :class:`SegmentEvent`s:
   utterance length (``forced``); ``audio`` is the utterance with
   ``vad.speech_pad_ms`` of context on both sides.
 
+The endpoint silence can be changed for the utterance in progress, during a
+pause (:meth:`Segmenter.adapt`): shorter when what was said is complete,
+longer after a hesitation; speech resuming restores ``vad.min_silence_ms``.
+
 Times are seconds of input audio.  Calls block (VAD inference): run them in a
 worker thread.
 """
@@ -35,6 +39,10 @@ class SegmentEvent:
     forced: bool = False
     t_decided: float = 0.0
     """Input time at which the segmenter decided (for `end`: the endpoint decision)."""
+    pause: int = 0
+    """For `pause`: its number within the stream, to pass to :meth:`Segmenter.adapt`."""
+    silence_s: float = 0.0
+    """For a non-forced `end`: the silence that confirmed it (``vad.min_silence_ms``, or what :meth:`Segmenter.adapt` set)."""
 
 
 class Segmenter:
@@ -66,6 +74,8 @@ class Segmenter:
         self._preroll = 0  # windows of pre-roll at the head of self._utt
         self._head_t = 0.0
         self._paused = False
+        self._pauses = 0  # pauses so far in the stream (SegmentEvent.pause)
+        self._end_windows = self.min_silence_windows  # the endpoint silence of the utterance in progress
         self.window_index = 0
         self.last_prob = 0.0
         self.in_speech = False
@@ -97,6 +107,16 @@ class Segmenter:
     def talking(self) -> bool:
         """In an utterance and the last window was speech (not a possible endpoint)."""
         return self.in_speech and self._silence == 0 and self.last_prob >= self.threshold
+
+    def adapt(self, pause: int, silence_ms: float) -> bool:
+        """During pause number ``pause`` (a ``pause`` event's ``pause``), end the utterance after
+        ``silence_ms`` of silence in all instead of ``vad.min_silence_ms``; if that much silence has
+        already passed, the next window ends it. Ignored (False) once speech resumed or the
+        utterance ended. Safe to call from another thread than :meth:`push`'s."""
+        if not (self.in_speech and self._paused and self._pauses == pause):
+            return False
+        self._end_windows = max(self.speculative_windows + 1, round(silence_ms / 1000 / WINDOW_S))
+        return True
 
     def speech_seconds(self) -> float:
         return len(self._utt) * WINDOW_S
@@ -158,15 +178,17 @@ class Segmenter:
             self._last_speech = len(self._utt)
             if self._paused:
                 self._paused = False
+                self._end_windows = self.min_silence_windows
                 events.append(SegmentEvent("resume", self.index, self.t))
         elif p < self.neg_threshold or self._silence:
             self._silence += 1
-        if self._silence >= self.min_silence_windows:
+        if self._silence >= self._end_windows:
             events.append(self._end(forced=False))
             return
         if self._silence >= self.speculative_windows and not self._paused:
             self._paused = True
-            events.append(SegmentEvent("pause", self.index, self.t + WINDOW_S, self.utterance_audio()))
+            self._pauses += 1
+            events.append(SegmentEvent("pause", self.index, self.t + WINDOW_S, self.utterance_audio(), pause=self._pauses))
         if len(self._utt) >= self.max_windows:
             events.append(self._end(forced=True, keep_all=True))
             # the caller is still talking: the next part starts right away
@@ -183,12 +205,14 @@ class Segmenter:
         keep = len(self._utt) if keep_all else min(len(self._utt), self._last_speech + self.pad_windows)
         audio = np.concatenate(self._utt[:keep]) if keep else np.zeros(0, np.float32)
         t_end = self.t + WINDOW_S if keep_all else self._head_t + keep * WINDOW_S
-        ev = SegmentEvent("end", self.index, round(t_end, 3), audio, forced, round(self.t + WINDOW_S, 3))
+        silence_s = 0.0 if forced else round(self._silence * WINDOW_S, 3)
+        ev = SegmentEvent("end", self.index, round(t_end, 3), audio, forced, round(self.t + WINDOW_S, 3), silence_s=silence_s)
         # the trailing silence becomes pre-roll for the next utterance
         self._history = self._utt[keep:][-self.pad_windows:] if self.pad_windows else []
         self._utt = []
         self.in_speech = False
         self._silence = 0
         self._paused = False
+        self._end_windows = self.min_silence_windows
         self._candidate = 0
         return ev

@@ -83,3 +83,70 @@ def test_finish_flushes_speech_in_progress(vad):
     assert any(e.kind == "start" for e in events)
     tail = seg.finish()
     assert len(tail) == 1 and tail[0].kind == "end" and tail[0].forced
+
+
+class _ScriptedVad:
+    """Speech probabilities by window, as scripted (1 = speech, 0 = silence)."""
+
+    def __init__(self, probs):
+        self.probs = list(probs)
+
+    def process(self, samples):
+        n = len(samples) // WINDOW
+        out, self.probs = self.probs[:n], self.probs[n:]
+        return np.array(out + [0.0] * (n - len(out)), np.float32)
+
+
+def _windows(seg, n):
+    events = []
+    for _ in range(n):
+        events += seg.push(np.zeros(WINDOW, np.float32))
+    return events
+
+
+def test_adapt_shortens_or_lengthens_the_endpoint_of_the_utterance_in_progress():
+    # 10 windows of speech, then silence; 32 ms windows: speculative at 3 (96 ms), end at 12 (400 ms rounded)
+    def seg():
+        return Segmenter(_ScriptedVad([1.0] * 10 + [0.0] * 60), min_speech_ms=96, min_silence_ms=400, speculative_ms=96, speech_pad_ms=0)
+
+    plain = seg()
+    events = _windows(plain, 40)
+    pause = next(e for e in events if e.kind == "pause")
+    end = next(e for e in events if e.kind == "end")
+    assert pause.pause == 1 and end.silence_s == pytest.approx(12 * 0.032)
+
+    short = seg()
+    events = _windows(short, 14)  # 10 speech + 4 silence: paused
+    pause = next(e for e in events if e.kind == "pause")
+    assert short.adapt(pause.pause, 200)  # 6 windows: already past 4, ends after 2 more
+    events = _windows(short, 2)
+    assert [e.kind for e in events] == ["end"] and events[0].silence_s == pytest.approx(6 * 0.032)
+    assert events[0].t_decided < end.t_decided
+
+    long_ = seg()
+    events = _windows(long_, 14)
+    assert long_.adapt(next(e for e in events if e.kind == "pause").pause, 1000)
+    events = _windows(long_, 40)
+    ends = [e for e in events if e.kind == "end"]
+    assert len(ends) == 1 and ends[0].silence_s == pytest.approx(31 * 0.032)
+
+
+def test_adapt_is_void_once_speech_resumes_and_for_another_pause():
+    # speech, a 5-window pause, speech again, then silence
+    seg = Segmenter(_ScriptedVad([1.0] * 10 + [0.0] * 5 + [1.0] * 10 + [0.0] * 40), min_speech_ms=96, min_silence_ms=400, speculative_ms=96, speech_pad_ms=0)
+    events = _windows(seg, 14)
+    first = next(e for e in events if e.kind == "pause")
+    events = _windows(seg, 8)  # speech resumed
+    assert "resume" in [e.kind for e in events]
+    assert not seg.adapt(first.pause, 100)  # a stale speculation changes nothing
+    events = _windows(seg, 6)
+    second = next(e for e in events if e.kind == "pause")
+    assert second.pause == first.pause + 1
+    assert seg.adapt(second.pause, 1000)
+    events = _windows(seg, 10)
+    assert not [e for e in events if e.kind == "end"]  # extended past 400 ms
+    seg2 = Segmenter(_ScriptedVad([1.0] * 10 + [0.0] * 5 + [1.0] * 10 + [0.0] * 40), min_speech_ms=96, min_silence_ms=400, speculative_ms=96, speech_pad_ms=0)
+    ev = _windows(seg2, 14)
+    assert seg2.adapt(next(e for e in ev if e.kind == "pause").pause, 1000)
+    ev = _windows(seg2, 8 + 16)  # the resume restored 400 ms: the second pause ends after 12 windows
+    assert [e.silence_s for e in ev if e.kind == "end"] == [pytest.approx(12 * 0.032)]
