@@ -52,6 +52,12 @@ DIALOGUE_ACTS = Counter(
     "Replies by what the dialogue did: answer, confirm, choose, reask, confirmed, chosen, rephrase, not_heard, handoff",
     ["act"], registry=REGISTRY,
 )
+ENDPOINTS = Counter(
+    "dauys_endpoints_total",
+    "Utterance endpoints by the silence that confirmed them: default (vad.min_silence_ms), short (the words settled the turn), "
+    "long (hesitation, conjunction, number), forced (vad.max_utterance_s or end of stream)",
+    ["silence"], registry=REGISTRY,
+)
 MODEL_SWITCHES = Counter("dauys_asr_model_switches_total", "Hot ASR model switches (SIGHUP reload)", registry=REGISTRY)
 HANDOFF_WEBHOOK = Counter(
     "dauys_handoff_webhook_total", "Handoff records POSTed to compliance.handoff_webhook, by result (delivered, retried, failed)",

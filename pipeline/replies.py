@@ -114,6 +114,21 @@ class Responder:
         self.current.cancel()
         return True
 
+    def would_answer(self, text: str, language: str) -> bool:
+        """Whether ``text`` (what the caller said so far) settles their turn: a request for a person,
+        or what the dialogue engine answers without asking more (``would_answer``, where it has one).
+        Adaptive endpointing ends such a turn sooner. Never raises."""
+        if detect_handoff(text) is not None:
+            return True
+        check = getattr(self.services.dialogue, "would_answer", None)
+        if check is None:
+            return False
+        try:
+            return bool(check(text, language, self.state))
+        except Exception as e:  # a backend's fault must not stop the call
+            log.warning("session %s: would_answer failed: %s", self.session.id, type(e).__name__)
+            return False
+
     def abandon(self) -> None:
         """The caller is gone (hung up, cut off): stop the reply in progress, the disclosure
         included, since nobody hears it (a kk + ru disclosure would otherwise hold the call ~10 s)."""

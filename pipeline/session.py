@@ -30,6 +30,7 @@ from pipeline.events import ErrorEvent, Ready, ServerEvent, SessionEnd, SpeechDi
 from pipeline.langid import detect_text_language
 from pipeline.replies import Responder
 from pipeline.segmenter import Segmenter, SegmentEvent
+from models.dialogue.turns import unfinished
 from pipeline import metrics
 from pipeline.context import SESSION_ID
 
@@ -59,6 +60,8 @@ class _Utterance:
     speculation: asyncio.Task | None = None
     spec_audio: np.ndarray | None = None
     t_endpoint: float = 0.0
+    endpoint: str = "default"
+    """The endpoint silence adaptive endpointing chose: default, short or long."""
 
 
 @dataclass
@@ -290,6 +293,8 @@ class Session:
             self._cancel_partial(self._utt)
             self._utt.spec_audio = ev.audio
             self._utt.speculation = self._spawn(self._decode(ev.audio, Priority.FINAL))
+            if self.settings.vad.adaptive:
+                self._spawn(self._adapt_endpoint(self._utt, ev.pause, self._utt.speculation))
         elif ev.kind == "resume" and self._utt is not None:
             self._drop_speculation(self._utt)
         elif ev.kind == "end" and self._utt is not None:
@@ -298,6 +303,7 @@ class Session:
             self._cancel_partial(utt)
             endpoint_at = time.perf_counter()
             utt.t_endpoint = ev.t_decided
+            metrics.ENDPOINTS.labels("forced" if ev.forced else utt.endpoint).inc()
             if utt.speculation is not None and not ev.forced:
                 result, audio = utt.speculation, utt.spec_audio
             else:
@@ -315,6 +321,29 @@ class Session:
 
     def _decode_language(self) -> str | None:
         return self.language
+
+    async def _adapt_endpoint(self, utt: _Utterance, pause: int, speculation: asyncio.Task) -> None:
+        """Adaptive endpointing: once the speculative decode of this pause is in, end the turn
+        after ``vad.short_silence_ms`` when its words settle it (the responder would answer
+        them straight away), or wait ``vad.long_silence_ms`` after a hesitation, a trailing
+        conjunction or dictated digits (:func:`models.dialogue.turns.unfinished`)."""
+        await asyncio.wait({speculation})
+        if speculation.cancelled() or speculation.exception() is not None or utt.closed or utt.speculation is not speculation:
+            return
+        rec = speculation.result()
+        if rec.rejected or not rec.text:
+            return
+        vad = self.settings.vad
+        why = unfinished(rec.text, rec.language)
+        if why is not None:
+            silence_ms, kind = max(vad.long_silence_ms, vad.min_silence_ms), "long"
+        elif self.responder.would_answer(rec.text, rec.language):
+            silence_ms, kind = min(vad.short_silence_ms, vad.min_silence_ms), "short"
+        else:
+            return
+        if self._segmenter.adapt(pause, silence_ms):
+            utt.endpoint = kind
+            log.debug("session %s: %s endpoint for %s (%s)", self.id, kind, utt.id, why or "settled")
 
     def _drop_speculation(self, utt: _Utterance) -> None:
         if utt.speculation is not None:
@@ -400,8 +429,9 @@ class Session:
         metrics.ENDPOINT_TO_FINAL.observe(latency)
         if rec.duration > 0:
             metrics.ASR_RTF.observe(rec.decode_s / rec.duration)
-        # the speech ended vad.min_silence_ms before a (non-forced) endpoint; exact for real-time input
-        self.speech_end_at[utt.id] = endpoint_at - (0.0 if ev.forced else self.settings.vad.min_silence_ms / 1000)
+        # the speech ended the confirming silence (vad.min_silence_ms, or what adaptive endpointing
+        # chose) before a non-forced endpoint; exact for real-time input
+        self.speech_end_at[utt.id] = endpoint_at - ev.silence_s
         log.info(
             "session %s: final %s lang=%s p=%.2f conf=%.2f %.2fs audio, decode %.3fs, endpoint->final %.3fs",
             self.id, utt.id, rec.language, rec.language_probability, rec.confidence, rec.duration, rec.decode_s, latency,

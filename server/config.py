@@ -228,6 +228,15 @@ class VadSettings(_Section):
     speech_pad_ms: int = Field(200, ge=0)
     max_utterance_s: float = Field(20.0, ge=2, le=29)
     """Longer speech is cut here with a forced final (the next part continues)."""
+    adaptive: bool = True
+    """Adaptive endpointing: at the speculative pause, what was said so far changes the endpoint
+    silence: short_silence_ms when it settles the turn (a question answered straight away, a yes/no
+    to a clarifying question, a request for a person), long_silence_ms after a hesitation, a trailing
+    conjunction or dictated digits; otherwise min_silence_ms."""
+    short_silence_ms: int = Field(200, ge=64)
+    """Taken as at most min_silence_ms (and more than speculative_ms)."""
+    long_silence_ms: int = Field(900, ge=64)
+    """Taken as at least min_silence_ms."""
 
     @model_validator(mode="after")
     def _check(self) -> "VadSettings":

@@ -58,6 +58,16 @@ class Clarifier:
             return self._resolve(turn, language, state)
         return self._question(turn.text, language, state, turn.alternatives, turn.avg_logprob)
 
+    def would_answer(self, text: str, state: DialogueState) -> bool:
+        """Whether ``text`` settles the turn without more words: a clear answer to the pending
+        clarifying question (yes/no, first/second), or a question answered straight away.
+        For adaptive endpointing (the caller is done); changes no state."""
+        if not text.strip():
+            return False
+        if state.pending is not None:
+            return parse_answer(text, choosing=state.pending.kind == "choose").kind is not None
+        return self.kb.decide(self.kb.scores_for(text))[0] == "answer"
+
     # ------------------------------------------------------------------
     def _question(self, text: str, language: str, state: DialogueState, alternatives=(), avg_logprob=None) -> Outcome:
         kb = self.kb

@@ -782,6 +782,12 @@ class KbEngine(DialogueEngine):
         """Misunderstood turns in a row (the knowledge base's setting) after which the call is handed off."""
         return self.kb.max_misunderstood
 
+    def would_answer(self, text: str, language: str, state: DialogueState) -> bool:
+        """Whether this turn is settled by ``text`` as heard so far (:meth:`Clarifier.would_answer`)."""
+        from models.dialogue.clarify import Clarifier
+
+        return Clarifier(self.kb).would_answer(text, state)
+
     def respond(self, history: list[Turn], language: str, state: DialogueState) -> Iterator[str | Action]:
         """Answer, confirm, offer two topics, ask to rephrase or hand off (docs/knowledge_base.md,
         *Clarifying questions*); a pending clarification is resolved by this turn first."""
