@@ -403,6 +403,11 @@ class CallRunner:
             await self.slow_consumer()
         except (ConnectionClosed, ConnectionError):
             self.cut_off = True
+        except Exception:
+            self.log.exception("%s call %s: writer failed", self.codec.transport, self.call_id)
+            metrics.ERRORS.labels("internal_error").inc()
+            self.cut_off = True
+            await self.link.fault([])
         self.output_done.set()
         # nothing more goes out: keep the session's producers moving (their events go nowhere)
         # until the call is torn down
