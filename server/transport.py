@@ -29,7 +29,6 @@ import socket
 import time
 
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from pipeline.errors import ProtocolError
 from pipeline.events import AudioEnd, Dtmf, End, Error, Handoff, Text, Transcript
@@ -101,10 +100,6 @@ class WebSocketLink:
             pass
         await self.close(1011, "internal error")
 
-    @property
-    def open(self) -> bool:
-        return self.ws.state is State.OPEN
-
     def finish(self) -> None:
         pass  # websockets closes the connection when the handler returns
 
@@ -157,10 +152,6 @@ class StreamLink:
 
     async def fault(self, last_words: list) -> None:
         pass  # no error message: the writer ends the call with its hangup once the outbox is closed
-
-    @property
-    def open(self) -> bool:
-        return not self.writer.is_closing()
 
     def finish(self) -> None:
         self.writer.close()
