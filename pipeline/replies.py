@@ -44,6 +44,8 @@ class AudioFrame:
 
     reply_id: str
     data: bytes
+    interruptible: bool = True
+    """False for audio the caller's voice may not cut (the AI disclosure)."""
 
 
 def _step(gen):
@@ -78,6 +80,8 @@ class Responder:
         self.state = DialogueState()
         self.current: asyncio.Task | None = None
         self.current_id: str | None = None
+        self.current_interruptible = True
+        """May the caller's voice cut the reply in progress? (Not the AI disclosure.)"""
         self.interrupted: set[str] = set()
         self._counter = 0
         self.speaking = False
@@ -104,7 +108,7 @@ class Responder:
         return f"r{self._counter}"
 
     def interruptible(self) -> bool:
-        return self.current is not None and not self.current.done() and self.current_id != "disclosure"
+        return self.current is not None and not self.current.done() and self.current_interruptible
 
     def barge_in(self) -> bool:
         """The caller started speaking: stop the reply in progress. True if one was stopped."""
@@ -179,6 +183,7 @@ class Responder:
             self.interrupted.add(self.current_id)
             previous.cancel()
         self.current_id = self._next_reply_id()
+        self.current_interruptible = True
         self.current = self.session._spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn, speech_end))
 
     def disclose(self, text: str | list[tuple[str, str]], language: str | None = None) -> None:
@@ -188,10 +193,11 @@ class Responder:
         as one reply (an ``auto`` session: kk, then ru)."""
         parts = [(language, text)] if isinstance(text, str) else list(text)
         self.current_id = "disclosure"
-        self.current = self.session._spawn(self._speak_only("disclosure", parts))
+        self.current_interruptible = False
+        self.current = self.session._spawn(self._speak_only("disclosure", parts, interruptible=False))
 
     # ------------------------------------------------------------------
-    async def _speak_only(self, reply_id: str, parts: list[tuple[str, str]]) -> None:
+    async def _speak_only(self, reply_id: str, parts: list[tuple[str, str]], interruptible: bool = True) -> None:
         sentences: asyncio.Queue = asyncio.Queue()
         for lang, text in parts:
             for s in SentenceBuffer.split_all(text):
@@ -201,7 +207,7 @@ class Responder:
         started.set_result(None)
         tts_ids = list(dict.fromkeys(self._tts_id(lang) for lang, _ in parts))
         tts_id = tts_ids[0] if len(tts_ids) == 1 else "+".join(str(t) for t in tts_ids)
-        await self._speak(reply_id, sentences, parts[0][0], started, {"tts": tts_id})
+        await self._speak(reply_id, sentences, parts[0][0], started, {"tts": tts_id}, interruptible=interruptible)
 
     async def _answer(
         self, previous, reply_id: str, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None, speech_end: float | None = None
@@ -298,8 +304,12 @@ class Responder:
             self.finished = "end"
             self.session.request_end("goodbye")
 
-    async def _speak(self, reply_id: str, sentences: asyncio.Queue, language: str, may_send: asyncio.Future, models: dict, timing: dict | None = None) -> None:
-        """Synthesise sentences as they come; send paced audio once ``may_send`` is set."""
+    async def _speak(
+        self, reply_id: str, sentences: asyncio.Queue, language: str, may_send: asyncio.Future, models: dict, timing: dict | None = None,
+        interruptible: bool = True,
+    ) -> None:
+        """Synthesise sentences as they come; send paced audio once ``may_send`` is set
+        (``interruptible``: whether the caller's voice may cut it, carried by every frame)."""
         loop = asyncio.get_running_loop()
         out_fmt = self.session.started.output
         conv = OutputConverter(out_fmt.encoding, out_fmt.sample_rate)
@@ -339,16 +349,16 @@ class Responder:
                     if not started:
                         started = True
                         t_start = time.monotonic()
-                        await self._audio_start(reply_id, out_fmt, models)
-                    sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=False, timing=timing)
+                        await self._audio_start(reply_id, out_fmt, models, interruptible)
+                    sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=False, timing=timing, interruptible=interruptible)
             if embedder is not None:  # the embedder lags by < 24 ms: the reply's last samples
                 pending += conv.convert(AudioChunk(embedder.flush(), embedder.rate), last=True)
             await may_send
             if not started:
                 started = True
                 t_start = time.monotonic()
-                await self._audio_start(reply_id, out_fmt, models)
-            sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=True, timing=timing)
+                await self._audio_start(reply_id, out_fmt, models, interruptible)
+            sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=True, timing=timing, interruptible=interruptible)
             self.speaking = False
             await self.session.emit(AudioEnd(reply_id, False))
         except asyncio.CancelledError:
@@ -359,10 +369,11 @@ class Responder:
                 self.session.stats.barge_ins += 1
             raise
 
-    async def _audio_start(self, reply_id: str, out_fmt, models: dict) -> None:
+    async def _audio_start(self, reply_id: str, out_fmt, models: dict, interruptible: bool = True) -> None:
         # never start talking over a caller who is speaking (a reply to an earlier utterance
-        # can be ready while the next one is under way): wait for their pause
-        while self.session._utt is not None and reply_id != "disclosure":
+        # can be ready while the next one is under way): wait for their pause. The disclosure
+        # (not interruptible) is the first audio of the session and does not wait.
+        while self.session._utt is not None and interruptible:
             await asyncio.sleep(0.02)
         self.speaking = True
         await self.session.emit(
@@ -377,7 +388,8 @@ class Responder:
         return watermark.payload_for(SYSTEM_ID, f"{self.session.id}:{reply_id}")
 
     async def _send_paced(
-        self, reply_id, pending: bytearray, frame_bytes: int, out_fmt, t_start: float, sent_s: float, final: bool, timing: dict | None = None
+        self, reply_id, pending: bytearray, frame_bytes: int, out_fmt, t_start: float, sent_s: float, final: bool, timing: dict | None = None,
+        interruptible: bool = True,
     ) -> float:
         bytes_per_s = out_fmt.encoding.sample_width * out_fmt.sample_rate
         paced = self.session.started.pacing == "realtime"
@@ -387,7 +399,7 @@ class Responder:
                 await asyncio.sleep(ahead - LEAD_S)
             frame = bytes(pending[:frame_bytes])
             del pending[:frame_bytes]
-            await self.session.emit(AudioFrame(reply_id, frame))
+            await self.session.emit(AudioFrame(reply_id, frame, interruptible))
             if sent_s == 0.0 and timing:  # the reply's first audio is on its way
                 _observe_first_audio(timing)
             sent_s += len(frame) / bytes_per_s

@@ -108,6 +108,12 @@ class Session:
         """perf_counter() at which the caller's speech of an utterance ended, until its reply (voice-to-voice)."""
         SESSION_ID.set(self.id)  # log lines of this connection's task and of the tasks it spawns carry the id
 
+    @property
+    def ended(self) -> bool:
+        """The session is ending or over (:meth:`end` has begun, or :meth:`close`): no more audio is
+        taken, and once :meth:`end` is through the outbox holds its last item, ``None``."""
+        return self._ended
+
     # ------------------------------------------------------------------ inbound
     async def start(self, msg: Start) -> Ready:
         if self.started is not None:

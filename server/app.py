@@ -16,6 +16,7 @@ from pipeline import metrics
 from server import auth, endpoints, outgoing, twilio_auth
 from pipeline.session import Close
 from server.native import handle_native
+from server.transport import CallRegistry
 from server.twilio import handle_twilio
 
 log = logging.getLogger("dauys.server")
@@ -31,9 +32,8 @@ class DauysServer:
         self.hub = hub or ModelHub(settings)
         self._server = None
         self._audiosocket = None
-        self.active = 0
-        self.sessions: dict = {}
-        """Live sessions by id (for shutdown and inspection)."""
+        self.sessions = CallRegistry()
+        """Live sessions by id (for shutdown and inspection), and the calls admitted (every carrier)."""
         self.connections: set[ServerConnection] = set()
         self.stopping = False
         self._retirer: asyncio.Future | None = None
@@ -42,6 +42,11 @@ class DauysServer:
         self.key_connections: dict[str, int] = {}
         """Open connections by API key (its hash), for server.max_sessions_per_key."""
         self._key_releases: set[asyncio.Future] = set()
+
+    @property
+    def active(self) -> int:
+        """Calls admitted (WebSocket and AudioSocket), against server.max_sessions."""
+        return self.sessions.active
 
     @property
     def port(self) -> int:
@@ -148,13 +153,11 @@ class DauysServer:
             metrics.SESSIONS_REFUSED.labels("shutting_down").inc()
             await outgoing.close(ws, 1001, "server shutting down")
             return
-        if self.active >= self.settings.server.max_sessions:
+        if not self.sessions.admit(self.settings.server.max_sessions):
             metrics.SESSIONS_REFUSED.labels("capacity").inc()
             await outgoing.close(ws, 1013, "at capacity, try again later")
             return
-        self.active += 1
         self.connections.add(ws)
-        metrics.SESSIONS_ACTIVE.inc()
         try:
             services = await self.hub.wait(self.settings.server.ready_wait_s)
             if services is None:
@@ -166,9 +169,8 @@ class DauysServer:
             else:
                 await handle_native(ws, services, self.settings, self.sessions)
         finally:
-            self.active -= 1
+            self.sessions.release()
             self.connections.discard(ws)
-            metrics.SESSIONS_ACTIVE.dec()
 
     async def start(self) -> None:
         s = self.settings.server
