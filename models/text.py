@@ -40,6 +40,9 @@ sentences are the same however the text is cut into pieces.
 
 Normalisation
 -------------
+:func:`normalize_language` reduces a language tag to its language ('kk-KZ' ->
+'kk'), for the voices and the knowledge base's texts alike.
+
 :func:`normalise` is the folded Cyrillic form used for matching (never
 spoken): knowledge-base retrieval, the handoff rule's keywords, yes/no and
 first/second answers.  NFKC, lowercase, diacritics stripped, Latin-script
@@ -280,3 +283,8 @@ def normalise(text: str) -> str:
         t = t.translate(_LAT_SINGLE)
     t = t.translate(_FOLD)
     return " ".join(_NON_WORD.sub(" ", t).split())
+
+
+def normalize_language(language: str | None) -> str:
+    """A language code's language: 'kk-KZ', 'kk_KZ', 'KK' -> 'kk'; None -> ''."""
+    return re.split(r"[-_]", (language or "").strip().lower(), maxsplit=1)[0]

@@ -19,7 +19,8 @@ Sentences are split by :func:`models.text.split_sentences`, once per call (the
 router's); engines are handed one sentence at a time.
 """
 
-from models.tts.base import WARMUP_TEXT, SynthesisConfig, TtsEngine, TtsError, normalize_language
+from models.text import normalize_language
+from models.tts.base import WARMUP_TEXT, SynthesisConfig, TtsEngine, TtsError
 from models.tts.espeak import ESPEAK_INSTALL_HINT, ESPEAK_RATE, ESPEAK_VOICES, EspeakTts, parse_wav
 from models.tts.piper import PIPER_INSTALL_HINT, PiperTts, piper_available
 from models.tts.router import Synthesis, TtsRouter

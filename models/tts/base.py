@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
@@ -72,11 +71,6 @@ class TtsEngine(Protocol):
     def warmup(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-def normalize_language(language: str) -> str:
-    """'kk-KZ', 'kk_KZ', 'KK' -> 'kk'."""
-    return re.split(r"[-_]", language.strip().lower(), maxsplit=1)[0]
 
 
 class SentenceEngine:

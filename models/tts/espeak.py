@@ -14,7 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from models.tts.base import SentenceEngine, SynthesisConfig, TtsError, normalize_language
+from models.text import normalize_language
+from models.tts.base import SentenceEngine, SynthesisConfig, TtsError
 from pipeline.audio import AudioChunk, int16_to_float
 
 log = logging.getLogger("dauys.tts")

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.tts.base import WARMUP_TEXT, SentenceEngine, SynthesisConfig, TtsError, normalize_language
+from models.text import normalize_language
+from models.tts.base import WARMUP_TEXT, SentenceEngine, SynthesisConfig, TtsError
 from pipeline.audio import AudioChunk, int16_to_float
 
 log = logging.getLogger("dauys.tts")

@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from models.text import split_sentences
-from models.tts.base import WARMUP_TEXT, SynthesisConfig, TtsEngine, TtsError, normalize_language
+from models.text import normalize_language, split_sentences
+from models.tts.base import WARMUP_TEXT, SynthesisConfig, TtsEngine, TtsError
 from models.tts.espeak import ESPEAK_INSTALL_HINT, EspeakTts
 from models.tts.piper import PiperTts
 from pipeline.audio import AudioChunk
