@@ -38,6 +38,14 @@ what follows (the whitespace and the next visible character), and gives a
 sentence out once the next one is known to have something to say, so the
 sentences are the same however the text is cut into pieces.
 
+A reply is split once: what the splitter cuts is a :class:`Sentence` (a
+``str``), which neither the buffer nor :func:`split_sentences` cuts again.
+The knowledge-base engine yields the :func:`sentence_pieces` of its answer,
+the pipeline's buffer passes them on (and cuts an LLM's stream), and the TTS
+router hands each one to its engine as it is; only sentences the buffer
+joined (``min_chars``) are plain text, which the router splits for speech,
+so that every sentence is still spoken on its own.
+
 Normalisation
 -------------
 :func:`normalize_language` reduces a language tag to its language ('kk-KZ' ->
@@ -128,31 +136,28 @@ def _cuts(text: str, final: bool) -> tuple[list[int], bool]:
     return cuts, False
 
 
+class Sentence(str):
+    """Text already cut by this module's rule: one sentence, a piece of
+    :func:`sentence_pieces` or a sentence given out by :class:`SentenceBuffer`.
+
+    Neither :func:`split_sentences` nor :class:`SentenceBuffer` cuts it again
+    (``max_chars`` still applies), so a reply split once where it is made or
+    as it streams is passed along to the speech engines as it is.
+    """
+
+    __slots__ = ()
+
+
 def _has_word(s: str) -> bool:
     return any(ch.isalnum() for ch in s)
 
 
-def sentence_pieces(text: str) -> list[str]:
-    """Sentences as slices of ``text`` that concatenate back to it (each keeps the
-    whitespace after it); the cuts of :func:`split_sentences`, without its cleaning."""
+def sentence_pieces(text: str) -> list[Sentence]:
+    """The cuts of :func:`split_sentences` as slices of ``text`` that concatenate back
+    to it (each keeps the whitespace after it), without its cleaning: a piece with
+    no word in it stays a piece of its own (the buffer attaches it as the splitter does)."""
     bounds = [0, *_cuts(text, final=True)[0], len(text)]
-    out: list[str] = []
-    lead = ""
-    for a, b in zip(bounds, bounds[1:]):
-        piece = text[a:b]
-        if not piece:
-            continue
-        if not _has_word(piece):
-            if out:
-                out[-1] += piece
-            else:
-                lead += piece
-            continue
-        out.append(lead + piece)
-        lead = ""
-    if lead:
-        out.append(lead)
-    return out
+    return [Sentence(text[a:b]) for a, b in zip(bounds, bounds[1:]) if a < b]
 
 
 def _cut_long(sentence: str, max_chars: int) -> list[str]:
@@ -189,8 +194,14 @@ class SentenceBuffer:
         """Text after the last cut (its sentence end not decided yet)."""
         self._held: str | None = None
         """The last complete sentence, given out once the next one is known to have words."""
+        self._joined = False
+        """Is the held text two sentences or more (``min_chars``)?  Then it is no :class:`Sentence`."""
         self._lead = ""
         """Word-less pieces at the start of the stream, put before the first sentence."""
+
+    def _give(self, out: list[str]) -> None:
+        out.append(self._held if self._joined else Sentence(self._held))
+        self._held, self._joined = None, False
 
     def _take(self, piece: str, out: list[str]) -> None:
         s = " ".join(piece.split())
@@ -202,13 +213,13 @@ class SentenceBuffer:
             return
         if self._lead:
             s, self._lead = f"{self._lead} {s}", ""
-        if self._held is None:
-            self._held = s
-        elif len(self._held) < self._min:
+        if self._held is not None and len(self._held) < self._min:
             self._held += " " + s
-        else:
-            out.append(self._held)
-            self._held = s
+            self._joined = True
+            return
+        if self._held is not None:
+            self._give(out)
+        self._held = s
 
     def _scan(self, final: bool) -> list[str]:
         out: list[str] = []
@@ -224,18 +235,21 @@ class SentenceBuffer:
         return out
 
     def feed(self, piece: str) -> list[str]:
+        out: list[str] = []
+        if isinstance(piece, Sentence) and not self._text:
+            self._take(piece, out)  # cut where it was made: taken as it is
+            return out
         self._text += piece
         out = self._scan(final=False)
         if self._held is not None and len(self._held) >= self._min and _has_word(self._text):
-            out.append(self._held)  # the next sentence has words: nothing more joins this one
-            self._held = None
+            self._give(out)  # the next sentence has words: nothing more joins this one
         return out
 
     def flush(self) -> list[str]:
         out = self._scan(final=True)
         if self._held is not None:
-            out.append(self._held)
-        self._held, self._lead = None, ""
+            self._give(out)
+        self._lead = ""
         return out
 
 
@@ -243,10 +257,15 @@ def split_sentences(text: str, max_chars: int | None = None, min_chars: int = 0)
     """Split text for speech, sentence by sentence (the rule: this module's docstring).
 
     Sentences longer than ``max_chars`` are cut at a clause boundary; shorter than
-    ``min_chars`` are joined to the next.
+    ``min_chars`` are joined to the next.  A :class:`Sentence` is not split again.
+    The sentences are :class:`Sentence` but for those ``min_chars`` joined and
+    the parts of those ``max_chars`` cut.
     """
-    buf = SentenceBuffer(min_chars)
-    out = buf.feed(text) + buf.flush()
+    if isinstance(text, Sentence):
+        out: list[str] = [Sentence(" ".join(text.split()))] if _has_word(text) else []
+    else:
+        buf = SentenceBuffer(min_chars)
+        out = buf.feed(text) + buf.flush()
     if max_chars:
         out = [piece for s in out for piece in _cut_long(s, max_chars)]
     return out

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.text import MIN_CHARS, SentenceBuffer, normalise, normalize_language, sentence_pieces, split_sentences
+from models.text import MIN_CHARS, Sentence, SentenceBuffer, normalise, normalize_language, sentence_pieces, split_sentences
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,9 @@ def test_sentence_pieces_concatenate_back_with_the_same_cuts():
     text = "  Один.  Два!\nТри?\n\nчетыре… «Пять» — ... 1. Шесть. "
     pieces = sentence_pieces(text)
     assert "".join(pieces) == text
-    assert [" ".join(p.split()) for p in pieces] == split_sentences(text)
+    assert pieces == ["  Один.  ", "Два!\n", "Три?\n\n", "четыре… ", "«Пять» — ... ", "1. Шесть. "]
+    assert split_sentences(text) == ["Один.", "Два!", "Три?", "четыре…", "«Пять» — ...", "1. Шесть."]
+    assert sentence_pieces("Рахмет! —") == ["Рахмет! ", "—"] and split_sentences("Рахмет! —") == ["Рахмет!—"]
     assert sentence_pieces("") == [] and sentence_pieces("   ") == ["   "]
 
 
@@ -100,14 +102,63 @@ def test_the_buffer_gives_the_same_sentences_however_the_text_is_cut(atoms, seed
     assert kept in "".join(text.split())
     pieces = sentence_pieces(text)
     assert "".join(pieces) == text
-    if min_chars == 0:
-        assert ["".join(p.split()) for p in pieces if any(c.isalnum() for c in p)] == ["".join(s.split()) for s in whole]
+    buf = SentenceBuffer(min_chars)
+    assert [s for p in pieces for s in buf.feed(p)] + buf.flush() == whole  # the engine's pieces, passed on
 
 
 def test_split_is_idempotent_on_its_sentences():
     text = "Төлем, аударым т.б. қызметтер бар. Мекенжай: А. Байтұрсынұлы көшесі, 5. Келіңіз! «Рахмет!» Ол кетті."
     for s in split_sentences(text):
-        assert split_sentences(s) == [s]
+        assert split_sentences(str(s)) == [s]
+
+
+# --------------------------------------------------------------------------- split once, passed along
+
+
+def test_what_is_cut_is_a_sentence_and_is_not_cut_again():
+    text = "Иә. Картаңыз бұғатталды. Қосымшада ашуға болады!"
+    assert all(type(s) is Sentence for s in split_sentences(text))
+    assert all(type(p) is Sentence for p in sentence_pieces(text))
+    joined = split_sentences(text, min_chars=MIN_CHARS)
+    assert joined == ["Иә. Картаңыз бұғатталды.", "Қосымшада ашуға болады!"]
+    assert type(joined[0]) is str and type(joined[1]) is Sentence  # two sentences: split again for speech
+    two = Sentence("Бір. Екі.")
+    assert split_sentences(two) == ["Бір. Екі."] and split_sentences(str(two)) == ["Бір.", "Екі."]
+    assert split_sentences(Sentence("  ")) == []
+    assert split_sentences(Sentence("Бір екі үш төрт бес"), max_chars=10) == ["Бір екі үш", "төрт бес"]
+
+
+def test_the_buffer_passes_pieces_on_with_the_same_sentences():
+    text = "Картаңызды бұғаттаңыз. Иә. Содан кейін 1. пунктті оқыңыз... Қош болыңыз! —"
+    for min_chars in (0, MIN_CHARS):
+        buf = SentenceBuffer(min_chars)
+        out = [s for p in sentence_pieces(text) for s in buf.feed(p)] + buf.flush()
+        assert out == split_sentences(text, min_chars=min_chars)
+    buf = SentenceBuffer(0)
+    assert buf.feed(Sentence("Бір. Екі. ")) == [] and buf.feed(Sentence("Үш.")) == ["Бір. Екі."] and buf.flush() == ["Үш."]
+
+
+def test_the_router_hands_a_sentence_to_its_engine_as_it_is():
+    from models.tts import TtsRouter
+
+    class Engine:
+        name, model_id, languages, sample_rate = "fake", "fake", ("kk",), 16000
+
+        def __init__(self):
+            self.sentences = []
+
+        def model_id_for(self, language):
+            return "fake"
+
+        def synthesize_sentence(self, sentence, language=None, config=None):
+            self.sentences.append(sentence)
+            return []
+
+    engine = Engine()
+    router = TtsRouter({"kk": engine})
+    list(router.synthesize("Бір. Екі.", "kk"))
+    list(router.synthesize(Sentence("Үш. Төрт."), "kk"))
+    assert engine.sentences == ["Бір.", "Екі.", "Үш. Төрт."]
 
 
 # --------------------------------------------------------------------------- normalisation
