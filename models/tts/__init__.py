@@ -6,7 +6,8 @@ more :class:`~pipeline.audio.AudioChunk` per sentence and is meant to be
 stepped in a worker thread, never on the event loop.
 
 - ``models.tts.base``: the engine protocol (:class:`TtsEngine`),
-  :class:`SynthesisConfig`, :class:`TtsError`, :func:`normalize_language`.
+  :class:`SynthesisConfig`, :class:`TtsError`.  :func:`normalize_language`
+  ('kk-KZ' -> 'kk') is :mod:`models.text`'s, re-exported here.
 - ``models.tts.espeak``: :class:`EspeakTts` runs ``espeak-ng --stdout`` as a
   subprocess per sentence.  It is the offline fallback.
 - ``models.tts.piper``: :class:`PiperTts` speaks a Piper voice through

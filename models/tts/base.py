@@ -1,4 +1,4 @@
-"""What every speech engine shares: the engine protocol, per-call settings, the error and language codes."""
+"""What every speech engine shares: the engine protocol, per-call settings, the error, the per-sentence loop."""
 
 from __future__ import annotations
 
