@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rapidfuzz import fuzz
 
-from models.dialogue.kb import normalise  # one normaliser for the handoff rule and for retrieval
+from models.text import normalise  # one normaliser for the handoff rule and for retrieval
 
 # (phrase, reason). Phrases are written naturally; they are normalised at import.
 _PHRASES: list[tuple[str, str]] = [

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from models.dialogue.base import Action, DialogueState, Turn
+from models.text import MIN_CHARS, SentenceBuffer, split_sentences
 from pipeline import watermark
 from models import __version__
 from models.audio import AudioChunk, OutputConverter
 from pipeline.events import AudioEnd, AudioStart, Handoff, Reply
 from pipeline.policy import detect_handoff
 from pipeline.privacy import redact
-from pipeline.sentences import SentenceBuffer
 from pipeline import metrics
 
 log = logging.getLogger("dauys.reply")
@@ -200,7 +200,7 @@ class Responder:
     async def _speak_only(self, reply_id: str, parts: list[tuple[str, str]], interruptible: bool = True) -> None:
         sentences: asyncio.Queue = asyncio.Queue()
         for lang, text in parts:
-            for s in SentenceBuffer.split_all(text):
+            for s in split_sentences(text, min_chars=MIN_CHARS):
                 sentences.put_nowait((s, lang))
         sentences.put_nowait(None)
         started = asyncio.get_running_loop().create_future()

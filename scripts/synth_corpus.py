@@ -44,7 +44,7 @@ def kb_sentences(kb_path: Path, language: str) -> list[str]:
     """Example questions and answer sentences of a knowledge base, in ``language``."""
     import yaml
 
-    from pipeline.sentences import split_sentences
+    from models.text import MIN_CHARS, split_sentences
 
     kb = yaml.safe_load(Path(kb_path).read_text(encoding="utf-8"))
     out: list[str] = []
@@ -52,7 +52,7 @@ def kb_sentences(kb_path: Path, language: str) -> list[str]:
         out.extend(entry.get("questions", {}).get(language, []) or [])
         answer = (entry.get("answer") or {}).get(language)
         if answer:
-            out.extend(split_sentences(answer))
+            out.extend(split_sentences(answer, min_chars=MIN_CHARS))
     return _unique(out)
 
 

@@ -163,7 +163,6 @@ def cmd_say(args) -> int:
     from models.tts import TtsRouter
     from models.audio import AudioChunk, resample, write_wav
     from pipeline.marking import info_chunk, provenance
-    from pipeline.sentences import split_sentences
 
     settings = _settings(args)
     try:
@@ -171,8 +170,7 @@ def cmd_say(args) -> int:
         if tts is None:
             raise ModelError("no TTS engine is available: install espeak-ng or configure tts.voices")
         chunks, model_id = [], tts.model_id_for(args.language)
-        for sentence in split_sentences(args.text):
-            chunks.extend(tts.synthesize(sentence, args.language))
+        chunks.extend(tts.synthesize(args.text, args.language))  # sentence by sentence
     except ModelError as e:
         print(f"dauys: error: {e}", file=sys.stderr)
         return 2

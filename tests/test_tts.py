@@ -30,9 +30,9 @@ from models.tts import (
     TtsRouter,
     normalize_language,
     parse_wav,
-    split_sentences,
 )
 from models.audio import AudioChunk
+from models.text import split_sentences
 from tests.conftest import ROOT, make_settings
 
 MAKE_VOICE = ROOT / "tests" / "tools" / "make_test_voice.py"
@@ -151,7 +151,7 @@ def test_espeak_covers_the_turkic_languages(espeak):
 
 
 def test_espeak_missing_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr("models.tts.shutil.which", lambda name: None)
+    monkeypatch.setattr("models.tts.espeak.shutil.which", lambda name: None)
     with pytest.raises(TtsError, match=r"espeak-ng is not installed: install the Debian package espeak-ng"):
         EspeakTts()
 
@@ -458,7 +458,7 @@ def test_router_broken_voice_falls_back(tmp_path, tiny_voice, caplog):
 
 
 def test_router_without_any_engine_is_none(monkeypatch):
-    monkeypatch.setattr("models.tts.shutil.which", lambda name: None)
+    monkeypatch.setattr("models.tts.espeak.shutil.which", lambda name: None)
     assert TtsRouter.from_settings(make_settings().tts) is None
 
 

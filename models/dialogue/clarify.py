@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.dialogue.base import Action, DialogueState, Pending, Turn
-from models.dialogue.kb import Entry, KnowledgeBase, normalise
+from models.dialogue.kb import Entry, KnowledgeBase
 from models.dialogue.yesno import parse_answer
+from models.text import normalise
 
 NAMING_LETTERS = 6
 """Fewest letters of a reply that names one of two offered topics ("по вкладу", "несие")."""

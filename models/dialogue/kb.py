@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -39,6 +38,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from models.dialogue.base import Action, DialogueEngine, DialogueState, Passage, Turn
+from models.text import normalise, normalize_language, sentence_pieces
 
 DEMO_KB_PATH = Path(__file__).resolve().parent.parent / "data" / "demo_bank_kb.yaml"
 
@@ -132,39 +132,6 @@ class KnowledgeBaseError(ValueError):
     """A knowledge-base file that cannot be used; the message is one line naming the file, entry and field."""
 
 
-# --------------------------------------------------------------------------- normalisation
-
-_PRE = str.maketrans({
-    "ў": "о", "ş": "ш", "ç": "ч", "ı": "i", "ё": "е", "’": "", "'": "", "ʻ": "", "ʼ": "", "‘": "", "`": "", "´": "",
-})
-_LAT_DIGRAPHS = [("shch", "ш"), ("sh", "ш"), ("ch", "ч"), ("zh", "ж"), ("kh", "х"), ("gh", "г"), ("ts", "ц"), ("ya", "я"), ("yu", "ю")]
-_LAT_SINGLE = str.maketrans({
-    "a": "а", "b": "б", "c": "с", "d": "д", "e": "е", "f": "ф", "g": "г", "h": "х", "i": "и", "j": "ж", "k": "к",
-    "l": "л", "m": "м", "n": "н", "o": "о", "p": "п", "q": "к", "r": "р", "s": "с", "t": "т", "u": "у", "v": "в",
-    "w": "у", "x": "х", "y": "и", "z": "з",
-})
-# Kazakh (and Uzbek Cyrillic) letters onto Russian look-alikes, the vowels that
-# recognisers and Latin spellings confuse (ы/і/и/й) onto one, signs dropped.
-_FOLD = str.maketrans({
-    "ә": "а", "ғ": "г", "қ": "к", "ң": "н", "ө": "о", "ұ": "у", "ү": "у", "һ": "х", "і": "и", "ы": "и", "й": "и",
-    "ҳ": "х", "щ": "ш", "э": "е", "ъ": None, "ь": None,
-})
-_NON_WORD = re.compile(r"[\W_]+")
-
-
-def normalise(text: str) -> str:
-    """The folded Cyrillic form used for matching (never spoken)."""
-    t = unicodedata.normalize("NFKC", text).lower().translate(_PRE)
-    # strip diacritics (Latin á ǵ ń ó ú ä ö ü ñ ğ ū; Cyrillic й ё)
-    t = "".join(c for c in unicodedata.normalize("NFD", t) if not unicodedata.combining(c))
-    if re.search(r"[a-z]", t):
-        for lat, cyr in _LAT_DIGRAPHS:
-            t = t.replace(lat, cyr)
-        t = t.translate(_LAT_SINGLE)
-    t = t.translate(_FOLD)
-    return " ".join(_NON_WORD.sub(" ", t).split())
-
-
 def _features(norm: str) -> dict[str, int]:
     """Counts of character n-grams: NGRAM_MIN..NGRAM_MAX inside each word padded with spaces,
     and JOINED_NGRAM_MIN..JOINED_NGRAM_MAX across the text with its spaces removed."""
@@ -219,23 +186,6 @@ class _Postings:
         offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) + np.arange(total)
         weights = self.vals[offsets] * np.repeat(w, lens)
         return np.clip(np.bincount(self.rows[offsets], weights=weights, minlength=self.n), 0.0, 1.0)
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentence pieces whose concatenation is ``text`` (each keeps its trailing space)."""
-    pieces = [p for p in re.split(r"(?<=[.!?…])(?=\s+\S)", text) if p]
-    out: list[str] = []
-    for p in pieces:
-        if out and not p.strip():
-            out[-1] += p
-            continue
-        if out:
-            m = re.match(r"\s+", p)
-            if m:
-                out[-1] += m.group(0)
-                p = p[m.end():]
-        out.append(p)
-    return out
 
 
 # --------------------------------------------------------------------------- the knowledge base
@@ -675,14 +625,14 @@ class KnowledgeBase:
     def passage(self, entry: Entry | str, language: str, score: float = 1.0) -> Passage:
         """An entry as grounding for an LLM: its first example question (caller's language if any) and answer."""
         e = self._entry(entry)
-        qs = e.questions.get(_lang(language)) or next(iter(e.questions.values()))
+        qs = e.questions.get(normalize_language(language)) or next(iter(e.questions.values()))
         return Passage(e.id, qs[0], self.answer(e, language), round(float(score), 4), e.action[0] if e.action else None)
 
     def topic(self, entry: Entry | str, language: str) -> str:
         """How a clarifying question names the entry: its ``topic`` in ``language``, else its
         first example question in that language, quoted, else the topic in the default language."""
         e = self._entry(entry)
-        lang = _lang(language)
+        lang = normalize_language(language)
         if lang in e.topic:
             return e.topic[lang]
         if lang in e.questions:
@@ -693,7 +643,7 @@ class KnowledgeBase:
         """A clarifying text (confirm, choose, reask) in ``language`` with the names filled in,
         plus the keypad hint on phone lines."""
         texts = self.clarify_texts[key]
-        lang = _lang(language)
+        lang = normalize_language(language)
         lang = lang if lang in texts else self.default_language if self.default_language in texts else "ru"
         text = texts[lang].format(topic=names.get("topic", ""), a=names.get("a", ""), b=names.get("b", ""))
         if keypad:
@@ -706,13 +656,13 @@ class KnowledgeBase:
 
     def answer(self, entry: Entry | str, language: str) -> str:
         e = self._entry(entry)
-        return e.answers.get(_lang(language)) or e.answers[self.default_language]
+        return e.answers.get(normalize_language(language)) or e.answers[self.default_language]
 
     def rephrase(self, language: str) -> str:
-        return self.rephrase_texts.get(_lang(language)) or self.rephrase_texts[self.default_language]
+        return self.rephrase_texts.get(normalize_language(language)) or self.rephrase_texts[self.default_language]
 
     def handoff(self, language: str) -> str:
-        return self.handoff_texts.get(_lang(language)) or self.handoff_texts[self.default_language]
+        return self.handoff_texts.get(normalize_language(language)) or self.handoff_texts[self.default_language]
 
     def search(self, text: str, language: str, k: int = 3) -> list[Passage]:
         """The ``k`` best entries for ``text`` (any language or script), answers in ``language``."""
@@ -754,10 +704,6 @@ def _term_in(term: tuple[str, ...], words: list[str]) -> bool:
     return any(all(words[i + j].startswith(term[j]) for j in range(n)) for i in range(len(words) - n + 1))
 
 
-def _lang(language: str | None) -> str:
-    return re.split(r"[-_]", (language or "").strip().lower(), maxsplit=1)[0]
-
-
 # --------------------------------------------------------------------------- the engine
 
 
@@ -796,12 +742,12 @@ class KbEngine(DialogueEngine):
         turn = next((t for t in reversed(history) if t.role == "user"), None)
         outcome = Clarifier(self.kb).step(turn, language, state)
         if outcome.entry is not None:
-            yield from split_sentences(self.kb.answer(outcome.entry, language))
+            yield from sentence_pieces(self.kb.answer(outcome.entry, language))
             if outcome.entry.action:
                 kind, reason = outcome.entry.action
                 yield Action(kind, reason, {"entry": outcome.entry.id, "score": round(outcome.score, 4), "question": outcome.question})
             return
-        yield from split_sentences(outcome.text)
+        yield from sentence_pieces(outcome.text)
         if outcome.action is not None:
             yield outcome.action
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import re
 
-from models.dialogue.kb import normalise
+from models.text import normalise
 
-# Written as spoken; folded by :func:`models.dialogue.kb.normalise` like the transcripts
+# Written as spoken; folded by :func:`models.text.normalise` like the transcripts
 # (Kazakh letters to their Russian look-alikes, Uzbek Latin to Cyrillic).
 _HESITATIONS = {
     "kk": "ммм мм м эээ ээ э ааа аа а ыыы ыы енді яғни әлгі анау мынау сосын",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from models.dialogue.kb import normalise
+from models.text import normalise
 
 _YES = [
     # kk
