@@ -1,0 +1,47 @@
+"""The benches' library: one copy of what every ``scripts/bench_*.py`` (and ``eval_kb.py``) shares.
+
+- :mod:`.common`: ``ROOT`` (importing it puts the project root on ``sys.path``),
+  ``DEFAULT_AUDIO`` (the shared clips), :class:`BenchError`, :func:`say`;
+- :mod:`.stats`: :func:`median`, nearest-rank :func:`p95`, :func:`ms`, :func:`fmt`;
+- :mod:`.cpu`: a process's, this process's and the machine's CPU seconds, :class:`CpuMeter`, :func:`machine`;
+- :mod:`.server`: :class:`ServerProcess` (a ``dauys serve`` subprocess), :func:`run_with_server`,
+  :func:`get_json`, :func:`http_base`, the server log's patterns;
+- :mod:`.espeak`: :func:`espeak`, speech from espeak-ng (``tests/conftest.py`` uses it too).
+
+A bench run as ``python scripts/bench_x.py`` finds it beside itself (``scripts/`` is ``sys.path[0]``);
+one loaded from elsewhere puts its own folder on ``sys.path`` first.
+"""
+
+from __future__ import annotations
+
+from .common import DEFAULT_AUDIO, ROOT, BenchError, say
+from .cpu import CpuMeter, CpuUse, machine, machine_busy_seconds, own_cpu_seconds, proc_cpu_seconds
+from .espeak import EspeakMissing, espeak
+from .server import SERVER_FINAL, SERVER_TROUBLE, ServerProcess, get_json, http_base, run_with_server, server_flags
+from .stats import fmt, median, ms, p95
+
+__all__ = [
+    "DEFAULT_AUDIO",
+    "ROOT",
+    "SERVER_FINAL",
+    "SERVER_TROUBLE",
+    "BenchError",
+    "CpuMeter",
+    "CpuUse",
+    "EspeakMissing",
+    "ServerProcess",
+    "espeak",
+    "fmt",
+    "get_json",
+    "http_base",
+    "machine",
+    "machine_busy_seconds",
+    "median",
+    "ms",
+    "own_cpu_seconds",
+    "p95",
+    "proc_cpu_seconds",
+    "run_with_server",
+    "say",
+    "server_flags",
+]
