@@ -115,24 +115,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside this script (when loaded from elsewhere)
-from benchlib import (  # noqa: E402  (benchlib also puts the project root on sys.path)
-    DEFAULT_AUDIO,
-    SERVER_FINAL,
-    SERVER_TROUBLE,
-    BenchError,
-    CpuMeter,
-    ServerProcess,
-    fmt,
-    get_json,
-    http_base,
-    machine,
-    machine_busy_seconds,
-    median,
-    ms,
-    p95,
-    run_with_server,
-    say,
-)
+# benchlib also puts the project root on sys.path
+from benchlib import DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, fmt, get_json, http_base, machine, machine_busy_seconds, median, ms, p95, run_with_server, say  # noqa: E402
 
 from pipeline.audio import Encoding, encode_wire, read_audio  # noqa: E402
 from pipeline.events import AudioFormat, End, Start  # noqa: E402

@@ -107,24 +107,8 @@ from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib and bench_asr, beside this script
 from bench_asr import FRAME_BYTES, FRAME_S, FRAME_SAMPLES, RATE  # noqa: E402
-from benchlib import (  # noqa: E402  (benchlib also puts the project root on sys.path)
-    DEFAULT_AUDIO,
-    SERVER_FINAL,
-    SERVER_TROUBLE,
-    BenchError,
-    CpuMeter,
-    ServerProcess,
-    espeak,
-    fmt,
-    get_json,
-    http_base,
-    machine,
-    median,
-    ms,
-    p95,
-    run_with_server,
-    say,
-)
+# benchlib also puts the project root on sys.path
+from benchlib import DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, espeak, fmt, get_json, http_base, machine, median, ms, p95, run_with_server, say  # noqa: E402
 
 from pipeline.audio import Encoding, encode_wire, read_audio  # noqa: E402
 from pipeline.events import AudioFormat, Start  # noqa: E402

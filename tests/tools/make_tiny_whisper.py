@@ -10,12 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from models.finetune.convert import (
-    generation_config_for,
-    load_tokenizer,
-    save_processor,
-    whisper_token_ids,
-)
+from models.finetune.convert import generation_config_for, load_tokenizer, save_processor, whisper_token_ids
 
 
 def make_tiny_whisper(

@@ -30,30 +30,10 @@ Modules: :mod:`.prompt` (the prompt), :mod:`.parse` (the output parser),
 from __future__ import annotations
 
 from models.dialogue.llm.ct2_backend import Ct2Engine
-from models.dialogue.llm.grounding import (
-    DialogueError,
-    GenerationInfo,
-    GroundedEngine,
-    LlmConfig,
-)
-from models.dialogue.llm.openai_backend import (
-    OpenAIEngine,
-    check_destination,
-    host_allowed,
-    url_host,
-)
+from models.dialogue.llm.grounding import DialogueError, GenerationInfo, GroundedEngine, LlmConfig
+from models.dialogue.llm.openai_backend import OpenAIEngine, check_destination, host_allowed, url_host
 from models.dialogue.llm.parse import ReplyParser
-from models.dialogue.llm.prompt import (
-    DEFAULT_HANDOFF,
-    DEFAULT_REPHRASE,
-    HANDOFF_MARKER,
-    LANGUAGE_NAMES,
-    MARKERS,
-    OPERATOR_MARKER,
-    PLAIN_STOPS,
-    SYSTEM_PROMPT,
-    plain_prompt,
-)
+from models.dialogue.llm.prompt import DEFAULT_HANDOFF, DEFAULT_REPHRASE, HANDOFF_MARKER, LANGUAGE_NAMES, MARKERS, OPERATOR_MARKER, PLAIN_STOPS, SYSTEM_PROMPT, plain_prompt
 from models.dialogue.llm.transformers_backend import TransformersEngine
 
 __all__ = [

@@ -11,13 +11,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from models.dialogue.base import Retriever
-from models.dialogue.llm.grounding import (
-    DialogueError,
-    GenerationInfo,
-    GroundedEngine,
-    LlmConfig,
-    _one_line,
-)
+from models.dialogue.llm.grounding import DialogueError, GenerationInfo, GroundedEngine, LlmConfig, _one_line
 from models.dialogue.llm.prompt import PLAIN_STOPS, plain_prompt
 from models.errors import ModelError
 

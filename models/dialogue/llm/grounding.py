@@ -9,16 +9,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from models.dialogue.base import Action, DialogueState, Passage, Retriever, Turn
 from models.dialogue.llm.parse import ReplyParser
-from models.dialogue.llm.prompt import (
-    DEFAULT_HANDOFF,
-    DEFAULT_REPHRASE,
-    HANDOFF_MARKER,
-    LANGUAGE_NAMES,
-    MARKERS,
-    OPERATOR_MARKER,
-    SYSTEM_PROMPT,
-    _by_language,
-)
+from models.dialogue.llm.prompt import DEFAULT_HANDOFF, DEFAULT_REPHRASE, HANDOFF_MARKER, LANGUAGE_NAMES, MARKERS, OPERATOR_MARKER, SYSTEM_PROMPT, _by_language
 
 log = logging.getLogger("dauys.dialogue")
 

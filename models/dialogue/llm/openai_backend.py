@@ -14,13 +14,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from models.dialogue.base import Retriever
-from models.dialogue.llm.grounding import (
-    DialogueError,
-    GenerationInfo,
-    GroundedEngine,
-    LlmConfig,
-    _one_line,
-)
+from models.dialogue.llm.grounding import DialogueError, GenerationInfo, GroundedEngine, LlmConfig, _one_line
 from models.errors import ModelError
 from models.net import is_local_host
 

@@ -32,15 +32,7 @@ from models.finetune.convert.format import (
     hf_state_dict,
     read_ct2_model,
 )
-from models.finetune.convert.processor import (
-    SAMPLE_RATE,
-    feature_extractor_for,
-    generation_config_for,
-    language_tokens,
-    load_tokenizer,
-    save_processor,
-    whisper_token_ids,
-)
+from models.finetune.convert.processor import SAMPLE_RATE, feature_extractor_for, generation_config_for, language_tokens, load_tokenizer, save_processor, whisper_token_ids
 from models.finetune.convert.rebuild import REBUILT_JSON, rebuild_hf_from_ct2
 
 __all__ = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import shutil
@@ -12,25 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from models.finetune.convert.format import Ct2FormatError, hf_state_dict, read_ct2_model
-from models.finetune.convert.processor import (
-    generation_config_for,
-    load_tokenizer,
-    save_processor,
-    whisper_token_ids,
-)
+from models.finetune.convert.processor import generation_config_for, load_tokenizer, save_processor, whisper_token_ids
+from models.registry import _sha256  # the same file digest the registry records
 
 log = logging.getLogger("dauys.finetune")
 
 
 REBUILT_JSON = "dauys_rebuilt_from.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
