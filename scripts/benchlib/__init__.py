@@ -6,7 +6,7 @@
 - :mod:`.cpu`: a process's, this process's and the machine's CPU seconds, :class:`CpuMeter`, :func:`machine`;
 - :mod:`.server`: :class:`ServerProcess` (a ``dauys serve`` subprocess), :func:`run_with_server`,
   :func:`get_json`, :func:`http_base`, the server log's patterns;
-- :mod:`.espeak`: :func:`espeak`, speech from espeak-ng (``tests/conftest.py`` uses it too).
+- :mod:`.espeak`: :func:`espeak`, speech from espeak-ng (``tests/conftest.py`` and ``synth_corpus.py`` use it too).
 
 A bench run as ``python scripts/bench_x.py`` finds it beside itself (``scripts/`` is ``sys.path[0]``);
 one loaded from elsewhere puts its own folder on ``sys.path`` first.
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from .common import DEFAULT_AUDIO, ROOT, BenchError, say
 from .cpu import CpuMeter, CpuUse, machine, machine_busy_seconds, own_cpu_seconds, proc_cpu_seconds
-from .espeak import EspeakMissing, espeak
+from .espeak import RATE, EspeakMissing, espeak
 from .server import SERVER_FINAL, SERVER_TROUBLE, ServerProcess, get_json, http_base, run_with_server, server_flags
 from .stats import fmt, median, ms, p95
 
 __all__ = [
     "DEFAULT_AUDIO",
+    "RATE",
     "ROOT",
     "SERVER_FINAL",
     "SERVER_TROUBLE",

@@ -20,14 +20,16 @@ class EspeakMissing(BenchError):
         super().__init__("espeak-ng is not installed (apt-get install espeak-ng)", 2)
 
 
-def espeak(text: str, voice: str, rate_wpm: int = 150, rate: int = RATE) -> np.ndarray:
-    """``text`` spoken by espeak-ng ``voice`` at ``rate_wpm`` words per minute: mono float32 at ``rate`` Hz
-    (espeak-ng's own rate is 22050).  Raises :class:`EspeakMissing` without espeak-ng."""
+def espeak(text: str, voice: str, rate_wpm: int = 150, rate: int = RATE, pitch: int | None = None) -> np.ndarray:
+    """``text`` spoken by espeak-ng ``voice`` at ``rate_wpm`` words per minute (and ``pitch``, 0-99, if
+    given): mono float32 at ``rate`` Hz (espeak-ng's own rate is 22050).  Raises :class:`EspeakMissing`
+    without espeak-ng."""
     from pipeline.audio import read_audio
 
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise EspeakMissing()
+    pitch_args = [] if pitch is None else ["-p", str(pitch)]
     with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run([exe, "-v", voice, "-s", str(rate_wpm), "-w", f.name, text], check=True, capture_output=True)
+        subprocess.run([exe, "-v", voice, "-s", str(rate_wpm), *pitch_args, "-w", f.name, text], check=True, capture_output=True)
         return read_audio(f.name, rate).samples
