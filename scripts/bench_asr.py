@@ -116,7 +116,11 @@ from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside this script (when loaded from elsewhere)
 # benchlib also puts the project root on sys.path
-from benchlib import DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, fmt, get_json, http_base, machine, machine_busy_seconds, median, ms, p95, run_with_server, say  # noqa: E402
+from benchlib import (  # noqa: E402
+    DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, emit, fmt, get_json,
+    http_base, machine, machine_busy_seconds, median, ms, p95, print_server_trouble, run_callers, run_with_server,
+    say,
+)
 
 from pipeline.audio import Encoding, encode_wire, read_audio  # noqa: E402
 from pipeline.events import AudioFormat, End, Start  # noqa: E402
@@ -356,13 +360,7 @@ async def run_level(n: int, url: str, clips: list[Clip], args, rng: random.Rando
 
     log_mark = len(server.lines) if server else 0
     meter = CpuMeter(server_pid)
-    tasks = [asyncio.ensure_future(run_caller(k, url, orders[k], delays[k], args)) for k in range(n)]
-    try:
-        sessions = [r for caller in await asyncio.gather(*tasks) for r in caller]
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    sessions = await run_callers(run_caller(k, url, orders[k], delays[k], args) for k in range(n))
     use = meter.stop()
     wall, busy, cpu, client_cpu = use.wall, use.busy, use.server, use.client
 
@@ -628,12 +626,7 @@ def print_report(report: dict) -> None:
             f"warning: other processes used over 10% of a core during the {', '.join(map(str, noisy))}-stream run(s); "
             "latency and CPU figures are skewed (see \"other processes' CPU s\")"
         )
-    trouble = [(lv["streams"], ln) for lv in levels for ln in lv.get("server_log", {}).get("trouble", [])]
-    if trouble:
-        print()
-        print("server log warnings/errors during the run:")
-        for n, ln in trouble:
-            print(f"  [{n} streams] {ln}")
+    print_server_trouble(levels, "streams")
 
 
 # --------------------------------------------------------------------------
@@ -723,10 +716,7 @@ def main(argv=None) -> int:
         except BenchError as e:
             print(f"bench: error: {e}", file=sys.stderr)
             return e.code
-        if args.json:
-            print(json.dumps(report, ensure_ascii=False, indent=2))
-        else:
-            print_batching(report)
+        emit(report, args.json, print_batching)
         return 0
     env = {"DAUYS_ASR__BATCH_SIZE": str(args.batch_size)} if args.batch_size else None
     report = run_with_server(args, bench, env)
@@ -739,10 +729,7 @@ def main(argv=None) -> int:
         except Exception as e:  # the streaming figures stand on their own
             say(f"offline pass failed: {type(e).__name__}: {e}")
             report["offline"] = None
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
-    else:
-        print_report(report)
+    emit(report, args.json, print_report)
     return 0
 
 

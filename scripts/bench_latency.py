@@ -108,7 +108,10 @@ from websockets.exceptions import ConnectionClosed
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib and bench_asr, beside this script
 from bench_asr import FRAME_BYTES, FRAME_S, FRAME_SAMPLES, RATE  # noqa: E402
 # benchlib also puts the project root on sys.path
-from benchlib import DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, espeak, fmt, get_json, http_base, machine, median, ms, p95, run_with_server, say  # noqa: E402
+from benchlib import (  # noqa: E402
+    DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, emit, espeak, fmt, get_json,
+    http_base, machine, median, ms, p95, print_server_trouble, run_callers, run_with_server, say,
+)
 
 from pipeline.audio import Encoding, encode_wire, read_audio  # noqa: E402
 from pipeline.events import AudioFormat, Start  # noqa: E402
@@ -461,13 +464,7 @@ async def run_level(n: int, url: str, questions: list[Question], args, rng: rand
     m0 = await asyncio.to_thread(metrics_snapshot, base)
     log_mark = len(server.lines) if server else 0
     meter = CpuMeter(server_pid)
-    tasks = [asyncio.ensure_future(run_caller(k, url, orders[k], delays[k], args)) for k in range(n)]
-    try:
-        calls = [c for caller in await asyncio.gather(*tasks) for c in caller]
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    calls = await run_callers(run_caller(k, url, orders[k], delays[k], args) for k in range(n))
     use = meter.stop()
     wall, busy, cpu, client_cpu = use.wall, use.busy, use.server, use.client
     await asyncio.sleep(1.0)  # let the server clean up the hung-up sessions
@@ -642,12 +639,7 @@ def print_report(report: dict) -> None:
     if noisy:
         print()
         print(f"warning: other processes used over 10% of a core during the {', '.join(map(str, noisy))}-caller run(s); latency figures are skewed")
-    trouble = [(lv["streams"], ln) for lv in levels for ln in lv.get("server_log", {}).get("trouble", [])]
-    if trouble:
-        print()
-        print("server log warnings/errors during the run:")
-        for n, ln in trouble:
-            print(f"  [{n} callers] {ln}")
+    print_server_trouble(levels, "callers")
 
 
 # --------------------------------------------------------------------------
@@ -739,10 +731,7 @@ def main(argv=None) -> int:
     report = run_with_server(args, bench)
     if isinstance(report, int):
         return report
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
-    else:
-        print_report(report)
+    emit(report, args.json, print_report)
     return 0
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import random
@@ -53,7 +52,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib and bench_latency, beside this script
 import bench_latency  # noqa: E402
 # benchlib also puts the project root on sys.path
-from benchlib import BenchError, CpuMeter, ServerProcess, fmt, get_json, http_base, machine, median, ms, p95, say, server_flags  # noqa: E402
+from benchlib import (  # noqa: E402
+    BenchError, CpuMeter, ServerProcess, emit, fmt, get_json, http_base, machine, median, ms, p95, say, server_flags,
+)
 from bench_latency import Call, ReplyKinds, analyse, load_questions, metrics_snapshot, run_call  # noqa: E402
 
 TARGET_P95_MS = 1500
@@ -319,10 +320,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
-    else:
-        print_report(report)
+    emit(report, args.json, print_report)
     return 0
 
 

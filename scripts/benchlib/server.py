@@ -132,3 +132,15 @@ def run_with_server(args, bench_fn, env: dict | None = None):
             if args.server_log:
                 args.server_log.write_text("\n".join(server.lines) + "\n", encoding="utf-8")
                 say(f"server log written to {args.server_log}")
+
+
+async def run_callers(callers) -> list:
+    """Run the callers (coroutines, each returning a list) at once: their results, in one list.  When one
+    fails, the others are cancelled (and awaited) before the error goes on."""
+    tasks = [asyncio.ensure_future(c) for c in callers]
+    try:
+        return [r for results in await asyncio.gather(*tasks) for r in results]
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

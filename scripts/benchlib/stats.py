@@ -1,4 +1,4 @@
-"""Figures over samples: median, nearest-rank p95, milliseconds, table cells."""
+"""Figures over samples: median, nearest-rank p95, milliseconds."""
 
 from __future__ import annotations
 
@@ -20,7 +20,3 @@ def median(xs: list[float]) -> float | None:
 
 def ms(x: float | None) -> float | None:
     return None if x is None else round(1000 * x, 1)
-
-
-def fmt(x, unit: str = "") -> str:
-    return "-" if x is None else f"{x:g}{unit}"
