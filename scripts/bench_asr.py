@@ -103,15 +103,10 @@ import json
 import math
 import os
 import random
-import re
 import resource
-import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,8 +114,13 @@ import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere: import the project's own modules
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside this script (when loaded from elsewhere)
+# benchlib also puts the project root on sys.path
+from benchlib import (  # noqa: E402
+    DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, emit, fmt, get_json,
+    http_base, machine, machine_busy_seconds, median, ms, p95, print_server_trouble, run_callers, run_with_server,
+    say,
+)
 
 from models.audio import Encoding, encode_wire, read_audio  # noqa: E402
 from pipeline.events import AudioFormat, End, Start  # noqa: E402
@@ -130,39 +130,6 @@ FRAME_MS = 20
 FRAME_SAMPLES = RATE * FRAME_MS // 1000
 FRAME_BYTES = FRAME_SAMPLES * Encoding.PCM_S16LE.sample_width
 FRAME_S = FRAME_MS / 1000
-DEFAULT_AUDIO = Path(os.environ.get("DAUYS_SHARED_AUDIO", ROOT.parent / "shared" / "audio"))
-
-
-class BenchError(Exception):
-    """A failure that ends the benchmark with a message and a non-zero exit."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def say(msg: str) -> None:
-    """Progress goes to stderr, so --json output stays clean."""
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------
-# statistics
-# --------------------------------------------------------------------------
-def p95(xs: list[float]) -> float | None:
-    """Nearest-rank 95th percentile."""
-    if not xs:
-        return None
-    s = sorted(xs)
-    return s[max(0, math.ceil(0.95 * len(s)) - 1)]
-
-
-def median(xs: list[float]) -> float | None:
-    return statistics.median(xs) if xs else None
-
-
-def ms(x: float | None) -> float | None:
-    return None if x is None else round(1000 * x, 1)
 
 
 # --------------------------------------------------------------------------
@@ -203,108 +170,6 @@ def build_stream(clips: list[Clip], silence_s: float) -> bytes:
     return b"".join(encode_wire(c.samples, Encoding.PCM_S16LE) + silence for c in clips)
 
 
-# --------------------------------------------------------------------------
-# the server process
-# --------------------------------------------------------------------------
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime (+ reaped children's) of ``pid`` in seconds, from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    # the command name (field 2) may hold spaces: the fields after its closing ')' start at field 3
-    rest = stat[stat.rfind(")") + 2 :].split()
-    utime, stime, cutime, cstime = (int(x) for x in rest[11:15])  # fields 14..17
-    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all cores), from /proc/stat."""
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:]]
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    guest = sum(ticks[8:10])  # already counted in user/nice
-    return (sum(ticks) - idle - guest) / os.sysconf("SC_CLK_TCK")
-
-
-class ServerProcess:
-    """`python -m server serve --port 0` as a subprocess; its output is drained by a thread."""
-
-    LISTEN = re.compile(r"^dauys: listening on .*?(ws://\S+/v1/voice)")
-
-    def __init__(self, extra_args: list[str], extra_env: dict[str, str] | None = None) -> None:
-        env = dict(os.environ, DAUYS_ASR__DOWNLOAD="false", PYTHONUNBUFFERED="1", **(extra_env or {}))
-        cmd = [sys.executable, "-m", "server", "serve", "--port", "0", *extra_args]
-        say("starting: " + " ".join(cmd[1:]))
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self.ready_line: str | None = None
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, name="server-output", daemon=True)
-        self._reader.start()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            line = line.rstrip("\n")
-            with self._changed:
-                self.lines.append(line)
-                m = self.LISTEN.match(line)
-                if m:
-                    self.url = m.group(1)
-                if line.startswith("dauys: ready:"):
-                    self.ready_line = line
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_ready(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not (self.url and self.ready_line):
-                if self.proc.poll() is not None or any(ln.startswith("dauys: error:") for ln in self.lines):
-                    status = self.proc.poll()
-                    how = "it exited with status %s" % status if status is not None else "it reported an error"
-                    raise BenchError(f"the server failed to start ({how}):\n" + self.tail(), 2)
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BenchError(f"the server was not ready after {timeout:.0f}s:\n" + self.tail(), 2)
-                self._changed.wait(min(left, 0.5))
-        say(self.ready_line)
-        return self.url
-
-    def tail(self, n: int = 25) -> str:
-        return "\n".join("    " + ln for ln in self.lines[-n:])
-
-    def stop(self, timeout: float = 30.0) -> None:  # > the server's default shutdown_grace_s (15 s)
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                say(f"the server did not stop within {timeout:.0f}s of SIGTERM; killing it")
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(5)
-
-
-# A final as the server logs it (pipeline/session.py): its own decode and endpoint->final timings.
-SERVER_FINAL = re.compile(r"decode ([0-9.]+)s, endpoint->final ([0-9.]+)s")
-SERVER_TROUBLE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|exception", re.I)
-
-
-def get_json(url: str, timeout: float = 10.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read().decode())
-
-
-def http_base(ws_url: str) -> str:
-    m = re.match(r"^ws(s?)://([^/]+)", ws_url)
-    if not m:
-        raise BenchError(f"--url must look like ws://HOST:PORT/v1/voice, got {ws_url!r}", 2)
-    return f"http{m.group(1)}://{m.group(2)}"
 
 
 # --------------------------------------------------------------------------
@@ -494,22 +359,10 @@ async def run_level(n: int, url: str, clips: list[Clip], args, rng: random.Rando
     say(f"{n} stream(s): {n * per_caller:.1f} s of audio in all, {per_caller:.1f} s each at real-time pace")
 
     log_mark = len(server.lines) if server else 0
-    cpu0 = proc_cpu_seconds(server_pid) if server_pid else None
-    self0 = resource.getrusage(resource.RUSAGE_SELF)
-    busy0 = machine_busy_seconds()
-    wall0 = time.monotonic()
-    tasks = [asyncio.ensure_future(run_caller(k, url, orders[k], delays[k], args)) for k in range(n)]
-    try:
-        sessions = [r for caller in await asyncio.gather(*tasks) for r in caller]
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    wall = time.monotonic() - wall0
-    busy = machine_busy_seconds() - busy0
-    cpu = proc_cpu_seconds(server_pid) - cpu0 if server_pid else None
-    self1 = resource.getrusage(resource.RUSAGE_SELF)
-    client_cpu = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
+    meter = CpuMeter(server_pid)
+    sessions = await run_callers(run_caller(k, url, orders[k], delays[k], args) for k in range(n))
+    use = meter.stop()
+    wall, busy, cpu, client_cpu = use.wall, use.busy, use.server, use.client
 
     utts: list[Utterance] = []
     discarded = replies = handoffs = reply_bytes = 0
@@ -549,7 +402,7 @@ async def run_level(n: int, url: str, clips: list[Clip], args, rng: random.Rando
         "server_cores_busy": None if cpu is None else round(cpu / wall, 2),
         "client_cpu_s": round(client_cpu, 2),
         # CPU the rest of the machine used meanwhile: other load skews every figure on a small machine
-        "other_cpu_s": None if cpu is None else round(max(0.0, busy - cpu - client_cpu), 2),
+        "other_cpu_s": None if use.other is None else round(use.other, 2),
         "machine_cores_busy": round(busy / wall, 2),
         "client_send_lag_ms": {"p99": ms(float(np.percentile(lags, 99))) if lags else None, "max": ms(max(lags, default=None))},
         "replies": replies,
@@ -708,22 +561,6 @@ def print_batching(report: dict) -> None:
 # --------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------
-def machine() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": len(os.sched_getaffinity(0)), "cpu_model": cpu or "unknown", "python": sys.version.split()[0]}
-
-
-def fmt(x, unit: str = "") -> str:
-    return "-" if x is None else f"{x:g}{unit}"
-
-
 def print_report(report: dict) -> None:
     m, s = report["machine"], report["server"]
     asr = s.get("asr", {})
@@ -789,12 +626,7 @@ def print_report(report: dict) -> None:
             f"warning: other processes used over 10% of a core during the {', '.join(map(str, noisy))}-stream run(s); "
             "latency and CPU figures are skewed (see \"other processes' CPU s\")"
         )
-    trouble = [(lv["streams"], ln) for lv in levels for ln in lv.get("server_log", {}).get("trouble", [])]
-    if trouble:
-        print()
-        print("server log warnings/errors during the run:")
-        for n, ln in trouble:
-            print(f"  [{n} streams] {ln}")
+    print_server_trouble(levels, "streams")
 
 
 # --------------------------------------------------------------------------
@@ -874,35 +706,6 @@ async def bench(args, server: ServerProcess | None) -> dict:
     }
 
 
-def run_with_server(args, bench_fn, env: dict | None = None):
-    """``bench_fn(args, server)`` against ``args.url``, or against a ``dauys serve`` started here
-    (``--model``, ``--compute-type``, ``--device``; ``env`` added to its environment) and always
-    stopped, on SIGTERM too; ``args.server_log`` gets its output.  Returns the report, or an exit
-    status (BenchError's code, 130 when interrupted).  Shared by bench_latency.py."""
-    extra = []
-    for flag, value in (("--model", args.model), ("--compute-type", args.compute_type), ("--device", args.device)):
-        if value:
-            extra += [flag, value]
-    server = None if args.url else ServerProcess(extra, env)
-    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the server is always stopped
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        return asyncio.run(bench_fn(args, server))
-    except BenchError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        if server is not None and e.code == 1:
-            print("bench: last server output:\n" + server.tail(), file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if server is not None:
-            server.stop()
-            say(f"server stopped (exit status {server.proc.returncode})")
-            if args.server_log:
-                args.server_log.write_text("\n".join(server.lines) + "\n", encoding="utf-8")
-                say(f"server log written to {args.server_log}")
 
 
 def main(argv=None) -> int:
@@ -913,10 +716,7 @@ def main(argv=None) -> int:
         except BenchError as e:
             print(f"bench: error: {e}", file=sys.stderr)
             return e.code
-        if args.json:
-            print(json.dumps(report, ensure_ascii=False, indent=2))
-        else:
-            print_batching(report)
+        emit(report, args.json, print_batching)
         return 0
     env = {"DAUYS_ASR__BATCH_SIZE": str(args.batch_size)} if args.batch_size else None
     report = run_with_server(args, bench, env)
@@ -929,10 +729,7 @@ def main(argv=None) -> int:
         except Exception as e:  # the streaming figures stand on their own
             say(f"offline pass failed: {type(e).__name__}: {e}")
             report["offline"] = None
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
-    else:
-        print_report(report)
+    emit(report, args.json, print_report)
     return 0
 
 

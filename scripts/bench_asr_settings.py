@@ -66,9 +66,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
-import resource
 import statistics
 import sys
 import time
@@ -78,12 +76,12 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run as a plain script from anywhere: import the project's own modules
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside this script (when loaded from elsewhere)
+from benchlib import DEFAULT_AUDIO, CpuMeter, p95  # noqa: E402  (benchlib also puts the project root on sys.path)
 
 from models.whisper import SAMPLE_RATE, WhisperEngine  # noqa: E402
 
-DEFAULT_MANIFEST = Path(os.environ.get("DAUYS_SHARED_AUDIO", ROOT.parent / "shared" / "audio")) / "manifest.jsonl"
+DEFAULT_MANIFEST = DEFAULT_AUDIO / "manifest.jsonl"
 FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
 BEST_OF = 5
 LEAD_S = 0.5
@@ -301,28 +299,6 @@ def segment(audio: np.ndarray, vad_model, vad_settings, threshold: float, min_si
 # Measuring
 
 
-def _machine_busy_s() -> float | None:
-    try:
-        parts = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        v = [int(x) for x in parts]
-        idle = v[3] + (v[4] if len(v) > 4 else 0)
-        return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _own_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def p95(xs: list[float]) -> float | None:
-    if not xs:
-        return None
-    s = sorted(xs)
-    return s[max(0, math.ceil(0.95 * len(s)) - 1)]
-
-
 def _rate(errors: int, total: int) -> float | None:
     return errors / total if total else None
 
@@ -334,7 +310,7 @@ def run_setting(engine: FallbackEngine, setting: Setting, clips: list[Clip], asr
     engine.options = dataclasses.replace(engine.options, beam_size=setting.beam)
     weights = asr_settings.language_weights()
     per_clip = []
-    busy0, cpu0, t0 = _machine_busy_s(), _own_cpu_s(), time.perf_counter()
+    meter = CpuMeter()
     for k, clip in enumerate(clips):
         if progress:
             print(f"\r  {setting.label}: {k + 1}/{len(clips)}", end="", file=sys.stderr, flush=True)
@@ -362,14 +338,13 @@ def run_setting(engine: FallbackEngine, setting: Setting, clips: list[Clip], asr
             "utterances": utts, "rejected": rejected, "fallbacks": fallbacks, "decode_s": round(decode_s, 4),
             "detected": sorted({u["language"] for u in utts}),
         })
-    wall = time.perf_counter() - t0
-    cpu = _own_cpu_s() - cpu0
-    busy1 = _machine_busy_s()
+    use = meter.stop()
+    wall, cpu = use.wall, use.client
     if progress:
         print(file=sys.stderr)
     return {"setting": setting.to_dict(), "label": setting.label, **summarise(per_clip, setting.lang == "auto"),
             "wall_s": round(wall, 2), "own_cpu_s": round(cpu, 2),
-            "other_load": None if busy0 is None or busy1 is None else round(max(0.0, (busy1 - busy0 - cpu) / wall), 2),
+            "other_load": round(max(0.0, (use.busy - cpu) / wall), 2),
             "clips": per_clip}
 
 

@@ -9,10 +9,10 @@ What it does
 ------------
 * Starts the real server (``python -m server serve --port 0``, with
   ``DAUYS_ASR__DOWNLOAD=false``) and waits for its ``dauys: ready:`` line, or
-  uses ``--url`` -- the server plumbing is imported from ``bench_asr.py``.
+  uses ``--url`` -- the server plumbing is ``scripts/benchlib``'s.
   One untimed warm-up call is made first.
 * The questions: knowledge-base questions (models/data/demo_bank_kb.yaml)
-  synthesised with ``espeak-ng -v kk|ru -s 140 --stdout``, four in Kazakh and
+  synthesised with ``espeak-ng -v kk|ru -s 140`` (``benchlib.espeak``), four in Kazakh and
   four in Russian, plus the real Kazakh recordings of the shared clip
   manifest (``kind`` "sentence", lang "kk"; these are not bank questions, so
   the expected reply to them is a rephrase request).
@@ -91,18 +91,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import random
 import re
-import resource
-import shutil
-import subprocess
 import sys
 import time
 import urllib.request
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,35 +105,17 @@ import numpy as np
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_asr  # noqa: E402  (also puts the project root on sys.path)
-from bench_asr import (  # noqa: E402
-    FRAME_BYTES,
-    FRAME_S,
-    FRAME_SAMPLES,
-    RATE,
-    SERVER_FINAL,
-    SERVER_TROUBLE,
-    BenchError,
-    ServerProcess,
-    fmt,
-    get_json,
-    http_base,
-    machine,
-    machine_busy_seconds,
-    median,
-    ms,
-    p95,
-    proc_cpu_seconds,
-    run_with_server,
-    say,
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib and bench_asr, beside this script
+from bench_asr import FRAME_BYTES, FRAME_S, FRAME_SAMPLES, RATE  # noqa: E402
+# benchlib also puts the project root on sys.path
+from benchlib import (  # noqa: E402
+    DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, emit, espeak, fmt, get_json,
+    http_base, machine, median, ms, p95, print_server_trouble, run_callers, run_with_server, say,
 )
 
-from models.audio import Encoding, decode_wire, encode_wire, read_audio, resample  # noqa: E402
+from models.audio import Encoding, encode_wire, read_audio  # noqa: E402
 from pipeline.events import AudioFormat, Start  # noqa: E402
 
-ROOT = bench_asr.ROOT
-DEFAULT_AUDIO = bench_asr.DEFAULT_AUDIO
 TARGET_MEDIAN_MS = 500
 TARGET_P95_MS = 900
 
@@ -182,21 +159,6 @@ def speech_end(samples: np.ndarray) -> float:
     rms = np.sqrt(np.mean(samples[: n * w].reshape(n, w) ** 2, axis=1))
     loud = np.nonzero(rms >= max(rms.max() * 0.05, 1e-4))[0]
     return (int(loud[-1]) + 1) * w / RATE if len(loud) else len(samples) / RATE
-
-
-def espeak(text: str, voice: str, rate_wpm: int) -> np.ndarray:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise BenchError("espeak-ng is not installed (apt-get install espeak-ng)", 2)
-    out = subprocess.run([exe, "-v", voice, "-s", str(rate_wpm), "--stdout", text], check=True, capture_output=True).stdout
-    # --stdout writes a streaming header (sizes 0x7fff....): wave reads to the end of the data
-    with wave.open(io.BytesIO(out), "rb") as w:
-        width, channels, rate = w.getsampwidth(), w.getnchannels(), w.getframerate()
-        raw = w.readframes(w.getnframes())
-    if width != 2:
-        raise BenchError(f"espeak-ng produced {8 * width}-bit audio, expected 16-bit", 2)
-    raw = raw[: len(raw) - len(raw) % (2 * channels)]
-    return resample(decode_wire(raw, Encoding.PCM_S16LE, channels), rate, RATE).astype(np.float32)
 
 
 def load_questions(audio_dir: Path, rate_wpm: int, real_clips: bool) -> list[Question]:
@@ -501,22 +463,10 @@ async def run_level(n: int, url: str, questions: list[Question], args, rng: rand
     base = http_base(url)
     m0 = await asyncio.to_thread(metrics_snapshot, base)
     log_mark = len(server.lines) if server else 0
-    cpu0 = proc_cpu_seconds(server_pid) if server_pid else None
-    self0 = resource.getrusage(resource.RUSAGE_SELF)
-    busy0 = machine_busy_seconds()
-    wall0 = time.monotonic()
-    tasks = [asyncio.ensure_future(run_caller(k, url, orders[k], delays[k], args)) for k in range(n)]
-    try:
-        calls = [c for caller in await asyncio.gather(*tasks) for c in caller]
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    wall = time.monotonic() - wall0
-    busy = machine_busy_seconds() - busy0
-    cpu = proc_cpu_seconds(server_pid) - cpu0 if server_pid else None
-    self1 = resource.getrusage(resource.RUSAGE_SELF)
-    client_cpu = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
+    meter = CpuMeter(server_pid)
+    calls = await run_callers(run_caller(k, url, orders[k], delays[k], args) for k in range(n))
+    use = meter.stop()
+    wall, busy, cpu, client_cpu = use.wall, use.busy, use.server, use.client
     await asyncio.sleep(1.0)  # let the server clean up the hung-up sessions
     m1 = await asyncio.to_thread(metrics_snapshot, base)
 
@@ -555,7 +505,7 @@ async def run_level(n: int, url: str, questions: list[Question], args, rng: rand
         "server_cpu_s": None if cpu is None else round(cpu, 2),
         "server_cores_busy": None if cpu is None else round(cpu / wall, 2),
         "client_cpu_s": round(client_cpu, 2),
-        "other_cpu_s": None if cpu is None else round(max(0.0, busy - cpu - client_cpu), 2),
+        "other_cpu_s": None if use.other is None else round(use.other, 2),
         "machine_cores_busy": round(busy / wall, 2),
         "client_send_lag_ms": {"p99": ms(float(np.percentile(lags, 99))) if lags else None, "max": ms(max(lags, default=None))},
         "sessions_active_after": m1.get("dauys_sessions_active"),
@@ -689,12 +639,7 @@ def print_report(report: dict) -> None:
     if noisy:
         print()
         print(f"warning: other processes used over 10% of a core during the {', '.join(map(str, noisy))}-caller run(s); latency figures are skewed")
-    trouble = [(lv["streams"], ln) for lv in levels for ln in lv.get("server_log", {}).get("trouble", [])]
-    if trouble:
-        print()
-        print("server log warnings/errors during the run:")
-        for n, ln in trouble:
-            print(f"  [{n} callers] {ln}")
+    print_server_trouble(levels, "callers")
 
 
 # --------------------------------------------------------------------------
@@ -786,10 +731,7 @@ def main(argv=None) -> int:
     report = run_with_server(args, bench)
     if isinstance(report, int):
         return report
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
-    else:
-        print_report(report)
+    emit(report, args.json, print_report)
     return 0
 
 

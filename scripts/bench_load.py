@@ -42,30 +42,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import random
-import resource
 import signal
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_latency  # noqa: E402  (puts the project root on sys.path, via bench_asr)
-from bench_asr import (  # noqa: E402
-    BenchError,
-    ServerProcess,
-    fmt,
-    get_json,
-    http_base,
-    machine,
-    machine_busy_seconds,
-    median,
-    ms,
-    proc_cpu_seconds,
-    say,
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib and bench_latency, beside this script
+import bench_latency  # noqa: E402
+# benchlib also puts the project root on sys.path
+from benchlib import (  # noqa: E402
+    BenchError, CpuMeter, ServerProcess, emit, fmt, get_json, http_base, machine, median, ms, p95, say, server_flags,
 )
 from bench_latency import Call, ReplyKinds, analyse, load_questions, metrics_snapshot, run_call  # noqa: E402
 
@@ -80,10 +68,7 @@ def has_batching() -> bool:
 
 def p95_with_failures(latencies: list[float], failures: int) -> float | None:
     """Nearest-rank p95 where each failed turn counts as an infinitely late reply."""
-    xs = sorted(latencies) + [math.inf] * failures
-    if not xs:
-        return None
-    return xs[max(0, math.ceil(0.95 * len(xs)) - 1)]
+    return p95(list(latencies) + [math.inf] * failures)
 
 
 # --------------------------------------------------------------------------
@@ -105,16 +90,10 @@ async def run_level(n: int, url: str, questions, args, rng: random.Random, serve
     say(f"{n} caller(s) x {args.turns} turn(s)")
     base = http_base(url)
     delays = sorted(rng.uniform(0, args.stagger_ms / 1000) for _ in range(n))
-    cpu0 = proc_cpu_seconds(server_pid) if server_pid else None
-    self0 = resource.getrusage(resource.RUSAGE_SELF)
-    busy0 = machine_busy_seconds()
-    wall0 = time.monotonic()
+    meter = CpuMeter(server_pid)
     results = [r for rs in await asyncio.gather(*(caller(k, url, questions, args.turns, delays[k], args) for k in range(n))) for r in rs]
-    wall = time.monotonic() - wall0
-    busy = machine_busy_seconds() - busy0
-    cpu = proc_cpu_seconds(server_pid) - cpu0 if server_pid else None
-    self1 = resource.getrusage(resource.RUSAGE_SELF)
-    client_cpu = (self1.ru_utime + self1.ru_stime) - (self0.ru_utime + self0.ru_stime)
+    use = meter.stop()
+    wall, busy, cpu, client_cpu = use.wall, use.busy, use.server, use.client
     await asyncio.sleep(1.0)
     after = await asyncio.to_thread(metrics_snapshot, base)
 
@@ -126,7 +105,7 @@ async def run_level(n: int, url: str, questions, args, rng: random.Random, serve
     p95 = p95_with_failures(totals, failures)
     med = median(sorted(totals) + [math.inf] * failures) if results else None
     lags = [s - d for c in calls for s, d in zip(c.sent_at, c.deadline)]
-    other = None if cpu is None else max(0.0, busy - cpu - client_cpu)
+    other = use.other
     level = {
         "callers": n,
         "turns": len(results),
@@ -188,21 +167,13 @@ async def search(url: str, questions, args, server_pid, pad_s: float, kinds: Rep
 # servers, one per batch size
 # --------------------------------------------------------------------------
 def start_server(batch: int | None, args) -> ServerProcess:
-    extra = []
-    for flag, value in (("--model", args.model), ("--compute-type", args.compute_type), ("--device", args.device)):
-        if value:
-            extra += [flag, value]
-    saved = dict(os.environ)
-    try:
-        if batch is not None:
-            os.environ["DAUYS_ASR__BATCH_SIZE"] = str(batch)
-            if args.batch_window_ms is not None:
-                os.environ["DAUYS_ASR__BATCH_WINDOW_MS"] = str(args.batch_window_ms)
-        os.environ["DAUYS_SERVER__MAX_SESSIONS"] = str(max(64, 2 * args.max_callers))
-        return ServerProcess(extra)  # copies os.environ
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    env = {}
+    if batch is not None:
+        env["DAUYS_ASR__BATCH_SIZE"] = str(batch)
+        if args.batch_window_ms is not None:
+            env["DAUYS_ASR__BATCH_WINDOW_MS"] = str(args.batch_window_ms)
+    env["DAUYS_SERVER__MAX_SESSIONS"] = str(max(64, 2 * args.max_callers))
+    return ServerProcess(server_flags(args), env)
 
 
 async def bench(args) -> dict:
@@ -349,10 +320,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
-    else:
-        print_report(report)
+    emit(report, args.json, print_report)
     return 0
 
 

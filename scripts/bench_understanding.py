@@ -69,12 +69,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from bench_asr import BenchError, run_with_server, say  # noqa: E402
-from bench_latency import espeak  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside this script
+from benchlib import ROOT, BenchError, espeak, run_with_server, say  # noqa: E402  (also puts the project root on sys.path)
 
 from models.audio import Encoding, encode_wire, resample  # noqa: E402
 

@@ -49,19 +49,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import soxr
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside this script
+from benchlib import ROOT, EspeakMissing  # noqa: E402  (benchlib also puts the project root on sys.path)
+from benchlib import espeak as speak  # noqa: E402
 
 from pipeline import watermark as wm  # noqa: E402
 from models.audio import Encoding, decode_wire, encode_wire, read_audio  # noqa: E402
@@ -150,13 +148,11 @@ CONDITIONS = ["clean", "8k", "mulaw", "gain", "noise", "all"]
 # audio sources
 # --------------------------------------------------------------------------
 def espeak(text: str, voice: str, wpm: int) -> tuple[np.ndarray, int]:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        sys.exit("espeak-ng is not installed (apt-get install espeak-ng)")
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run([exe, "-v", voice, "-s", str(wpm), "-w", f.name, text], check=True, capture_output=True)
-        chunk = read_audio(f.name, 22050)
-    return chunk.samples, chunk.rate
+    """espeak-ng speech at its own rate, 22050 Hz."""
+    try:
+        return speak(text, voice, wpm, rate=22050), 22050
+    except EspeakMissing as e:
+        sys.exit(str(e))
 
 
 def make_replies(n: int, rng: np.random.Generator) -> list[dict]:

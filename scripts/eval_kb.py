@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside this script
+from benchlib import ROOT, EspeakMissing, espeak  # noqa: E402  (benchlib also puts the project root on sys.path)
 
 from models.dialogue.kb import KnowledgeBase, normalise  # noqa: E402
 
@@ -131,19 +128,18 @@ def print_report(title: str, result: dict, threshold: float) -> None:
                   + (f", {m['why']}" if m.get("why") else ""))
 
 
-def synthesise(text: str, language: str, path: str, rate_wpm: int) -> None:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise SystemExit("espeak-ng is not installed (apt-get install espeak-ng)")
-    voice = ESPEAK_VOICES.get(language, language)
-    subprocess.run([exe, "-v", voice, "-s", str(rate_wpm), "-w", path, text], check=True, capture_output=True)
+def synthesise(text: str, language: str, rate_wpm: int):
+    """``text`` spoken by espeak-ng in ``language``'s voice, 16 kHz."""
+    try:
+        return espeak(text, ESPEAK_VOICES.get(language, language), rate_wpm)
+    except EspeakMissing as e:
+        raise SystemExit(str(e)) from None
 
 
 def asr_transcripts(items: list[dict], config: str | None, rate_wpm: int) -> tuple[list[str], float]:
     """Each question spoken by espeak-ng and transcribed by the server's recogniser (language fixed)."""
     from models.vad import SileroVad
     from models.whisper import load_whisper
-    from models.audio import read_audio
     from pipeline.offline import transcribe_audio
     from server.config import load_settings
 
@@ -152,15 +148,12 @@ def asr_transcripts(items: list[dict], config: str | None, rate_wpm: int) -> tup
     vad = SileroVad()
     out = []
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, it in enumerate(items):
-            wav = str(Path(tmp) / f"q{i}.wav")
-            synthesise(it["text"], it["language"], wav, rate_wpm)
-            samples = read_audio(wav).samples
-            segments = list(transcribe_audio(engine, vad, settings, samples, it["language"]))
-            text = " ".join(s["text"].strip() for s in segments if s["text"].strip())
-            out.append(text)
-            print(f"  [{i + 1}/{len(items)}] {it['language']} {it['text']!r} -> {text!r}", file=sys.stderr, flush=True)
+    for i, it in enumerate(items):
+        samples = synthesise(it["text"], it["language"], rate_wpm)
+        segments = list(transcribe_audio(engine, vad, settings, samples, it["language"]))
+        text = " ".join(s["text"].strip() for s in segments if s["text"].strip())
+        out.append(text)
+        print(f"  [{i + 1}/{len(items)}] {it['language']} {it['text']!r} -> {text!r}", file=sys.stderr, flush=True)
     return out, time.perf_counter() - t0
 
 

@@ -24,17 +24,14 @@ import argparse
 import json
 import random
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside this script
+from benchlib import RATE, EspeakMissing, espeak  # noqa: E402  (benchlib also puts the project root on sys.path)
 
-from models.audio import read_audio, write_wav  # noqa: E402
+from models.audio import AudioChunk, write_wav  # noqa: E402
 
 DEFAULT_VOICES = ["m1", "m3", "f1", "f3", "m5"]
 """espeak-ng voice variants (``kk+m3``): timbre, not language."""
@@ -74,12 +71,10 @@ def _unique(texts) -> list[str]:
 
 def speak(text: str, voice: str, rate_wpm: int, pitch: int, out: Path) -> float:
     """espeak-ng -> 16 kHz mono WAV at ``out``; returns the duration in seconds."""
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise SystemExit("espeak-ng is not installed (apt-get install espeak-ng)")
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run([exe, "-v", voice, "-s", str(rate_wpm), "-p", str(pitch), "-w", f.name, text], check=True, capture_output=True)
-        audio = read_audio(f.name)
+    try:
+        audio = AudioChunk(espeak(text, voice, rate_wpm, pitch=pitch), RATE)
+    except EspeakMissing as e:
+        raise SystemExit(str(e)) from None
     write_wav(out, audio)
     return len(audio.samples) / audio.rate
 

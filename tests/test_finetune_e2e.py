@@ -37,7 +37,7 @@ OPTED_OUT = {"kk_kscd_word_oqy.wav": "manifest", "kk_kscd_word_solga.wav": "side
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, services):  # services: the embedded model (its tokenizer.json) is assembled
-    from models.finetune.convert import make_tiny_whisper
+    from tests.tools.make_tiny_whisper import make_tiny_whisper
 
     root = tmp_path_factory.mktemp("ft")
     data = root / "data"

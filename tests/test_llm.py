@@ -1,4 +1,4 @@
-"""LLM dialogue backends (models/dialogue/llm.py), on real engines.
+"""LLM dialogue backends (models/dialogue/llm/), on real engines.
 
 - transformers: a tiny randomly initialised Llama with a byte-level BPE
   tokenizer trained here on Kazakh/Russian/Uzbek sentences (no hub access),
