@@ -337,28 +337,3 @@ def _audio(row) -> np.ndarray:
     from pipeline.audio import read_audio
 
     return read_audio(audio).samples
-
-
-def evaluate_source(
-    source,
-    *,
-    engine=None,
-    model: str | None = None,
-    settings=None,
-    language_mode: LanguageMode = "manifest",
-    progress: bool = True,
-    degrade_phone: bool = False,
-    seed: int = 0,
-    limit: int | None = None,
-    max_seconds: float | None = None,
-) -> EvalReport:
-    """Load a manifest or datasets directory (accepting the languages in ``asr.languages``) and evaluate it."""
-    from models.finetune.data import DEFAULT_MAX_SECONDS, load_rows
-
-    if settings is None:
-        settings = server_settings(model)
-    loaded = load_rows(source, languages=settings.asr.languages, max_seconds=max_seconds or DEFAULT_MAX_SECONDS)
-    rows = loaded.rows[:limit] if limit else loaded.rows
-    if engine is None:
-        engine = load_engine(model, settings=settings)
-    return evaluate_rows(engine, rows, language_mode, progress, settings=settings, degrade_phone=degrade_phone, seed=seed, loaded=loaded)
