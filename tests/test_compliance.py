@@ -27,8 +27,8 @@ from websockets.asyncio.client import connect
 from pipeline.audio import AudioChunk, Encoding, decode_wire
 from pipeline.policy import detect_handoff
 from server.config import DEFAULT_LANGUAGES, SessionSettings
-from tests.conftest import http_get
-from tests.test_speech_e2e import collect
+from tests.helpers.server import http_get
+from tests.helpers.server import collect
 
 SEC_PER_CHAR = 0.012
 RATE = 16000

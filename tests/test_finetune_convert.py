@@ -17,7 +17,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import CACHE_DIR, ROOT, SHARED_AUDIO, manifest
+from tests.helpers.audio import manifest
+from tests.helpers.paths import CACHE_DIR, ROOT, SHARED_AUDIO
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import CACHE_DIR, SHARED_AUDIO
+from tests.helpers.paths import CACHE_DIR, SHARED_AUDIO
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

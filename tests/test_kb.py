@@ -15,7 +15,7 @@ import yaml
 
 from models.dialogue.base import Action, DialogueEngine, DialogueState, Passage, Turn
 from models.dialogue.kb import DEMO_KB_PATH, KbEngine, KnowledgeBase, KnowledgeBaseError, normalise, split_sentences
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 HELDOUT = ROOT / "tests" / "data" / "kb_heldout.jsonl"
 

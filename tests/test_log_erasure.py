@@ -16,8 +16,8 @@ import uuid
 import numpy as np
 from websockets.asyncio.client import connect
 
-from tests.conftest import ROOT
-from tests.test_server_limits import ServeProcess
+from tests.helpers.paths import ROOT
+from tests.helpers.server import ServeProcess
 
 
 async def _twilio_call(url: str, call_sid: str) -> None:

@@ -18,8 +18,10 @@ from pipeline.audio import Encoding, encode_wire
 from server import auth
 from server.app import check_bind
 from server.config import ConfigError
-from tests.conftest import ROOT, espeak, make_settings
-from tests.test_server_limits import ServeProcess
+from tests.helpers.audio import espeak
+from tests.helpers.paths import ROOT
+from tests.helpers.server import make_settings
+from tests.helpers.server import ServeProcess
 
 START = json.dumps({"type": "start", "output": {"pacing": "none"}})
 
@@ -200,7 +202,7 @@ MARKER = "Zhyldyrmaqtan"
 
 async def test_caller_words_never_reach_the_log_even_at_debug_level(keyed_server):
     from pipeline.privacy import redact
-    from tests.conftest import http_get
+    from tests.helpers.server import http_get
 
     srv = keyed_server
     said = f"Менің ИИН 900101300126, кодовое слово {MARKER}, картам бұғатталып қалды"

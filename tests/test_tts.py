@@ -33,7 +33,8 @@ from models.tts import (
     split_sentences,
 )
 from pipeline.audio import AudioChunk
-from tests.conftest import ROOT, make_settings
+from tests.helpers.paths import ROOT
+from tests.helpers.server import make_settings
 
 MAKE_VOICE = ROOT / "tests" / "tools" / "make_test_voice.py"
 KK_TWO = "Сәлеметсіз бе! Сізге қалай көмектесе аламын?"

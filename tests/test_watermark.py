@@ -13,7 +13,7 @@ import soxr
 
 from pipeline import watermark as wm
 from pipeline.audio import AudioChunk, Encoding, decode_wire, encode_wire, read_audio, write_wav
-from tests.conftest import SHARED_AUDIO
+from tests.helpers.paths import SHARED_AUDIO
 
 SENTENCES = [
     ("kk", "Сәлеметсіз бе, сізге қалай көмектесе аламын?"),
