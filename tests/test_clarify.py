@@ -340,6 +340,7 @@ class HeardAs:
         return getattr(self.inner, name)
 
 
+@pytest.mark.slow
 async def test_twilio_caller_confirms_with_key_1(make_server, services, kb, question_kk):
     server = await make_server(services_with={"scheduler": HeardAs(services.scheduler, PIN)})
     sid = "MZ" + uuid.uuid4().hex
@@ -376,6 +377,7 @@ def question_kk():
 
 
 
+@pytest.mark.slow
 async def test_a_key_pressed_while_the_question_is_spoken_cuts_it_short(make_server, kb):
     server = await make_server()
     start = {**START, "keypad": True, "output": {"encoding": "pcm_s16le", "sample_rate": 16000}}  # real-time pacing

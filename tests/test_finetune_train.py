@@ -62,6 +62,7 @@ def test_tokens_and_window_rules(tiny):
     assert window_frames(2.0, "cuda") == 3000 and window_frames(40, "cpu") == 3000
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path):
     from models.finetune.train import TrainConfig, latest_checkpoint, train
 

@@ -14,6 +14,7 @@ import sys
 import uuid
 
 import numpy as np
+import pytest
 from websockets.asyncio.client import connect
 
 from tests.helpers.paths import ROOT
@@ -37,6 +38,7 @@ async def _twilio_call(url: str, call_sid: str) -> None:
                 pass
 
 
+@pytest.mark.slow
 async def test_forget_call_removes_one_calls_lines_from_json_logs(tmp_path):
     srv = ServeProcess("--log-format", "json")
     try:

@@ -159,6 +159,7 @@ KEY = "Zx9-the-real-key-7Qw"
 WRONG = "Wr0ng-but-maybe-a-typo-of-another-key"
 
 
+@pytest.mark.slow
 async def test_no_key_in_any_log_line_and_a_session_id_on_every_session_line(keyed_server):
     srv = keyed_server
     async with connect(srv.ws + f"?token={KEY}") as ws:
@@ -200,6 +201,7 @@ MARKER = "Zhyldyrmaqtan"
 """A made-up word in the caller's text: no personal data, so redaction keeps it; only not logging it keeps it out."""
 
 
+@pytest.mark.slow
 async def test_caller_words_never_reach_the_log_even_at_debug_level(keyed_server):
     from pipeline.privacy import redact
     from tests.helpers.server import http_get

@@ -116,6 +116,7 @@ async def test_sessions_wait_for_models_then_1013(services):
         await server._server.wait_closed()
 
 
+@pytest.mark.slow
 async def test_a_fault_in_one_session_closes_it_with_1011_and_spares_the_other(make_server, monkeypatch):
     from pipeline import segmenter
 
@@ -215,6 +216,7 @@ def _drained_until_closed(s: socket.socket, within: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 async def test_a_client_that_stops_reading_is_cut_off_and_the_others_go_on(make_server):
     """A caller that never reads fills its buffers; within send_timeout_s of the server being unable to
     send to it, it is cut off (error slow_consumer counted, 1008, TCP closed), its session freed;
@@ -368,6 +370,7 @@ async def test_typed_text_limit_is_exact(services):
 # the real `dauys serve` process
 
 
+@pytest.mark.slow
 async def test_sigterm_during_a_reply_lets_it_finish_then_closes_1001_and_exits_0():
     server = await asyncio.to_thread(ServeProcess, env={"DAUYS_SERVER__SHUTDOWN_GRACE_S": "60"})
     try:
@@ -405,6 +408,7 @@ async def test_sigterm_during_a_reply_lets_it_finish_then_closes_1001_and_exits_
         await asyncio.to_thread(server.kill)
 
 
+@pytest.mark.slow
 async def test_an_audiosocket_peer_that_stops_reading_is_dropped(make_server):
     """AudioSocket has no close frame to send a slow peer: within send_timeout_s of the paced audio
     (the spoken disclosure) finding no room, the TCP connection is dropped and the call freed."""

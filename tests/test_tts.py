@@ -251,6 +251,7 @@ def test_piper_worker_killed_mid_reply(piper):
     assert len(list(gen)) == 1  # the second sentence still comes, from a new worker
 
 
+@pytest.mark.slow
 def test_piper_hung_worker_times_out_and_is_replaced(tiny_voice):
     engine = PiperTts(tiny_voice, timeout_s=2.0)
     try:
