@@ -1,13 +1,14 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   -- create .venv, install, start the server + web demo on http://127.0.0.1:8765/
 #   make test    -- create .venv, install (and espeak-ng), lint (ruff, import layers), run the whole test suite
+#   make test-fast -- the same set-up, then the tests not marked slow (a couple of minutes)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-dauys
 TEST_STAMP := $(VENV)/.installed-dauys-test
 
-.PHONY: serve test lint install system-deps bench clean
+.PHONY: serve test test-fast lint install system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,10 @@ lint: $(TEST_STAMP)
 
 test: $(TEST_STAMP) system-deps lint
 	$(PY) -m pytest $(ARGS)
+
+# the quick loop while developing; CI runs `make test`, the whole suite
+test-fast: $(TEST_STAMP) system-deps
+	$(PY) -m pytest -m "not slow" $(ARGS)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_asr.py $(ARGS)

@@ -1,10 +1,12 @@
-"""Engines and the formats they read, below the pipeline and the server.
+"""The models layer: engines loaded once per process and shared by every session.
 
-Recognition (Whisper on CTranslate2, the batching scheduler, the model registry),
-voice activity detection, synthesis (espeak-ng, Piper), the dialogue backends and
-their knowledge base, audio types and conversions, fine-tuning and conversion.
-Engines are loaded once per process and shared by all sessions; what a call
-remembers (its dialogue state, its buffers) lives in :mod:`pipeline`.
+Whisper (``whisper``) behind the process-wide ASR queue (``scheduler``), Silero VAD
+(``vad``), the TTS voices (``tts/``) and the dialogue engines (``dialogue/``); where
+weights come from (``registry``); audio types and conversions (``audio``), the one
+sentence splitter and normaliser (``text``); redaction and the is-this-host check
+(``privacy``, ``net``); and the operator's offline fine-tuning (``finetune/``).
+Per-call state passed in from the pipeline (a ``VadStream`` per stream, the
+``DialogueState`` of a reply) is the caller's, not kept here.
 Nothing here imports :mod:`pipeline` or :mod:`server` (an import-linter contract
 in pyproject.toml, checked by ``make test``).
 """

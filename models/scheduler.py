@@ -117,10 +117,6 @@ class AsrScheduler:
         for t in self._threads:
             t.start()
 
-    def queued(self) -> int:
-        with self._cond:
-            return sum(1 for j in self._heap if not j.cancelled)
-
     async def submit(self, audio: np.ndarray, language: str | None, allowed: list[str], priority: Priority, key: object = None, hypotheses: int = 1):
         """Decode ``audio``; returns a Recognition (with ``hypotheses`` > 1, its n-best alternatives too).
         Cancelling the awaiting task drops a queued job."""

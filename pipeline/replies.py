@@ -184,7 +184,7 @@ class Responder:
             previous.cancel()
         self.current_id = self._next_reply_id()
         self.current_interruptible = True
-        self.current = self.session._spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn, speech_end))
+        self.current = self.session.spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn, speech_end))
 
     def disclose(self, text: str | list[tuple[str, str]], language: str | None = None) -> None:
         """Speak the AI disclosure: the first audio of the session, not interruptible.
@@ -194,7 +194,7 @@ class Responder:
         parts = [(language, text)] if isinstance(text, str) else list(text)
         self.current_id = "disclosure"
         self.current_interruptible = False
-        self.current = self.session._spawn(self._speak_only("disclosure", parts, interruptible=False))
+        self.current = self.session.spawn(self._speak_only("disclosure", parts, interruptible=False))
 
     # ------------------------------------------------------------------
     async def _speak_only(self, reply_id: str, parts: list[tuple[str, str]], interruptible: bool = True) -> None:
@@ -214,7 +214,7 @@ class Responder:
     ) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # one reply at a time, in order
-        if self.finished is not None or (self.session._closing and (action is None or action.kind == "not_heard")):
+        if self.finished is not None or (self.session.closing and (action is None or action.kind == "not_heard")):
             return  # handed off or said goodbye: later turns are not answered
         if turn is not None:
             if turn.dtmf is not None and self.state.pending is None:
@@ -277,7 +277,6 @@ class Responder:
             reply_text = "".join(pieces).strip()
             self.history.append(Turn("assistant", reply_text, language))
             timing["reply"] = time.perf_counter()
-            self.session.stats.reply_latencies.append(timing["reply"] - t0)
             metrics.FINAL_TO_REPLY.observe(timing["reply"] - t0)
             await self.session.emit(
                 Reply(utterance_id, reply_id, reply_text, language, provenance=self.provenance(reply_id, models), dialogue=self.state.act)
@@ -373,7 +372,7 @@ class Responder:
         # never start talking over a caller who is speaking (a reply to an earlier utterance
         # can be ready while the next one is under way): wait for their pause. The disclosure
         # (not interruptible) is the first audio of the session and does not wait.
-        while self.session._utt is not None and interruptible:
+        while self.session.in_utterance and interruptible:
             await asyncio.sleep(0.02)
         self.speaking = True
         await self.session.emit(

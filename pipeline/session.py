@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -70,10 +70,6 @@ class SessionStats:
     finals: int = 0
     partials: int = 0
     discarded: int = 0
-    final_latencies: list[float] = field(default_factory=list)
-    """Seconds from the endpoint decision to the final transcript being queued."""
-    reply_latencies: list[float] = field(default_factory=list)
-    """Seconds from the final transcript to the complete reply text."""
     barge_ins: int = 0
 
 
@@ -128,7 +124,7 @@ class Session:
         self.language = None if msg.language == "auto" else msg.language
         self._converter = InputConverter(msg.audio.encoding, msg.audio.sample_rate, msg.audio.channels)
         self._segmenter = Segmenter.from_settings(self.services.vad.stream(), self.settings.vad)
-        self._audio_task = self._spawn(self._audio_loop())
+        self._audio_task = self.spawn(self._audio_loop())
         self._audio_task.add_done_callback(self._audio_done)
         # a known language: its disclosure (fallback ru, then kk); auto: session.disclosure_languages_auto, in order
         parts = self.settings.session.disclosures(self.language)
@@ -222,7 +218,7 @@ class Session:
             return
         self._closing = True
         self.end_reason = reason
-        self._spawn(self.end(reason))
+        self.spawn(self.end(reason))
 
     def outbox_put_nowait(self, item) -> None:
         try:
@@ -242,13 +238,24 @@ class Session:
     async def emit(self, event: ServerEvent | bytes) -> None:
         await self.outbox.put(event)
 
-    # ------------------------------------------------------------------ internals
-    def _spawn(self, coro) -> asyncio.Task:
+    @property
+    def closing(self) -> bool:
+        """The session is winding down (ending, or the caller hung up): no new replies start."""
+        return self._closing
+
+    @property
+    def in_utterance(self) -> bool:
+        """The caller is speaking now (an utterance has started and not yet ended)."""
+        return self._utt is not None
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run ``coro`` as a task of this session (cancelled by :meth:`close`)."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
+    # ------------------------------------------------------------------ internals
     def _audio_done(self, task: asyncio.Task) -> None:
         if task.cancelled() or task.exception() is None:
             return
@@ -298,9 +305,9 @@ class Session:
         elif ev.kind == "pause" and self._utt is not None:
             self._cancel_partial(self._utt)
             self._utt.spec_audio = ev.audio
-            self._utt.speculation = self._spawn(self._decode(ev.audio, Priority.FINAL))
+            self._utt.speculation = self.spawn(self._decode(ev.audio, Priority.FINAL))
             if self.settings.vad.adaptive:
-                self._spawn(self._adapt_endpoint(self._utt, ev.pause, self._utt.speculation))
+                self.spawn(self._adapt_endpoint(self._utt, ev.pause, self._utt.speculation))
         elif ev.kind == "resume" and self._utt is not None:
             self._drop_speculation(self._utt)
         elif ev.kind == "end" and self._utt is not None:
@@ -314,7 +321,7 @@ class Session:
                 result, audio = utt.speculation, utt.spec_audio
             else:
                 self._drop_speculation(utt)
-                result, audio = self._spawn(self._decode(ev.audio, Priority.FINAL)), ev.audio
+                result, audio = self.spawn(self._decode(ev.audio, Priority.FINAL)), ev.audio
             await self._chain(self._final(utt, ev, result, audio, endpoint_at))
 
     async def _decode(self, audio: np.ndarray, priority: Priority):
@@ -373,7 +380,7 @@ class Session:
         if speech_s - utt.last_partial_at < interval:
             return
         utt.last_partial_at = speech_s
-        utt.partial_task = self._spawn(self._partial(utt, seg.utterance_audio()))
+        utt.partial_task = self.spawn(self._partial(utt, seg.utterance_audio()))
 
     async def _partial(self, utt: _Utterance, audio: np.ndarray) -> None:
         try:
@@ -399,7 +406,7 @@ class Session:
                 await asyncio.shield(prev)
             await coro
 
-        self._final_chain = self._spawn(run())
+        self._final_chain = self.spawn(run())
 
     async def _final(self, utt: _Utterance, ev: SegmentEvent, result: asyncio.Task, audio: np.ndarray, endpoint_at: float) -> None:
         try:
@@ -431,7 +438,6 @@ class Session:
         latency = time.perf_counter() - endpoint_at
         self._last_language = rec.language
         self.stats.finals += 1
-        self.stats.final_latencies.append(latency)
         metrics.ENDPOINT_TO_FINAL.observe(latency)
         if rec.duration > 0:
             metrics.ASR_RTF.observe(rec.decode_s / rec.duration)

@@ -1,4 +1,4 @@
-"""The `dauys` command: serve, transcribe, call."""
+"""The `dauys` command: serve, hash-key, transcribe, say, detect-mark, forget-call, call."""
 
 from __future__ import annotations
 

@@ -1,58 +1,21 @@
-"""Shared fixtures: the real audio clips, the real models (loaded once), real servers on 127.0.0.1."""
+"""Shared fixtures: the real models (loaded once), real servers on 127.0.0.1, the tiny LLM.
+
+The plain helpers (clips, espeak, settings, server classes) are in tests/helpers/."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
-import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED_AUDIO = Path(os.environ.get("DAUYS_SHARED_AUDIO", ROOT.parent / "shared" / "audio"))
-CACHE_DIR = Path(os.environ.get("DAUYS_TEST_CACHE", Path(tempfile.gettempdir()) / "dauys-test-cache"))
-
-
-def manifest() -> list[dict]:
-    return [json.loads(line) for line in (SHARED_AUDIO / "manifest.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def clip(name: str) -> Path:
-    path = SHARED_AUDIO / name
-    if not path.is_file():
-        pytest.fail(f"shared clip {path} is missing (set DAUYS_SHARED_AUDIO)")
-    return path
-
-
-def reference(name: str) -> str:
-    return next(r["text"] for r in manifest() if r["file"] == name)
-
-
-def espeak(text: str, voice: str, rate_wpm: int = 150) -> np.ndarray:
-    """Speech from espeak-ng (Debian package espeak-ng), 16 kHz float32: the benches' helper, scripts/benchlib/espeak.py."""
-    from scripts.benchlib.espeak import EspeakMissing
-    from scripts.benchlib.espeak import espeak as speak
-
-    try:
-        return speak(text, voice, rate_wpm)
-    except EspeakMissing:
-        pytest.fail("espeak-ng is not installed (apt-get install espeak-ng); .ci/run installs it")
-
-
-def make_settings(**sections):
-    from server.config import load_settings
-
-    layer = {"asr": {"cache_dir": str(CACHE_DIR), "download": False}}
-    for section, values in sections.items():
-        layer.setdefault(section, {}).update(values)
-    return load_settings(cli=layer, environ={})
+# The helpers themselves live in tests/helpers/; these names stay importable from here too.
+from tests.helpers.audio import clip, espeak, manifest, reference  # noqa: F401
+from tests.helpers.paths import CACHE_DIR, ROOT, SHARED_AUDIO  # noqa: F401
+from tests.helpers.server import LoadedHub, http_get, make_settings  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -67,24 +30,6 @@ def services(settings):
     svc = load_services(settings)
     yield svc
     svc.close()
-
-
-class _LoadedHub:
-    """A ModelHub whose models are already loaded (shared across in-process test servers)."""
-
-    def __init__(self, services) -> None:
-        self.services = services
-        self.error = None
-        self.ready = True
-
-    async def wait(self, timeout):
-        return self.services
-
-    def start(self):
-        return None
-
-    def close(self):
-        pass
 
 
 @pytest.fixture
@@ -102,7 +47,7 @@ async def make_server(services):
         sections["server"] = {"port": 0, **sections.get("server", {})}
         settings = make_settings(**sections)
         svc = dataclasses.replace(services, settings=settings, **services_with) if services_with else services
-        server = DauysServer(settings, hub=_LoadedHub(svc))
+        server = DauysServer(settings, hub=LoadedHub(svc))
         await server.start()
         started.append(server)
         return server
@@ -155,9 +100,30 @@ def live_server():
         proc.kill()
 
 
-def http_get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+
+# ---------------------------------------------------------------------------------------- LLM
+# a tiny random causal LM, its CTranslate2 conversion and a fake OpenAI-compatible server
+# (tests/helpers/llm.py), for test_llm.py and test_dialogue_backends.py; built once per module
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tests.helpers.llm import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def ct2_dir(tiny_model, tmp_path_factory):
+    from tests.helpers.llm import convert_to_ct2
+
+    return convert_to_ct2(tiny_model, tmp_path_factory)
+
+
+@pytest.fixture
+def llm_server():
+    from tests.helpers.llm import start_llm_server, stop_llm_server
+
+    server = start_llm_server()
+    yield server
+    stop_llm_server(server)

@@ -19,7 +19,8 @@ from websockets.exceptions import InvalidStatus
 from server import auth
 from server.app import DauysServer, check_bind
 from server.config import ConfigError
-from tests.conftest import ROOT, make_settings
+from tests.helpers.paths import ROOT
+from tests.helpers.server import make_settings
 
 START = json.dumps({"type": "start", "output": {"pacing": "none"}})
 KEY = "access-test-key-0123456789"

@@ -9,7 +9,7 @@ from models.audio import (
     AudioChunk, Encoding, InputConverter, OutputConverter, decode_wire, encode_wire, mulaw_decode, mulaw_encode,
     read_audio, resample, wav_bytes,
 )
-from tests.conftest import clip
+from tests.helpers.audio import clip
 
 # G.711 mu-law anchor values (ITU-T G.711 table / Sun reference decoder)
 DECODE_ANCHORS = {0x00: -32124, 0x0F: -16764, 0x10: -15996, 0x7E: -8, 0x7F: 0, 0x80: 32124, 0x8F: 16764, 0xF0: 120, 0xFE: 8, 0xFF: 0}

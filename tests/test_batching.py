@@ -12,7 +12,8 @@ import pytest
 from server.services import make_scheduler
 from models.scheduler import AsrScheduler, Priority, QueueFull
 from models.audio import read_audio
-from tests.conftest import clip, make_settings
+from tests.helpers.audio import clip
+from tests.helpers.server import make_settings
 
 FINAL, PARTIAL = Priority.FINAL, Priority.PARTIAL
 
@@ -374,12 +375,13 @@ async def test_simultaneous_calls_on_a_batching_server_get_partials_and_finals_i
 
     from server.app import DauysServer
     from server.client import call
-    from tests.conftest import _LoadedHub, reference
-    from tests.test_native_e2e import KK_EX1_CER_BOUND, check_order, finals, norm
+    from tests.helpers.audio import reference
+    from tests.helpers.server import LoadedHub
+    from tests.helpers.transcripts import KK_EX1_CER_BOUND, check_order, finals, norm
 
     settings = make_settings(server={"port": 0}, asr={"batch_size": 4})
     sched = make_scheduler(services.asr, settings.asr)
-    server = DauysServer(settings, hub=_LoadedHub(replace(services, settings=settings, scheduler=sched)))
+    server = DauysServer(settings, hub=LoadedHub(replace(services, settings=settings, scheduler=sched)))
     await server.start()
     url = f"ws://127.0.0.1:{server.port}/v1/voice"
     names = ["kk_kscd_ex1.wav", "kk_kscd_ex1.wav", "kk_kscd_ex2.wav"]

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, clip, reference
+from tests.helpers.audio import clip, reference
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -340,6 +340,7 @@ class HeardAs:
         return getattr(self.inner, name)
 
 
+@pytest.mark.slow
 async def test_twilio_caller_confirms_with_key_1(make_server, services, kb, question_kk):
     server = await make_server(services_with={"scheduler": HeardAs(services.scheduler, PIN)})
     sid = "MZ" + uuid.uuid4().hex
@@ -370,12 +371,13 @@ async def test_twilio_caller_confirms_with_key_1(make_server, services, kb, ques
 
 @pytest.fixture(scope="module")
 def question_kk():
-    from tests.conftest import espeak
+    from tests.helpers.audio import espeak
 
     return espeak("Картамның құпия кодын ұмытып қалдым", "kk", 150)
 
 
 
+@pytest.mark.slow
 async def test_a_key_pressed_while_the_question_is_spoken_cuts_it_short(make_server, kb):
     server = await make_server()
     start = {**START, "keypad": True, "output": {"encoding": "pcm_s16le", "sample_rate": 16000}}  # real-time pacing
@@ -406,7 +408,7 @@ async def test_a_key_pressed_while_the_question_is_spoken_cuts_it_short(make_ser
 @pytest.mark.parametrize("lang, word, kind", [("kk", "Иә", "yes"), ("kk", "Жоқ", "no"), ("ru", "Да", "yes"), ("ru", "Нет", "no")])
 def test_scoring_the_answer_words_hears_yes_and_no_that_free_recognition_garbles(services, lang, word, kind):
     from models.dialogue.yesno import spoken_candidates
-    from tests.conftest import espeak
+    from tests.helpers.audio import espeak
 
     audio = np.concatenate([np.zeros(4800, np.float32), espeak(word, f"{lang}+m3", 170), np.zeros(8000, np.float32)])
     cands = spoken_candidates(lang, choosing=False)
@@ -419,7 +421,7 @@ def test_scoring_the_answer_words_hears_yes_and_no_that_free_recognition_garbles
 
 async def test_a_spoken_yes_to_a_confirmation_gets_the_answer(make_server, kb):
     """Typed question, spoken "иә" (espeak-ng, a voice the defaults were not chosen on): the answer."""
-    from tests.conftest import espeak
+    from tests.helpers.audio import espeak
 
     server = await make_server()
     async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:

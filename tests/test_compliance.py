@@ -27,8 +27,8 @@ from websockets.asyncio.client import connect
 from models.audio import AudioChunk, Encoding, decode_wire
 from pipeline.policy import detect_handoff
 from server.config import DEFAULT_LANGUAGES, SessionSettings
-from tests.conftest import http_get
-from tests.test_speech_e2e import collect
+from tests.helpers.server import http_get
+from tests.helpers.server import collect
 
 SEC_PER_CHAR = 0.012
 RATE = 16000
@@ -341,6 +341,7 @@ async def test_audiosocket_first_audio_is_the_kk_ru_disclosure(compliance_server
     assert_kk_then_ru(pcm, 8000, tts.calls)
 
 
+@pytest.mark.slow
 async def test_audiosocket_dtmf_0_hands_off_then_hangs_up_and_the_record_reaches_the_webhook(compliance_server, receiver):
     hook = receiver()
     server, tts = await compliance_server(compliance=webhook_settings(hook.url))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile.gpu"
 
@@ -84,6 +84,7 @@ def test_the_images_python_satisfies_requires_python():
     assert SpecifierSet(requires).contains(".".join(map(str, sys.version_info[:2])))
 
 
+@pytest.mark.slow
 def test_wheels_keep_the_gpl_worker_apart(tmp_path):
     """dauys (Apache-2.0) ships no GPL code; dauys-piper-worker (GPL-3.0) carries its licence; the tts extra pulls it."""
     import zipfile

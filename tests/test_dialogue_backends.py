@@ -16,7 +16,7 @@ from models.dialogue.base import DialogueEngine, DialogueState, Turn
 from models.dialogue.llm import check_destination, host_allowed
 from models.errors import ModelError
 from server.config import load_settings
-from tests.test_llm import ct2_dir, llm_server, tiny_model, url  # noqa: F401  (fixtures)
+from tests.helpers.llm import url
 
 IIN = "900101300126"  # checksum-valid (tests/test_privacy.py)
 PHONE = "+7 701 123 45 67"
@@ -42,7 +42,7 @@ def test_kb_backend_from_config(tmp_path):
     assert "бұғат" in text.lower()
 
 
-def test_transformers_backend_from_config(tmp_path, tiny_model):  # noqa: F811
+def test_transformers_backend_from_config(tmp_path, tiny_model):
     path, _ = tiny_model
     s = settings_from_toml(tmp_path, f'[dialogue]\nbackend = "transformers"\nmodel = "{path}"\nmax_new_tokens = 12\ndevice = "cpu"\n')
     engine = load_dialogue(s.dialogue)
@@ -51,7 +51,7 @@ def test_transformers_backend_from_config(tmp_path, tiny_model):  # noqa: F811
     assert text.strip()
 
 
-def test_ctranslate2_backend_from_config(tmp_path, ct2_dir):  # noqa: F811
+def test_ctranslate2_backend_from_config(tmp_path, ct2_dir):
     s = settings_from_toml(tmp_path, f'[dialogue]\nbackend = "ctranslate2"\nmodel = "{ct2_dir}"\nmax_new_tokens = 12\ndevice = "cpu"\n')
     engine = load_dialogue(s.dialogue)
     assert engine.name == "ctranslate2"
@@ -59,7 +59,7 @@ def test_ctranslate2_backend_from_config(tmp_path, ct2_dir):  # noqa: F811
     assert text.strip()
 
 
-def test_openai_backend_from_config_and_environment_sends_redacted_text(tmp_path, llm_server, caplog):  # noqa: F811
+def test_openai_backend_from_config_and_environment_sends_redacted_text(tmp_path, llm_server, caplog):
     """The key comes from the variable dialogue.api_key_env names; the request carries no IIN or phone."""
     llm_server.key = "sk-from-env-456"
     s = settings_from_toml(
@@ -88,7 +88,7 @@ def test_openai_backend_from_config_and_environment_sends_redacted_text(tmp_path
     assert "[IIN]" in sent and "[PHONE]" in sent
 
 
-def test_openai_redaction_can_be_turned_off_for_a_local_server(tmp_path, llm_server):  # noqa: F811
+def test_openai_redaction_can_be_turned_off_for_a_local_server(tmp_path, llm_server):
     s = settings_from_toml(
         tmp_path, f'[dialogue]\nbackend = "openai"\nmodel = "tiny-llm"\nbase_url = "{url(llm_server, "answer")}"\nredact_pii = false\n'
     )

@@ -4,7 +4,7 @@ import re
 
 from server.cli import build_parser
 from server.config import load_settings
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def test_example_config_matches_defaults():

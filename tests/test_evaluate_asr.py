@@ -14,7 +14,8 @@ import pytest
 from models.finetune.data import load_rows
 from models.finetune.evaluate import EvalReport, evaluate_rows, load_engine
 from models.finetune.textnorm import normalize
-from tests.conftest import CACHE_DIR, ROOT, SHARED_AUDIO, clip, manifest
+from tests.helpers.audio import clip, manifest
+from tests.helpers.paths import CACHE_DIR, ROOT, SHARED_AUDIO
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import CACHE_DIR, ROOT, SHARED_AUDIO, manifest
+from tests.helpers.audio import manifest
+from tests.helpers.paths import CACHE_DIR, ROOT, SHARED_AUDIO
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -177,6 +178,7 @@ def test_tiny_export_serves_in_faster_whisper_and_the_engine(tiny, tmp_path, qua
     assert rec.language in {"kk", "ru", "uz"} and set(rec.language_probs) == {"kk", "ru", "uz"}
 
 
+@pytest.mark.slow
 def test_export_writes_the_preprocessor_config_a_128_mel_model_needs(served, tmp_path):
     """The pitfall: without preprocessor_config.json faster-whisper assumes 80 mels and a 128-mel model cannot run."""
     from faster_whisper import WhisperModel
@@ -272,6 +274,7 @@ def test_rebuild_from_an_int8_export_loads_and_generates(tiny, tmp_path):
 # whisper-base: the served model rebuilt
 
 
+@pytest.mark.slow
 def test_rebuilt_whisper_base_has_the_served_config_tokenizer_and_weights(rebuilt, served):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -315,6 +318,7 @@ def test_rebuilt_whisper_base_has_the_served_config_tokenizer_and_weights(rebuil
     assert np.array_equal(sd["model.decoder.layers.2.final_layer_norm.weight"].numpy(), ct2.variables["decoder/layer_2/ffn/layer_norm/gamma"].astype(np.float32))
 
 
+@pytest.mark.slow
 def test_whisper_base_round_trip_rebuild_export_rebuild_is_exact(rebuilt, served, tmp_path):
     from models.finetune.convert import export_ct2, read_ct2_model, rebuild_hf_from_ct2
     from models.registry import EMBEDDED
@@ -424,6 +428,7 @@ def _run(*args, env_extra=None):
     return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_scripts_export_and_rebuild(tiny, tmp_path):
     from models.finetune.convert import CARD_JSON
 

@@ -25,7 +25,9 @@ from websockets.asyncio.client import connect
 from models.audio import Encoding, encode_wire
 from pipeline.events import AudioFormat, End, Start
 from server.client import call, prepare_audio
-from tests.conftest import CACHE_DIR, ROOT, clip, http_get, make_settings, reference
+from tests.helpers.audio import clip, reference
+from tests.helpers.paths import CACHE_DIR, ROOT
+from tests.helpers.server import http_get, make_settings
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

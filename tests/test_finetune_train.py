@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import CACHE_DIR, SHARED_AUDIO
+from tests.helpers.paths import CACHE_DIR, SHARED_AUDIO
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -62,6 +62,7 @@ def test_tokens_and_window_rules(tiny):
     assert window_frames(2.0, "cuda") == 3000 and window_frames(40, "cpu") == 3000
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path):
     from models.finetune.train import TrainConfig, latest_checkpoint, train
 

@@ -36,7 +36,6 @@ carry a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import json
@@ -46,7 +45,6 @@ import random
 import socket
 import struct
 import tempfile
-import threading
 import time
 import urllib.request
 import uuid
@@ -60,7 +58,7 @@ from websockets.sync.client import connect
 
 from pipeline.errors import ERROR_CODES
 from pipeline import metrics
-from tests.conftest import _LoadedHub, make_settings
+from tests.helpers.server import ServerThread
 
 pytestmark = pytest.mark.slow
 set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "dauys-hypothesis")
@@ -80,50 +78,6 @@ HYPOTHESIS = dict(
 
 
 # ------------------------------------------------------------------------------------------ server
-class ServerThread:
-    """A DauysServer on its own event loop in a daemon thread (real sockets on 127.0.0.1).
-
-    Keeping the server's loop apart from the client's lets the tests look at exactly the
-    server's asyncio tasks (``tasks()``), and lets blocking clients drive it."""
-
-    def __init__(self, services, **sections) -> None:
-        from server.app import DauysServer
-
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="dauys-test-server", daemon=True)
-        self.thread.start()
-        server = {"port": 0, **sections.pop("server", {})}
-        self.settings = make_settings(server=server, **sections)
-        self.services = dataclasses.replace(services, settings=self.settings) if sections or server else services
-        self.server = DauysServer(self.settings, hub=_LoadedHub(self.services))
-        self.call(self.server.start())
-
-    def call(self, coro, timeout: float = 60):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def tasks(self) -> set[asyncio.Task]:
-        async def snapshot():
-            return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
-
-        return self.call(snapshot())
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def url(self, path: str = "/v1/voice") -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def stop(self) -> None:
-        try:
-            self.call(self.server.stop(), timeout=30)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            if not self.thread.is_alive():
-                self.loop.close()
-
-
 class LogWatch(logging.Handler):
     """Collects log records that show a server fault: any error, or a traceback from our code."""
 

@@ -16,7 +16,7 @@ import yaml
 from models.dialogue.base import Action, DialogueEngine, DialogueState, Passage, Turn
 from models.dialogue.kb import DEMO_KB_PATH, KbEngine, KnowledgeBase, KnowledgeBaseError, normalise
 from models.text import sentence_pieces as split_sentences  # the pieces the engine streams
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 HELDOUT = ROOT / "tests" / "data" / "kb_heldout.jsonl"
 

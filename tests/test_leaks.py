@@ -25,8 +25,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from models.audio import Encoding, encode_wire, read_audio
-from tests.conftest import clip
-from tests.test_fuzz import ServerThread
+from tests.helpers.audio import clip
+from tests.helpers.server import ServerThread
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,11 @@ import sys
 import uuid
 
 import numpy as np
+import pytest
 from websockets.asyncio.client import connect
 
-from tests.conftest import ROOT
-from tests.test_server_limits import ServeProcess
+from tests.helpers.paths import ROOT
+from tests.helpers.server import ServeProcess
 
 
 async def _twilio_call(url: str, call_sid: str) -> None:
@@ -37,6 +38,7 @@ async def _twilio_call(url: str, call_sid: str) -> None:
                 pass
 
 
+@pytest.mark.slow
 async def test_forget_call_removes_one_calls_lines_from_json_logs(tmp_path):
     srv = ServeProcess("--log-format", "json")
     try:

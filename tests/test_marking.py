@@ -8,7 +8,7 @@ import pytest
 
 from models.audio import AudioChunk, read_audio, write_wav
 from pipeline.marking import info_chunk, provenance, read_info, read_provenance
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 import numpy as np
 
@@ -105,7 +105,7 @@ async def test_detect_mark_finds_the_servers_mark_after_a_phone_line(live_server
 
 @pytest.mark.parametrize("name", ["kk_kscd_ex1.wav", "uz_uzbekvoice_1.wav"])
 def test_detect_mark_finds_nothing_in_human_speech(name):
-    from tests.conftest import clip
+    from tests.helpers.audio import clip
 
     p = subprocess.run([sys.executable, "-m", "server", "detect-mark", str(clip(name))], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert p.returncode == 1 and "no mark" in p.stdout

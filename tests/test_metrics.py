@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from models.audio import Encoding, encode_wire, read_audio
-from tests.conftest import clip, espeak, http_get
+from tests.helpers.audio import clip, espeak
+from tests.helpers.server import http_get
 
 pytestmark = pytest.mark.slow
 

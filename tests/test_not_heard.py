@@ -19,8 +19,9 @@ from websockets.asyncio.client import connect
 from models.scheduler import Priority
 from models.audio import Encoding, encode_wire, resample
 from server.config import SessionSettings
-from tests.conftest import espeak, make_settings
-from tests.test_speech_e2e import collect
+from tests.helpers.audio import espeak
+from tests.helpers.server import make_settings
+from tests.helpers.server import collect
 
 
 class RejectingFinals:

@@ -18,8 +18,10 @@ from models.audio import Encoding, encode_wire
 from server import auth
 from server.app import check_bind
 from server.config import ConfigError
-from tests.conftest import ROOT, espeak, make_settings
-from tests.test_server_limits import ServeProcess
+from tests.helpers.audio import espeak
+from tests.helpers.paths import ROOT
+from tests.helpers.server import make_settings
+from tests.helpers.server import ServeProcess
 
 START = json.dumps({"type": "start", "output": {"pacing": "none"}})
 
@@ -157,6 +159,7 @@ KEY = "Zx9-the-real-key-7Qw"
 WRONG = "Wr0ng-but-maybe-a-typo-of-another-key"
 
 
+@pytest.mark.slow
 async def test_no_key_in_any_log_line_and_a_session_id_on_every_session_line(keyed_server):
     srv = keyed_server
     async with connect(srv.ws + f"?token={KEY}") as ws:
@@ -198,9 +201,10 @@ MARKER = "Zhyldyrmaqtan"
 """A made-up word in the caller's text: no personal data, so redaction keeps it; only not logging it keeps it out."""
 
 
+@pytest.mark.slow
 async def test_caller_words_never_reach_the_log_even_at_debug_level(keyed_server):
     from pipeline.privacy import redact
-    from tests.conftest import http_get
+    from tests.helpers.server import http_get
 
     srv = keyed_server
     said = f"Менің ИИН 900101300126, кодовое слово {MARKER}, картам бұғатталып қалды"

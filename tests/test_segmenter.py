@@ -6,7 +6,7 @@ import pytest
 from models.vad import WINDOW, SileroVad
 from models.audio import read_audio
 from pipeline.segmenter import Segmenter
-from tests.conftest import clip
+from tests.helpers.audio import clip
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from server import auth
 from server.app import check_bind
-from tests.conftest import ROOT, make_settings
+from tests.helpers.paths import ROOT
+from tests.helpers.server import ServeProcess, make_settings
 
 START = json.dumps({"type": "start", "output": {"pacing": "none"}})
 
@@ -102,7 +103,7 @@ async def test_sessions_wait_for_models_then_1013(services):
     server = DauysServer(make_settings(server={"port": 0, "ready_wait_s": 0.2}), hub=NeverReady())
     await server.start()
     try:
-        from tests.conftest import http_get
+        from tests.helpers.server import http_get
 
         status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{server.port}/readyz")
         assert status == 503 and json.loads(body)["ready"] is False
@@ -115,6 +116,7 @@ async def test_sessions_wait_for_models_then_1013(services):
         await server._server.wait_closed()
 
 
+@pytest.mark.slow
 async def test_a_fault_in_one_session_closes_it_with_1011_and_spares_the_other(make_server, monkeypatch):
     from pipeline import segmenter
 
@@ -214,6 +216,7 @@ def _drained_until_closed(s: socket.socket, within: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 async def test_a_client_that_stops_reading_is_cut_off_and_the_others_go_on(make_server):
     """A caller that never reads fills its buffers; within send_timeout_s of the server being unable to
     send to it, it is cut off (error slow_consumer counted, 1008, TCP closed), its session freed;
@@ -285,10 +288,10 @@ async def _serve_with(services, **sections):
     from dataclasses import replace
 
     from server.app import DauysServer
-    from tests.conftest import _LoadedHub
+    from tests.helpers.server import LoadedHub
 
     settings = make_settings(**{**sections, "server": {"port": 0, **sections.get("server", {})}})
-    server = DauysServer(settings, hub=_LoadedHub(replace(services, settings=settings)))
+    server = DauysServer(settings, hub=LoadedHub(replace(services, settings=settings)))
     await server.start()
     return server
 
@@ -320,7 +323,7 @@ async def test_session_length_limit_ends_the_session_cleanly(make_server):
 
 async def test_long_speech_is_cut_at_max_utterance_with_a_forced_final(services):
     from models.audio import Encoding, encode_wire, read_audio
-    from tests.conftest import clip
+    from tests.helpers.audio import clip
 
     # no pause long enough to end an utterance: only the length limit can
     server = await _serve_with(services, vad={"max_utterance_s": 2.0, "min_silence_ms": 3000, "speculative_ms": 96})
@@ -367,54 +370,7 @@ async def test_typed_text_limit_is_exact(services):
 # the real `dauys serve` process
 
 
-class ServeProcess:
-    """`dauys serve --port 0` in a subprocess, the way users run it; stdout and stderr collected."""
-
-    def __init__(self, *args: str, env: dict | None = None) -> None:
-        import threading
-
-        from tests.conftest import CACHE_DIR
-
-        full_env = dict(os.environ, DAUYS_ASR__CACHE_DIR=str(CACHE_DIR), DAUYS_ASR__DOWNLOAD="false", PYTHONUNBUFFERED="1", **(env or {}))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env, cwd=ROOT,
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
-        self.url = None
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            self.out.append(line)
-            if "listening on http://" in line:
-                self.url = line.split("listening on ")[1].split()[0].rstrip("/")
-            if "dauys: ready" in line:
-                break
-        if self.url is None or self.proc.poll() is not None:
-            self.kill()
-            pytest.fail("server did not start:\n" + "".join(self.out + self.err))
-        threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()
-        self.ws = self.url.replace("http://", "ws://") + "/v1/voice"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self.kill()
-            time.sleep(0.1)  # let the reader threads take the last lines
-
-
+@pytest.mark.slow
 async def test_sigterm_during_a_reply_lets_it_finish_then_closes_1001_and_exits_0():
     server = await asyncio.to_thread(ServeProcess, env={"DAUYS_SERVER__SHUTDOWN_GRACE_S": "60"})
     try:
@@ -452,6 +408,7 @@ async def test_sigterm_during_a_reply_lets_it_finish_then_closes_1001_and_exits_
         await asyncio.to_thread(server.kill)
 
 
+@pytest.mark.slow
 async def test_an_audiosocket_peer_that_stops_reading_is_dropped(make_server):
     """AudioSocket has no close frame to send a slow peer: within send_timeout_s of the paced audio
     (the spoken disclosure) finding no room, the TCP connection is dropped and the call freed."""

@@ -16,7 +16,8 @@ from websockets.asyncio.client import connect
 
 from models.dialogue.kb import KnowledgeBase
 from models.audio import Encoding, decode_wire, encode_wire, read_audio, resample
-from tests.conftest import clip, espeak
+from tests.helpers.audio import clip, espeak
+from tests.helpers.server import collect
 
 pytestmark = pytest.mark.slow
 
@@ -35,23 +36,6 @@ def question_kk():
 
 def start_msg(language="auto", encoding="pcm_s16le", rate=16000, pacing="realtime"):
     return json.dumps({"type": "start", "audio": {"encoding": encoding, "sample_rate": rate}, "output": {"encoding": encoding, "sample_rate": rate, "pacing": pacing}, "language": language})
-
-
-async def collect(ws, until, timeout=60):
-    """(events, {reply_id: bytes}) until ``until(event)``."""
-    events, audio, current = [], {}, None
-    async with asyncio.timeout(timeout):
-        async for msg in ws:
-            if isinstance(msg, bytes):
-                audio.setdefault(current, bytearray()).extend(msg)
-                continue
-            ev = json.loads(msg)
-            events.append(ev)
-            if ev["type"] == "audio_start":
-                current = ev["reply_id"]
-            if until(ev):
-                break
-    return events, audio
 
 
 async def send_audio(ws, samples16k, encoding=Encoding.PCM_S16LE, rate=16000, realtime=True, frame_ms=20, log=None):

@@ -33,7 +33,8 @@ from models.tts import (
 )
 from models.audio import AudioChunk
 from models.text import split_sentences
-from tests.conftest import ROOT, make_settings
+from tests.helpers.paths import ROOT
+from tests.helpers.server import make_settings
 
 MAKE_VOICE = ROOT / "tests" / "tools" / "make_test_voice.py"
 KK_TWO = "Сәлеметсіз бе! Сізге қалай көмектесе аламын?"
@@ -250,6 +251,7 @@ def test_piper_worker_killed_mid_reply(piper):
     assert len(list(gen)) == 1  # the second sentence still comes, from a new worker
 
 
+@pytest.mark.slow
 def test_piper_hung_worker_times_out_and_is_replaced(tiny_voice):
     engine = PiperTts(tiny_voice, timeout_s=2.0)
     try:

@@ -24,8 +24,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from server import twilio_auth
 from server.app import check_bind
 from server.config import ConfigError, load_settings
-from tests.conftest import http_get, make_settings
-from tests.test_server_limits import ServeProcess
+from tests.helpers.server import http_get, make_settings
+from tests.helpers.server import ServeProcess
 
 TOKEN = "f00dfeedc0ffee5ca1ab1e0123456789"
 SILENCE = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of mu-law silence
@@ -307,6 +307,7 @@ def twilio_server():
     server.kill()
 
 
+@pytest.mark.slow
 async def test_no_token_secret_or_signature_in_any_log_line(twilio_server):
     srv = twilio_server
     port = int(srv.url.rsplit(":", 1)[1])
@@ -328,6 +329,7 @@ async def test_no_token_secret_or_signature_in_any_log_line(twilio_server):
 
 
 # ----------------------------------------------------------------------------- DTMF 0 (issue 11, item 13)
+@pytest.mark.slow
 async def test_dtmf_0_on_twilio_speaks_the_handoff_then_closes_once_its_mark_comes_back(make_server):
     """Twilio's side played by hand: the handoff message's audio, its mark, and the stream
     closing only after Twilio reports that mark (so the TwiML's <Dial> follows the message)."""

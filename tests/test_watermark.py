@@ -13,7 +13,7 @@ import soxr
 
 from pipeline import watermark as wm
 from models.audio import AudioChunk, Encoding, decode_wire, encode_wire, read_audio, write_wav
-from tests.conftest import SHARED_AUDIO
+from tests.helpers.paths import SHARED_AUDIO
 
 SENTENCES = [
     ("kk", "Сәлеметсіз бе, сізге қалай көмектесе аламын?"),
@@ -133,6 +133,7 @@ def test_polarity_inverted_line(speech22):
     assert d.found and d.payload == 0xBEEF and d.inverted
 
 
+@pytest.mark.slow
 def test_reply_inside_a_long_recording(speech22):
     """A 3 s marked reply in the middle of 30 s of other (unmarked) speech: found by the windowed search."""
     rng = np.random.default_rng(3)
@@ -204,6 +205,7 @@ def _shared_clips() -> list[tuple[str, np.ndarray]]:
     return [(p.name, read_audio(p, 16000).samples) for p in clips]
 
 
+@pytest.mark.slow
 def test_no_mark_in_the_shared_human_clips():
     rng = np.random.default_rng(5)
     checked = 0

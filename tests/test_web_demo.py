@@ -26,7 +26,8 @@ from websockets.asyncio.client import connect
 
 from models.dialogue.kb import KnowledgeBase
 from models.audio import AudioChunk, write_wav
-from tests.conftest import ROOT, espeak
+from tests.helpers.audio import espeak
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.slow
 

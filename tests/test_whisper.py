@@ -7,8 +7,8 @@ import pytest
 from models.whisper import choose_language, collapse_loops, compression_ratio
 from models.audio import read_audio
 from pipeline.offline import transcribe_audio
-from tests.conftest import clip, reference
-from tests.test_native_e2e import norm
+from tests.helpers.audio import clip, reference
+from tests.helpers.transcripts import norm
 
 pytestmark = pytest.mark.slow
 

@@ -526,7 +526,6 @@ class KnowledgeBase:
         self._questions = _Postings(q_vecs, vocab)
         self._centroids = _Postings([_unit(v) for v in e_vecs], vocab)
         self._row_entry_arr = np.array(self._row_entry, dtype=np.int64)
-        self._n_rows = len(rows)
         # rows are grouped by entry in order: reduceat boundaries
         self._entry_starts = np.searchsorted(self._row_entry_arr, np.arange(n_entries))
         self._any_terms = any(e.terms for e in self.entries)
@@ -750,8 +749,3 @@ class KbEngine(DialogueEngine):
         yield from sentence_pieces(outcome.text)
         if outcome.action is not None:
             yield outcome.action
-
-
-def load_kb_engine(path: str | Path | None = None) -> KbEngine:
-    """The knowledge-base engine for ``dialogue.knowledge_base`` (None = the demo bank)."""
-    return KbEngine.load(path)

@@ -587,10 +587,8 @@ def load_dataset_dir(
         if duration is None:
             continue
         speaker = _first(rec, SPEAKER_KEYS)
-        row = Row(rid, samples if keep else None, tl[0], tl[1], None if speaker is None else str(speaker), duration, source)
-        if not keep:
-            row._loader = loader
-        chk.rows.append(row)
+        speaker = None if speaker is None else str(speaker)
+        chk.rows.append(Row(rid, samples if keep else None, tl[0], tl[1], speaker, duration, source, None if keep else loader))
     return chk.result(str(folder))
 
 
