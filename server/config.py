@@ -163,6 +163,12 @@ class AsrSettings(_Section):
     language_prior_default: float = Field(0.1, gt=0)
     language_stickiness: float = Field(3.0, ge=1)
     """Extra weight for the language of the caller's previous utterance."""
+    switch_within_prior: bool = True
+    """Once a call's language is known (its first final), a later utterance is detected only among
+    that language and the languages listed in language_prior (the expected mix, kk and ru): callers
+    switch between Kazakh and Russian mid-call, not to Turkish, which whisper-base hears in Kazakh
+    speech (the second half of a shared Kazakh clip: Turkish 0.97, Kazakh 0.004). False: any of
+    asr.languages at any time."""
     beam_size: int = Field(1, ge=1, le=10)
     prompt: str = ""
     """Text given to the recogniser as the previous text (domain terms, product names); empty = none.
@@ -190,6 +196,8 @@ class AsrSettings(_Section):
     def language_weights(self, previous: str | None = None) -> dict[str, float]:
         w = {lang: self.language_prior.get(lang, self.language_prior_default) for lang in self.languages}
         if previous in w:
+            if self.switch_within_prior:
+                w = {lang: x for lang, x in w.items() if lang == previous or lang in self.language_prior}
             w[previous] *= self.language_stickiness
         return w
 

@@ -310,7 +310,7 @@ def test_language_weights_apply_prior_and_default():
 
 
 def test_language_weights_stickiness_multiplies_previous():
-    asr = load_settings(cli={"asr": {"language_stickiness": 4.0, "language_prior": {"kk": 2.0}}}, environ={}).asr
+    asr = load_settings(cli={"asr": {"language_stickiness": 4.0, "language_prior": {"kk": 2.0}, "switch_within_prior": False}}, environ={}).asr
     base = asr.language_weights()
     for prev in ("kk", "ru", "tr"):
         w = asr.language_weights(prev)
@@ -319,6 +319,16 @@ def test_language_weights_stickiness_multiplies_previous():
     # a previous language outside the configured ones changes nothing; nor does None
     assert asr.language_weights("de") == base
     assert asr.language_weights(None) == base
+
+
+def test_after_the_first_final_a_call_switches_only_within_the_prior():
+    asr = load_settings(environ={}).asr  # prior kk, ru; languages kk ru uz tr az tt en
+    assert set(asr.language_weights()) == set(asr.languages)  # the first utterance: any
+    assert asr.language_weights("kk") == {"kk": 3.0, "ru": 1.0}
+    assert asr.language_weights("ru") == {"kk": 1.0, "ru": 3.0}
+    assert asr.language_weights("uz") == {"kk": 1.0, "ru": 1.0, "uz": 0.1 * 3.0}  # a caller who began in Uzbek keeps it
+    wide = load_settings(cli={"asr": {"switch_within_prior": False}}, environ={}).asr
+    assert set(wide.language_weights("kk")) == set(wide.languages)
 
 
 def test_language_weights_do_not_mutate_settings():
