@@ -168,7 +168,9 @@ class Responder:
 
     def not_heard(self, utterance_id: str, language: str, reason: str) -> None:
         """The caller spoke and nothing could be recognised (``reason``: the recogniser's rejection):
-        ask them to repeat, a misunderstood turn (enough of them hand off), never silence."""
+        ask them to repeat, a misunderstood turn (enough of them hand off), never silence. While a
+        clarifying question waits for its answer, the engine puts it again instead (once, then a
+        person takes over), as for any answer it cannot make out."""
         self._start_reply(utterance_id, "", language, Action("not_heard", reason))
 
     def handoff(self, reason: str, language: str, cause: str = "dtmf") -> None:
@@ -216,6 +218,8 @@ class Responder:
             await asyncio.gather(previous, return_exceptions=True)  # one reply at a time, in order
         if self.finished is not None or (self.session.closing and (action is None or action.kind == "not_heard")):
             return  # handed off or said goodbye: later turns are not answered
+        if action is not None and action.kind == "not_heard" and self.state.pending is not None:
+            action, turn = None, Turn("user", "", language)  # an unheard answer: the clarifier re-asks
         if turn is not None:
             if turn.dtmf is not None and self.state.pending is None:
                 return  # the question the key answered was settled meanwhile

@@ -431,8 +431,9 @@ class Session:
             self.stats.discarded += 1
             log.info("session %s: %s discarded (%s, %.2fs audio)", self.id, utt.id, rec.rejected, rec.duration)
             await self.emit(SpeechDiscarded(utt.id, rec.rejected, ev.t))
-            if ev.t - utt.t_start >= self.settings.session.not_heard_min_s:  # the VAD's speech, start to end
-                # long enough to be a question: the caller must not be left in silence
+            if ev.t - utt.t_start >= self.settings.session.not_heard_min_s or self.responder.state.pending is not None:
+                # long enough to be a question (the VAD's speech, start to end), or an answer to our
+                # clarifying question: the caller must not be left in silence
                 self.responder.not_heard(utt.id, self.language or self._last_language or self.settings.asr.default_language, rec.rejected)
             return
         latency = time.perf_counter() - endpoint_at
