@@ -23,7 +23,7 @@ connection, the session and the lifecycle, and asks the codec two things:
 Whatever a codec must remember between messages (Twilio's stream id and
 unacknowledged marks, AudioSocket's partial frames and the sample rate) is
 plain state on the codec, so each codec can be driven, fuzzed and
-round-tripped by the tests without a socket (``tests/test_codecs.py``).
+round-tripped by the tests without a socket (``tests/carriers/test_codecs.py``).
 """
 
 from __future__ import annotations

@@ -127,3 +127,12 @@ def llm_server():
     server = start_llm_server()
     yield server
     stop_llm_server(server)
+
+
+QUESTION_KK = "Картам бұғатталып қалды"  # espeak-ng + whisper-base, language fixed: card_blocked (score 0.27)
+
+
+@pytest.fixture(scope="session")
+def question_kk():
+    """A spoken Kazakh bank question (espeak-ng, 16 kHz float32), for the end-to-end speech and carrier tests."""
+    return espeak(QUESTION_KK, "kk", 140)
