@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from models.audio import read_audio
 from models.vad import SileroVad
 from models.whisper import load_whisper
-from models.audio import read_audio
 from pipeline.segmenter import Segmenter
 
 

@@ -17,15 +17,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from models.dialogue.base import Action, DialogueState, Turn
-from models.text import MIN_CHARS, SentenceBuffer, split_sentences
-from pipeline import watermark
 from models import __version__
 from models.audio import AudioChunk, OutputConverter
+from models.dialogue.base import Action, DialogueState, Turn
+from models.text import MIN_CHARS, SentenceBuffer, split_sentences
+from pipeline import metrics, watermark
 from pipeline.events import AudioEnd, AudioStart, Handoff, Reply
 from pipeline.policy import detect_handoff
 from pipeline.privacy import redact
-from pipeline import metrics
 
 log = logging.getLogger("dauys.reply")
 

@@ -21,18 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.audio import InputConverter
+from models.dialogue.turns import unfinished
 from models.dialogue.yesno import parse_answer, pick_spoken, spoken_candidates
 from models.scheduler import Priority, QueueFull
 from models.whisper import SAMPLE_RATE, choose_language, confidence
-from models.audio import InputConverter
+from pipeline import metrics
+from pipeline.context import SESSION_ID
 from pipeline.errors import ProtocolError
 from pipeline.events import ErrorEvent, Ready, ServerEvent, SessionEnd, SpeechDiscarded, SpeechStarted, Start, Transcript
 from pipeline.langid import detect_text_language
 from pipeline.replies import Responder
 from pipeline.segmenter import Segmenter, SegmentEvent
-from models.dialogue.turns import unfinished
-from pipeline import metrics
-from pipeline.context import SESSION_ID
 
 log = logging.getLogger("dauys.session")
 

@@ -117,8 +117,24 @@ from websockets.exceptions import ConnectionClosed
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside this script (when loaded from elsewhere)
 # benchlib also puts the project root on sys.path
 from benchlib import (  # noqa: E402
-    DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, emit, fmt, get_json,
-    http_base, machine, machine_busy_seconds, median, ms, p95, print_server_trouble, run_callers, run_with_server,
+    DEFAULT_AUDIO,
+    SERVER_FINAL,
+    SERVER_TROUBLE,
+    BenchError,
+    CpuMeter,
+    ServerProcess,
+    emit,
+    fmt,
+    get_json,
+    http_base,
+    machine,
+    machine_busy_seconds,
+    median,
+    ms,
+    p95,
+    print_server_trouble,
+    run_callers,
+    run_with_server,
     say,
 )
 
@@ -497,9 +513,9 @@ async def _batch_level(scheduler, clips: list[Clip], streams: int, rounds: int, 
 
 
 def compare_batching(args) -> dict:
-    from server.services import make_scheduler
     from models.whisper import load_whisper
     from server.config import load_settings
+    from server.services import make_scheduler
 
     overrides = {k: v for k, v in (("model", args.model), ("compute_type", args.compute_type), ("device", args.device)) if v}
     settings = load_settings(cli={"asr": overrides} if overrides else None, environ=dict(os.environ, DAUYS_ASR__DOWNLOAD="false"))

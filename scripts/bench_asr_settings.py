@@ -494,8 +494,8 @@ def run(args, settings=None, engine=None, out=sys.stdout) -> dict:
     """The whole benchmark for parsed ``args``; returns the report (also printed as markdown to ``out``)."""
     import ctranslate2
 
-    from server.config import settings_for
     from models.vad import SileroVad
+    from server.config import settings_for
 
     if settings is None:
         settings = settings_for(args.model, config_file=args.config)

@@ -107,10 +107,28 @@ from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib and bench_asr, beside this script
 from bench_asr import FRAME_BYTES, FRAME_S, FRAME_SAMPLES, RATE  # noqa: E402
+
 # benchlib also puts the project root on sys.path
 from benchlib import (  # noqa: E402
-    DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, emit, espeak, fmt, get_json,
-    http_base, machine, median, ms, p95, print_server_trouble, run_callers, run_with_server, say,
+    DEFAULT_AUDIO,
+    SERVER_FINAL,
+    SERVER_TROUBLE,
+    BenchError,
+    CpuMeter,
+    ServerProcess,
+    emit,
+    espeak,
+    fmt,
+    get_json,
+    http_base,
+    machine,
+    median,
+    ms,
+    p95,
+    print_server_trouble,
+    run_callers,
+    run_with_server,
+    say,
 )
 
 from models.audio import Encoding, encode_wire, read_audio  # noqa: E402

@@ -51,11 +51,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib and bench_latency, beside this script
 import bench_latency  # noqa: E402
+from bench_latency import Call, ReplyKinds, analyse, load_questions, metrics_snapshot, run_call  # noqa: E402
+
 # benchlib also puts the project root on sys.path
 from benchlib import (  # noqa: E402
-    BenchError, CpuMeter, ServerProcess, emit, fmt, get_json, http_base, machine, median, ms, p95, say, server_flags,
+    BenchError,
+    CpuMeter,
+    ServerProcess,
+    emit,
+    fmt,
+    get_json,
+    http_base,
+    machine,
+    median,
+    ms,
+    p95,
+    say,
+    server_flags,
 )
-from bench_latency import Call, ReplyKinds, analyse, load_questions, metrics_snapshot, run_call  # noqa: E402
 
 TARGET_P95_MS = 1500
 

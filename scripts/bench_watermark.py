@@ -61,8 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside thi
 from benchlib import ROOT, EspeakMissing  # noqa: E402  (benchlib also puts the project root on sys.path)
 from benchlib import espeak as speak  # noqa: E402
 
-from pipeline import watermark as wm  # noqa: E402
 from models.audio import Encoding, decode_wire, encode_wire, read_audio  # noqa: E402
+from pipeline import watermark as wm  # noqa: E402
 
 SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 

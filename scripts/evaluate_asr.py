@@ -51,8 +51,7 @@ def main(argv=None) -> int:
     from models.errors import ModelError
     from models.finetune.data import load_rows
     from models.finetune.evaluate import evaluate_rows, load_engine
-    from server.config import settings_for
-    from server.config import ConfigError
+    from server.config import ConfigError, settings_for
 
     try:
         settings = settings_for(args.model, config_file=args.config)

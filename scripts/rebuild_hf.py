@@ -38,9 +38,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from models.errors import ModelError
     from models.finetune.convert import Ct2FormatError, rebuild_hf_from_ct2
-    from server.config import settings_for
     from models.registry import resolve_asr_model
-    from server.config import ConfigError
+    from server.config import ConfigError, settings_for
 
     try:
         settings = settings_for(args.model, config_file=args.config)

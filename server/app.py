@@ -11,11 +11,11 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from server.services import ModelHub, SwitchError
 from pipeline import metrics
-from server import auth, endpoints, outgoing, twilio_auth
 from pipeline.session import Close
+from server import auth, endpoints, outgoing, twilio_auth
 from server.native import handle_native
+from server.services import ModelHub, SwitchError
 from server.transport import CallRegistry
 from server.twilio import handle_twilio
 

@@ -9,7 +9,7 @@ import ipaddress
 import math
 import time
 from collections import OrderedDict
-from urllib.parse import parse_qsl, parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 

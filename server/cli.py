@@ -159,9 +159,9 @@ def cmd_transcribe(args) -> int:
 def cmd_say(args) -> int:
     import numpy as np
 
+    from models.audio import AudioChunk, resample, write_wav
     from models.errors import ModelError
     from models.tts import TtsRouter
-    from models.audio import AudioChunk, resample, write_wav
     from pipeline.marking import info_chunk, provenance
 
     settings = _settings(args)

@@ -30,11 +30,11 @@ import time
 
 from websockets.exceptions import ConnectionClosed
 
+from pipeline import metrics
 from pipeline.errors import ProtocolError
 from pipeline.events import AudioEnd, Dtmf, End, ErrorEvent, Handoff, Text, Transcript
 from pipeline.replies import AudioFrame
 from pipeline.session import Close, Session
-from pipeline import metrics
 from server import outgoing
 from server.codecs import Audio, CallId, CallStart, Codec, Hangup, Reconfigure, Refuse
 

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 
 from models.audio import (
-    AudioChunk, Encoding, InputConverter, OutputConverter, decode_wire, encode_wire, mulaw_decode, mulaw_encode,
-    read_audio, resample, wav_bytes,
+    AudioChunk,
+    Encoding,
+    InputConverter,
+    OutputConverter,
+    decode_wire,
+    encode_wire,
+    mulaw_decode,
+    mulaw_encode,
+    read_audio,
+    resample,
+    wav_bytes,
 )
 from tests.helpers.audio import clip
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from server.services import make_scheduler
-from models.scheduler import AsrScheduler, Priority, QueueFull
 from models.audio import read_audio
+from models.scheduler import AsrScheduler, Priority, QueueFull
+from server.services import make_scheduler
 from tests.helpers.audio import clip
 from tests.helpers.server import make_settings
 

@@ -83,8 +83,8 @@ def test_rows_make_sense(report):
 
 def test_plain_setting_is_the_servers_decode(report, settings):
     """Beam 1, no fallback, clip whole, language forced: exactly what evaluate_asr / the server's engine give."""
-    from models.finetune.evaluate import load_engine, score
     from models.audio import read_audio
+    from models.finetune.evaluate import load_engine, score
 
     engine = load_engine(settings=settings)
     rec = engine.recognize(read_audio(clip(CLIP)).samples, "kk", settings.asr.language_weights())

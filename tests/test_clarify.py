@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from models.audio import Encoding, encode_wire, resample
 from models.dialogue.base import DialogueState, Turn
 from models.dialogue.clarify import Clarifier
 from models.dialogue.kb import KbEngine, KnowledgeBase, KnowledgeBaseError
 from models.dialogue.yesno import parse_answer
 from models.scheduler import Priority
-from models.audio import Encoding, encode_wire, resample
 
 ROOT = Path(__file__).resolve().parent.parent
 PIN = "Картаның құпия кодын есімнен шығарып алдым"  # the trap: uncertain, pin_reset is right

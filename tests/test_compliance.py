@@ -27,8 +27,7 @@ from websockets.asyncio.client import connect
 from models.audio import AudioChunk, Encoding, decode_wire
 from pipeline.policy import detect_handoff
 from server.config import DEFAULT_LANGUAGES, SessionSettings
-from tests.helpers.server import http_get
-from tests.helpers.server import collect
+from tests.helpers.server import collect, http_get
 
 SEC_PER_CHAR = 0.012
 RATE = 16000

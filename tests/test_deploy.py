@@ -87,9 +87,8 @@ def test_the_images_python_satisfies_requires_python():
 @pytest.mark.slow
 def test_wheels_keep_the_gpl_worker_apart(tmp_path):
     """dauys (Apache-2.0) ships no GPL code; dauys-piper-worker (GPL-3.0) carries its licence; the tts extra pulls it."""
-    import zipfile
-
     import importlib.util
+    import zipfile
 
     # this environment's setuptools where it has one (offline, quick); else pip's isolated build (Python 3.12+ venvs ship none)
     isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []

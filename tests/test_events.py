@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from models.audio import Encoding
 from pipeline.errors import ERROR_CODES, DauysError, ProtocolError

@@ -78,9 +78,9 @@ CARD = {
 
 @pytest.mark.parametrize("quantization", ["float32", "float16", "bfloat16", "int8", "int8_float16"])
 def test_reader_inverts_the_writer_for_every_stored_type(tiny, tmp_path, quantization):
-    from models.finetune.convert import hf_state_dict, read_ct2_model
-
     from ctranslate2.converters import TransformersConverter
+
+    from models.finetune.convert import hf_state_dict, read_ct2_model
 
     out = tmp_path / "ct2"
     TransformersConverter(str(tiny)).convert(str(out), quantization=quantization)
@@ -120,9 +120,9 @@ def test_reader_inverts_the_writer_for_every_stored_type(tiny, tmp_path, quantiz
 
 
 def test_reader_rejects_damaged_and_foreign_files(tiny, tmp_path):
-    from models.finetune.convert import Ct2FormatError, hf_state_dict, read_ct2_model
-
     from ctranslate2.converters import TransformersConverter
+
+    from models.finetune.convert import Ct2FormatError, hf_state_dict, read_ct2_model
 
     out = tmp_path / "ct2"
     TransformersConverter(str(tiny)).convert(str(out), quantization="int8")

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.audio import AudioChunk, read_audio, write_wav
 from models.finetune.data import Row, load_rows, split_rows
 from models.finetune.degrade import add_noise, band_limit, mulaw_roundtrip, phone_degrade
 from models.finetune.textnorm import normalize
-from models.audio import AudioChunk, read_audio, write_wav
 from tests.helpers.audio import clip, manifest
 
 # ---------------------------------------------------------------------------

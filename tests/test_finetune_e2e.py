@@ -96,8 +96,8 @@ def test_exports_carry_what_faster_whisper_needs_and_the_card(run, quant):
     segments, _ = WhisperModel(str(d), device="cpu", compute_type="int8").transcribe(str(clip("kk_kscd_ex2.wav")), language="kk", beam_size=1, vad_filter=False)
     assert isinstance("".join(s.text for s in segments), str)  # plain faster-whisper loads and runs it
     # the server's engine (same encoder window as training on this CPU) gives back what it learned
-    from models.whisper import WhisperEngine
     from models.audio import read_audio
+    from models.whisper import WhisperEngine
 
     rec = WhisperEngine(str(d), device="cpu").recognize(read_audio(clip("kk_kscd_ex2.wav")).samples, "kk", ["kk"])
     assert rec.text == reference("kk_kscd_ex2.wav")

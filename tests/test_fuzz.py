@@ -51,13 +51,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from pipeline.errors import ERROR_CODES
 from pipeline import metrics
+from pipeline.errors import ERROR_CODES
 from tests.helpers.server import ServerThread
 
 pytestmark = pytest.mark.slow

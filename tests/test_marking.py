@@ -4,13 +4,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from models.audio import AudioChunk, read_audio, write_wav
 from pipeline.marking import info_chunk, provenance, read_info, read_provenance
 from tests.helpers.paths import ROOT
-
-import numpy as np
 
 
 def test_info_chunk_round_trip_and_file_still_plays(tmp_path):
@@ -88,8 +87,8 @@ async def test_detect_mark_finds_the_servers_mark_after_a_phone_line(live_server
     """A reply recorded from the server as 8 kHz mu-law keeps its watermark; `dauys detect-mark` reads it."""
     import asyncio
 
-    from server.client import call
     from models.audio import Encoding
+    from server.client import call
 
     out = tmp_path / "phone.wav"
     events = await call(live_server["ws"], None, texts=["Картам бұғатталып қалды"], realtime=False,

@@ -16,12 +16,11 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from models.scheduler import Priority
 from models.audio import Encoding, encode_wire, resample
+from models.scheduler import Priority
 from server.config import SessionSettings
 from tests.helpers.audio import espeak
-from tests.helpers.server import make_settings
-from tests.helpers.server import collect
+from tests.helpers.server import collect, make_settings
 
 
 class RejectingFinals:

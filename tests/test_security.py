@@ -20,8 +20,7 @@ from server.app import check_bind
 from server.config import ConfigError
 from tests.helpers.audio import espeak
 from tests.helpers.paths import ROOT
-from tests.helpers.server import make_settings
-from tests.helpers.server import ServeProcess
+from tests.helpers.server import ServeProcess, make_settings
 
 START = json.dumps({"type": "start", "output": {"pacing": "none"}})
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from models.vad import WINDOW, SileroVad
 from models.audio import read_audio
+from models.vad import WINDOW, SileroVad
 from pipeline.segmenter import Segmenter
 from tests.helpers.audio import clip
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from models.dialogue.kb import KnowledgeBase
 from models.audio import Encoding, decode_wire, encode_wire, read_audio, resample
+from models.dialogue.kb import KnowledgeBase
 from tests.helpers.audio import clip
 from tests.helpers.server import collect
 

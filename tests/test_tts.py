@@ -19,20 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.audio import AudioChunk
+from models.text import split_sentences
 from models.tts import (
     ESPEAK_RATE,
     EspeakTts,
     PiperTts,
-    SynthesisConfig,
     Synthesis,
+    SynthesisConfig,
     TtsEngine,
     TtsError,
     TtsRouter,
     normalize_language,
     parse_wav,
 )
-from models.audio import AudioChunk
-from models.text import split_sentences
 from tests.helpers.paths import ROOT
 from tests.helpers.server import make_settings
 
@@ -471,8 +471,8 @@ def test_router_without_any_engine_is_none(monkeypatch):
 def test_espeak_kazakh_is_recognised_back(settings):
     import jiwer
 
-    from models.whisper import load_whisper
     from models.audio import resample
+    from models.whisper import load_whisper
 
     router = TtsRouter.from_settings(settings.tts)
     text = "Сәлеметсіз бе. Сізге қалай көмектесе аламын?"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soxr
 
-from pipeline import watermark as wm
 from models.audio import AudioChunk, Encoding, decode_wire, encode_wire, read_audio, write_wav
+from pipeline import watermark as wm
 from tests.helpers.paths import SHARED_AUDIO
 
 SENTENCES = [

@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from models.dialogue.kb import KnowledgeBase
 from models.audio import AudioChunk, write_wav
+from models.dialogue.kb import KnowledgeBase
 from tests.helpers.audio import espeak
 from tests.helpers.paths import ROOT
 

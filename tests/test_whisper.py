@@ -4,8 +4,8 @@ import jiwer
 import numpy as np
 import pytest
 
-from models.whisper import choose_language, collapse_loops, compression_ratio
 from models.audio import read_audio
+from models.whisper import choose_language, collapse_loops, compression_ratio
 from pipeline.offline import transcribe_audio
 from tests.helpers.audio import clip, reference
 from tests.helpers.transcripts import norm

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
+from models.audio import AudioChunk
 from models.errors import ModelError
 from models.text import split_sentences
-from models.audio import AudioChunk
 
 WARMUP_TEXT = {
     "kk": "Сәлеметсіз бе.", "ky": "Саламатсызбы.", "uz": "Assalomu alaykum.", "tt": "Исәнмесез.",

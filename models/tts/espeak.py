@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from models.audio import AudioChunk, int16_to_float
 from models.text import normalize_language
 from models.tts.base import SentenceEngine, SynthesisConfig, TtsError
-from models.audio import AudioChunk, int16_to_float
 
 log = logging.getLogger("dauys.tts")
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from models.audio import AudioChunk, int16_to_float
 from models.text import normalize_language
 from models.tts.base import WARMUP_TEXT, SentenceEngine, SynthesisConfig, TtsError
-from models.audio import AudioChunk, int16_to_float
 
 log = logging.getLogger("dauys.tts")
 

@@ -15,11 +15,11 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from models.audio import AudioChunk
 from models.text import normalize_language, split_sentences
 from models.tts.base import WARMUP_TEXT, SynthesisConfig, TtsEngine, TtsError
 from models.tts.espeak import ESPEAK_INSTALL_HINT, EspeakTts
 from models.tts.piper import PiperTts
-from models.audio import AudioChunk
 
 log = logging.getLogger("dauys.tts")
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from .common import DEFAULT_AUDIO, ROOT, BenchError, say
 from .cpu import CpuMeter, CpuUse, machine, machine_busy_seconds, own_cpu_seconds, proc_cpu_seconds
 from .espeak import RATE, EspeakMissing, espeak
-from .server import SERVER_FINAL, SERVER_TROUBLE, ServerProcess, get_json, http_base, run_callers, run_with_server, server_flags
 from .report import emit, fmt, print_server_trouble
+from .server import SERVER_FINAL, SERVER_TROUBLE, ServerProcess, get_json, http_base, run_callers, run_with_server, server_flags
 from .stats import median, ms, p95
 
 __all__ = [

@@ -8,17 +8,47 @@ import json
 import struct
 import uuid
 
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from models.audio import Encoding
 from pipeline.errors import ERROR_CODES, ProtocolError
 from pipeline.events import (
-    AudioEnd, AudioFormat, AudioStart, Dtmf, End, ErrorEvent, Handoff, Ready, Reply, SessionEnd, Start, Text, Transcript, parse_server_event,
+    AudioEnd,
+    AudioFormat,
+    AudioStart,
+    Dtmf,
+    End,
+    ErrorEvent,
+    Handoff,
+    Ready,
+    Reply,
+    SessionEnd,
+    Start,
+    Text,
+    Transcript,
+    parse_server_event,
 )
 from pipeline.replies import AudioFrame
 from server.codecs import (
-    FRAME_BYTES, KIND_AUDIO, KIND_DTMF, KIND_ERROR, KIND_HANGUP, KIND_UUID, MARK_PREFIX, Audio, AudioSocketCodec, CallId, CallStart,
-    Hangup, NativeCodec, Reconfigure, Refuse, TwilioCodec, frame,
+    FRAME_BYTES,
+    KIND_AUDIO,
+    KIND_DTMF,
+    KIND_ERROR,
+    KIND_HANGUP,
+    KIND_UUID,
+    MARK_PREFIX,
+    Audio,
+    AudioSocketCodec,
+    CallId,
+    CallStart,
+    Hangup,
+    NativeCodec,
+    Reconfigure,
+    Refuse,
+    TwilioCodec,
+    frame,
 )
 
 INPUTS = (CallStart, Audio, Reconfigure, CallId, Hangup, Refuse, Text, Dtmf, End)

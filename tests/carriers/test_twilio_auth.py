@@ -24,8 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from server import twilio_auth
 from server.app import check_bind
 from server.config import ConfigError, load_settings
-from tests.helpers.server import http_get, make_settings
-from tests.helpers.server import ServeProcess
+from tests.helpers.server import ServeProcess, http_get, make_settings
 
 TOKEN = "f00dfeedc0ffee5ca1ab1e0123456789"
 SILENCE = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of mu-law silence
