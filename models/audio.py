@@ -158,15 +158,12 @@ class InputConverter:
         self._frame_bytes = encoding.sample_width * channels
         self._carry = b""
         self._resampler = StreamResampler(rate, out_rate)
-        self.input_samples = 0
-        """Samples (per channel) received so far at the wire rate."""
 
     def convert(self, data: bytes) -> AudioChunk:
         data = self._carry + data
         usable = len(data) - len(data) % self._frame_bytes
         self._carry = data[usable:]
         x = decode_wire(data[:usable], self.encoding, self.channels)
-        self.input_samples += len(x)
         return AudioChunk(self._resampler.process(x), self.out_rate)
 
     def flush(self) -> AudioChunk:

@@ -368,7 +368,6 @@ class Responder:
             if started:
                 self.interrupted.add(reply_id)
                 self.session.outbox_put_nowait(AudioEnd(reply_id, True))
-                self.session.stats.barge_ins += 1
             raise
 
     async def _audio_start(self, reply_id: str, out_fmt, models: dict, interruptible: bool = True) -> None:

@@ -70,7 +70,6 @@ class SessionStats:
     finals: int = 0
     partials: int = 0
     discarded: int = 0
-    barge_ins: int = 0
 
 
 class Session:

@@ -127,7 +127,6 @@ class ModelHub:
         self._task: asyncio.Task | None = None
         self._switching = False
         self.retired: list[Services] = []
-        self.generation = 0
 
     def start(self) -> asyncio.Task:
         self._task = asyncio.ensure_future(self._load())
@@ -174,7 +173,6 @@ class ModelHub:
             new = replace(old, settings=settings, asr=asr, scheduler=scheduler, load_seconds={**old.load_seconds, **times})
             self.services = new
             self.retired.append(old)
-            self.generation += 1
             log.info("ASR model switched: %s -> %s (%s); sessions already running keep the old one", old.asr.model_id, asr.model_id, ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
             return new
         finally:

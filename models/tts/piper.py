@@ -106,7 +106,7 @@ class _PiperWorker:
         try:
             ready = self._read_header(time.monotonic() + o.start_timeout_s)
         except _WorkerDied:
-            raise TtsError(f"the Piper worker for {o.model_id} exited while loading: {self._stderr_tail()}") from None
+            raise TtsError(f"the Piper worker for {o.model_id} exited while loading: {self.stderr_tail()}") from None
         except TtsError as e:
             self.stop()
             raise TtsError(f"the Piper worker for {o.model_id} did not start: {e}") from None
@@ -232,7 +232,7 @@ class _PiperWorker:
         except (OSError, ValueError):
             pass
 
-    def _stderr_tail(self) -> str:
+    def stderr_tail(self) -> str:
         if self._stderr_thread is not None:
             self._stderr_thread.join(timeout=2)
         lines = [line for line in self._stderr if line.strip()]
@@ -354,7 +354,7 @@ class PiperTts(SentenceEngine):
             try:
                 return worker.request(text, config)
             except _WorkerDied as e:
-                raise TtsError(f"the Piper worker for {self.model_id} died twice ({e}): {worker._stderr_tail()}") from None
+                raise TtsError(f"the Piper worker for {self.model_id} died twice ({e}): {worker.stderr_tail()}") from None
         finally:
             self._idle.put(worker)
 

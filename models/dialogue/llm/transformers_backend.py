@@ -49,7 +49,6 @@ class TransformersEngine(GroundedEngine):
                 f"the transformers dialogue backend needs the llm extra: pip install 'dauys[llm]' ({e})"
             ) from None
         self._torch = torch
-        self._transformers = transformers
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
