@@ -12,6 +12,9 @@ Fed any amount of 16 kHz float32 audio, it returns :class:`SegmentEvent`s:
 The endpoint silence can be changed for the utterance in progress, during a
 pause (:meth:`Segmenter.adapt`): shorter when what was said is complete,
 longer after a hesitation; speech resuming restores ``vad.min_silence_ms``.
+With ``hold_ms`` (adaptive endpointing) a pause holds the endpoint until
+:meth:`Segmenter.adapt` decides, at most ``hold_ms``: the decision needs the
+speculative transcript, and the final waits for that same decode anyway.
 
 Times are seconds of input audio.  Calls block (VAD inference): run them in a
 worker thread.
@@ -56,6 +59,7 @@ class Segmenter:
         speculative_ms: int = 96,
         speech_pad_ms: int = 200,
         max_utterance_s: float = 20.0,
+        hold_ms: int | None = None,
     ) -> None:
         self.vad = vad
         self.threshold = threshold
@@ -65,6 +69,9 @@ class Segmenter:
         self.speculative_windows = max(1, min(self.min_silence_windows - 1, round(speculative_ms / 1000 / WINDOW_S)))
         self.pad_windows = round(speech_pad_ms / 1000 / WINDOW_S)
         self.max_windows = int(max_utterance_s / WINDOW_S)
+        self.hold_windows = round(hold_ms / 1000 / WINDOW_S) if hold_ms else 0
+        """With adaptive endpointing: from a pause on, the endpoint waits this long unless
+        :meth:`adapt` decides sooner (the words at the pause are being recognised meanwhile)."""
         self._pending = np.zeros(0, np.float32)
         self._history: list[np.ndarray] = []  # recent windows while idle (pre-roll)
         self._utt: list[np.ndarray] = []  # windows of the current utterance
@@ -92,6 +99,7 @@ class Segmenter:
             speculative_ms=s.speculative_ms,
             speech_pad_ms=s.speech_pad_ms,
             max_utterance_s=s.max_utterance_s,
+            hold_ms=max(s.long_silence_ms, s.min_silence_ms) if getattr(s, "adaptive", False) else None,
         )
 
     @property
@@ -188,6 +196,8 @@ class Segmenter:
         if self._silence >= self.speculative_windows and not self._paused:
             self._paused = True
             self._pauses += 1
+            if self.hold_windows:
+                self._end_windows = max(self._end_windows, self.hold_windows)  # until adapt() decides
             events.append(SegmentEvent("pause", self.index, self.t + WINDOW_S, self.utterance_audio(), pause=self._pauses))
         if len(self._utt) >= self.max_windows:
             events.append(self._end(forced=True, keep_all=True))

@@ -340,22 +340,21 @@ class Session:
         them straight away), or wait ``vad.long_silence_ms`` after a hesitation, a trailing
         conjunction or dictated digits (:func:`models.dialogue.turns.unfinished`)."""
         await asyncio.wait({speculation})
-        if speculation.cancelled() or speculation.exception() is not None or utt.closed or utt.speculation is not speculation:
-            return
-        rec = speculation.result()
-        if rec.rejected or not rec.text:
-            return
+        if speculation.cancelled() or utt.closed or utt.speculation is not speculation:
+            return  # speech resumed (the segmenter restored the default itself) or the utterance ended
         vad = self.settings.vad
-        why = unfinished(rec.text, rec.language)
-        if why is not None:
-            silence_ms, kind = max(vad.long_silence_ms, vad.min_silence_ms), "long"
-        elif self.responder.would_answer(rec.text, rec.language):
-            silence_ms, kind = min(vad.short_silence_ms, vad.min_silence_ms), "short"
-        else:
-            return
+        silence_ms, kind, why = vad.min_silence_ms, "default", None
+        rec = speculation.result() if speculation.exception() is None else None
+        if rec is not None and not rec.rejected and rec.text:
+            why = unfinished(rec.text, rec.language)
+            if why is not None:
+                silence_ms, kind = max(vad.long_silence_ms, vad.min_silence_ms), "long"
+            elif self.responder.would_answer(rec.text, rec.language):
+                silence_ms, kind = min(vad.short_silence_ms, vad.min_silence_ms), "short"
+        # the segmenter holds the endpoint from the pause on until this decision (vad.long_silence_ms at most)
         if self._segmenter.adapt(pause, silence_ms):
             utt.endpoint = kind
-            log.debug("session %s: %s endpoint for %s (%s)", self.id, kind, utt.id, why or "settled")
+            log.debug("session %s: %s endpoint for %s (%s)", self.id, kind, utt.id, why or ("settled" if kind == "short" else "-"))
 
     def _drop_speculation(self, utt: _Utterance) -> None:
         if utt.speculation is not None:

@@ -150,3 +150,21 @@ def test_adapt_is_void_once_speech_resumes_and_for_another_pause():
     assert seg2.adapt(next(e for e in ev if e.kind == "pause").pause, 1000)
     ev = _windows(seg2, 8 + 16)  # the resume restored 400 ms: the second pause ends after 12 windows
     assert [e.silence_s for e in ev if e.kind == "end"] == [pytest.approx(12 * 0.032)]
+
+
+def test_a_hold_keeps_the_endpoint_open_until_adapt_decides():
+    """Adaptive endpointing: from the pause on, the endpoint waits (at most hold_ms) for the words."""
+    def seg():
+        return Segmenter(_ScriptedVad([1.0] * 10 + [0.0] * 60), min_speech_ms=96, min_silence_ms=400, speculative_ms=96, speech_pad_ms=0, hold_ms=900)
+
+    late = seg()
+    events = _windows(late, 10 + 20)  # 20 silent windows: past 400 ms, no end while undecided
+    pause = next(e for e in events if e.kind == "pause")
+    assert not [e for e in events if e.kind == "end"]
+    assert late.adapt(pause.pause, 400)  # decided late: ends at the next window
+    events = _windows(late, 1)
+    assert [e.kind for e in events] == ["end"] and events[0].silence_s == pytest.approx(21 * 0.032)
+
+    undecided = seg()
+    events = _windows(undecided, 10 + 40)  # nobody decides: the hold itself ends it
+    assert [e.silence_s for e in events if e.kind == "end"] == [pytest.approx(28 * 0.032)]  # round(900 / 32)
