@@ -94,10 +94,8 @@ import asyncio
 import json
 import os
 import random
-import re
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +108,7 @@ from bench_asr import FRAME_BYTES, FRAME_S, FRAME_SAMPLES, RATE  # noqa: E402
 # benchlib also puts the project root on sys.path
 from benchlib import (  # noqa: E402
     DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, emit, espeak, fmt, get_json,
-    http_base, machine, median, ms, p95, print_server_trouble, run_callers, run_with_server, say,
+    http_base, machine, median, ms, p95, print_server_trouble, run_callers, run_with_server, say, scrape_metrics,
 )
 
 from models.audio import Encoding, encode_wire, read_audio  # noqa: E402
@@ -161,22 +159,29 @@ def speech_end(samples: np.ndarray) -> float:
     return (int(loud[-1]) + 1) * w / RATE if len(loud) else len(samples) / RATE
 
 
+def load_clips(audio_dir: Path, lang: str = "kk") -> list[Question]:
+    """The shared clip manifest's real recordings of ``kind`` "sentence" in ``lang`` (not bank questions)."""
+    manifest = audio_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        raise BenchError(f"no clip manifest at {manifest} (use --audio-dir or DAUYS_SHARED_AUDIO, or --no-real-clips)", 2)
+    qs = []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        if rec.get("kind") == "sentence" and rec.get("lang") == lang:
+            x = read_audio(audio_dir / rec["file"], RATE).samples
+            qs.append(Question(rec["file"], lang, None, rec.get("text", ""), x, speech_end(x)))
+    return qs
+
+
 def load_questions(audio_dir: Path, rate_wpm: int, real_clips: bool) -> list[Question]:
     qs = []
     for lang, entry, text in QUESTIONS:
         x = espeak(text, lang, rate_wpm)
         qs.append(Question(f"tts-{lang}-{entry}", lang, entry, text, x, speech_end(x)))
     if real_clips:
-        manifest = audio_dir / "manifest.jsonl"
-        if not manifest.is_file():
-            raise BenchError(f"no clip manifest at {manifest} (use --audio-dir or DAUYS_SHARED_AUDIO, or --no-real-clips)", 2)
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            if rec.get("kind") == "sentence" and rec.get("lang") == "kk":
-                x = read_audio(audio_dir / rec["file"], RATE).samples
-                qs.append(Question(rec["file"], "kk", None, rec.get("text", ""), x, speech_end(x)))
+        qs += load_clips(audio_dir)
     return qs
 
 
@@ -440,16 +445,11 @@ def analyse(call: Call, pad_s: float, kinds: ReplyKinds, reference: str = "audio
 # --------------------------------------------------------------------------
 def metrics_snapshot(base: str) -> dict[str, float]:
     want = ("dauys_sessions_active", "dauys_barge_ins_total")
-    try:
-        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", line)
-        if m and m.group(1) in want:
-            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    for series, value in scrape_metrics(base).items():
+        name = series.split("{", 1)[0]
+        if name in want:
+            out[name] = out.get(name, 0.0) + value
     return out
 
 
