@@ -118,7 +118,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, beside thi
 # benchlib also puts the project root on sys.path
 from benchlib import (  # noqa: E402
     DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, emit, fmt, get_json,
-    http_base, machine, machine_busy_seconds, median, ms, p95, print_server_trouble, run_callers, run_with_server,
+    http_base, machine, machine_busy_seconds, median, ms, p95, print_server_trouble, print_table, run_callers, run_with_server,
     say,
 )
 
@@ -606,13 +606,7 @@ def print_report(report: dict) -> None:
         ("wall s", [fmt(lv["wall_s"]) for lv in levels]),
     ]
     head = ["streams"] + [str(lv["streams"]) for lv in levels]
-    w0 = max(len(r[0]) for r in rows + [(head[0], [])])
-    widths = [max(len(head[i + 1]), *(len(r[1][i]) for r in rows)) for i in range(len(levels))]
-    print()
-    print(head[0].ljust(w0) + "".join("  " + h.rjust(w) for h, w in zip(head[1:], widths)))
-    print("-" * (w0 + sum(w + 2 for w in widths)))
-    for name, vals in rows:
-        print(name.ljust(w0) + "".join("  " + v.rjust(w) for v, w in zip(vals, widths)))
+    print_table(head, rows)
     off = report.get("offline")
     if off:
         print()

@@ -65,7 +65,7 @@ from bench_latency import Call, Question, ReplyKinds, analyse, load_clips, run_c
 # benchlib also puts the project root on sys.path
 from benchlib import (  # noqa: E402
     DEFAULT_AUDIO, ROOT, BenchError, ServerProcess, emit, espeak, fmt, get_json, http_base, machine, median, ms, p95,
-    run_with_server, say, scrape_metrics,
+    print_table, run_with_server, say, scrape_metrics,
 )
 
 TARGET_P50_MS = 350
@@ -303,13 +303,7 @@ def print_report(report: dict) -> None:
         ("wall s", [fmt(r["wall_s"]) for r in runs]),
     ]
     head = ["config"] + [r["config"] for r in runs]
-    w0 = max(len(x[0]) for x in rows)
-    widths = [max(len(head[i + 1]), *(len(x[1][i]) for x in rows)) for i in range(len(runs))]
-    print()
-    print(head[0].ljust(w0) + "".join("  " + h.rjust(w) for h, w in zip(head[1:], widths)))
-    print("-" * (w0 + sum(w + 2 for w in widths)))
-    for name, vals in rows:
-        print(name.ljust(w0) + "".join("  " + v.rjust(w) for v, w in zip(vals, widths)))
+    print_table(head, rows)
     print()
     for r in runs:
         v2v, cut = r["single"]["voice_to_voice_ms"], r["multi"]["false_cutoff_pct"]

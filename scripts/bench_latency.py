@@ -108,7 +108,7 @@ from bench_asr import FRAME_BYTES, FRAME_S, FRAME_SAMPLES, RATE  # noqa: E402
 # benchlib also puts the project root on sys.path
 from benchlib import (  # noqa: E402
     DEFAULT_AUDIO, SERVER_FINAL, SERVER_TROUBLE, BenchError, CpuMeter, ServerProcess, emit, espeak, fmt, get_json,
-    http_base, machine, median, ms, p95, print_server_trouble, run_callers, run_with_server, say, scrape_metrics,
+    http_base, machine, median, ms, p95, print_server_trouble, print_table, run_callers, run_with_server, say, scrape_metrics,
 )
 
 from models.audio import Encoding, encode_wire, read_audio  # noqa: E402
@@ -608,13 +608,7 @@ def print_report(report: dict) -> None:
         ("wall s", [fmt(lv["wall_s"]) for lv in levels]),
     ]
     head = ["callers"] + [str(lv["streams"]) for lv in levels]
-    w0 = max(len(r[0]) for r in rows + [(head[0], [])])
-    widths = [max(len(head[i + 1]), *(len(r[1][i]) for r in rows)) for i in range(len(levels))]
-    print()
-    print(head[0].ljust(w0) + "".join("  " + h.rjust(w) for h, w in zip(head[1:], widths)))
-    print("-" * (w0 + sum(w + 2 for w in widths)))
-    for name, vals in rows:
-        print(name.ljust(w0) + "".join("  " + v.rjust(w) for v, w in zip(vals, widths)))
+    print_table(head, rows)
     one = next((lv for lv in levels if lv["streams"] == 1), None)
     if one and one["stages_ms"]["total"]["median"] is not None:
         med, p = one["stages_ms"]["total"]["median"], one["stages_ms"]["total"]["p95"]

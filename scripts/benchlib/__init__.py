@@ -3,7 +3,7 @@
 - :mod:`.common`: ``ROOT`` (importing it puts the project root on ``sys.path``),
   ``DEFAULT_AUDIO`` (the shared clips), :class:`BenchError`, :func:`say`;
 - :mod:`.stats`: :func:`median`, nearest-rank :func:`p95`, :func:`ms`;
-- :mod:`.report`: :func:`fmt` (table cells), :func:`emit` (JSON or the table), :func:`print_server_trouble`;
+- :mod:`.report`: :func:`fmt` (table cells), :func:`print_table`, :func:`emit` (JSON or the table), :func:`print_server_trouble`;
 - :mod:`.cpu`: a process's, this process's and the machine's CPU seconds, :class:`CpuMeter`, :func:`machine`;
 - :mod:`.server`: :class:`ServerProcess` (a ``dauys serve`` subprocess), :func:`run_with_server`,
   :func:`run_callers`, :func:`get_json`, :func:`http_base`, :func:`scrape_metrics`, the server log's patterns;
@@ -21,7 +21,7 @@ from .espeak import RATE, EspeakMissing, espeak
 from .server import (
     SERVER_FINAL, SERVER_TROUBLE, ServerProcess, get_json, http_base, run_callers, run_with_server, scrape_metrics, server_flags,
 )
-from .report import emit, fmt, print_server_trouble
+from .report import emit, fmt, print_server_trouble, print_table
 from .stats import median, ms, p95
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "own_cpu_seconds",
     "p95",
     "print_server_trouble",
+    "print_table",
     "proc_cpu_seconds",
     "run_callers",
     "run_with_server",
