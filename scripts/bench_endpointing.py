@@ -64,7 +64,7 @@ from bench_asr import FRAME_S, RATE  # noqa: E402
 from bench_latency import Call, Question, ReplyKinds, analyse, load_clips, run_call, speech_end  # noqa: E402
 # benchlib also puts the project root on sys.path
 from benchlib import (  # noqa: E402
-    DEFAULT_AUDIO, ROOT, BenchError, ServerProcess, emit, espeak, fmt, get_json, http_base, machine, median, ms, p95,
+    DEFAULT_AUDIO, ROOT, BenchError, CpuMeter, ServerProcess, emit, espeak, fmt, get_json, http_base, machine, median, ms, p95,
     print_table, run_with_server, say, scrape_metrics,
 )
 
@@ -75,6 +75,8 @@ DEFAULT_DATA = ROOT / "scripts" / "data" / "bench_endpointing.jsonl"
 CONFIGS = {"adaptive": {"DAUYS_VAD__ADAPTIVE": "true"}, "fixed": {"DAUYS_VAD__ADAPTIVE": "false"}}
 SKIP_ENTRIES = {"greeting", "thanks", "goodbye", "operator", "bot_identity", "fraud"}  # end the call or are no question
 SILENCE_KINDS = ("default", "short", "long", "forced")
+# a clause that ends in one of these is not finished (the bench's own list, independent of the server's)
+CONJUNCTIONS = ("және", "бірақ", "өйткені", "немесе", "әлде", "и", "но", "а", "или", "потому что", "поэтому")
 ENDPOINTS = re.compile(r'^dauys_endpoints_total\{silence="(\w+)"\}$')
 
 
@@ -110,8 +112,15 @@ def single_set(seed: int, per_lang: int, limit: int | None, wpm: int) -> list[Qu
     return out
 
 
+def pause_kind(clause: str) -> str:
+    """What precedes a pause: a clause ending in a conjunction, or one that is complete on its own."""
+    words = " ".join(clause.casefold().replace(",", " ").split())
+    return "conjunction" if any(words == c or words.endswith(" " + c) for c in CONJUNCTIONS) else "complete"
+
+
 def multi_set(path: Path, seed: int, limit: int | None, wpm: int, audio_dir: Path | None) -> tuple[list[Question], dict[str, list]]:
-    """The multi-clause questions and, by name, the pauses (ms) put between their clauses."""
+    """The multi-clause questions and, by name, the pauses (ms) put between their clauses and what precedes
+    each (:func:`pause_kind`; "human" for the real clips)."""
     rng = random.Random(f"multi-{seed}")
     recs = [json.loads(ln) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     for i, r in enumerate(recs):
@@ -127,7 +136,7 @@ def multi_set(path: Path, seed: int, limit: int | None, wpm: int, audio_dir: Pat
             b = len(x) if last else int(speech_end(x) * RATE)
             if not first:
                 gap = round(rng.uniform(0.3, 0.7), 2)
-                gaps.append(round(gap * 1000))
+                gaps.append((round(gap * 1000), pause_kind(r["clauses"][k - 1])))
                 parts.append(np.zeros(int(gap * RATE), dtype=np.float32))
             parts.append(x[a:b].astype(np.float32))
         x = np.concatenate(parts)
@@ -136,7 +145,7 @@ def multi_set(path: Path, seed: int, limit: int | None, wpm: int, audio_dir: Pat
     if audio_dir is not None:
         for q in load_clips(audio_dir):
             out.append(q)
-            pauses[q.name] = None  # a human pause, as recorded
+            pauses[q.name] = [(None, "human")]  # a pause as recorded (if any)
     return out, pauses
 
 
@@ -189,7 +198,8 @@ async def run_set(name: str, questions: list[Question], url: str, args, pad_s: f
         p["finals_text"] = [ev.get("text") for _, ev in call.events
                             if ev.get("type") == "transcript" and ev.get("final") and ev.get("source", "audio") == "audio"]
         if pauses is not None:
-            p["pauses_ms"] = pauses.get(q.name)
+            p["pauses_ms"] = [ms_ for ms_, _ in pauses.get(q.name) or []]
+            p["pause_kind"] = "conjunction" if any(k == "conjunction" for _, k in pauses.get(q.name) or []) else (pauses.get(q.name) or [(0, "-")])[0][1]
         per.append(p)
         say(f"  {q.name}: {p['outcome']}, {p['finals']} final(s)" + (", FALSE CUT-OFF" if p["false_cutoff"] else "")
             + (f", total {ms(p['stages']['total']):g} ms" if "stages" in p else ""))
@@ -203,6 +213,10 @@ async def run_set(name: str, questions: list[Question], url: str, args, pad_s: f
     sent = [p for p in per if p["false_cutoff"] is not None]
     cuts = sum(1 for p in sent if p["false_cutoff"])
     splits = sum(1 for p in sent if p["finals"] > 1)
+    by_kind = {}
+    for kind in sorted({p.get("pause_kind") for p in sent if p.get("pause_kind")}):
+        its = [p for p in sent if p.get("pause_kind") == kind]
+        by_kind[kind] = {"n": len(its), "false_cutoffs": sum(1 for p in its if p["false_cutoff"])}
     return {
         "n": len(per),
         "replies": len(ok),
@@ -214,6 +228,7 @@ async def run_set(name: str, questions: list[Question], url: str, args, pad_s: f
         "false_cutoff_pct": pct(cuts, len(sent)),
         "split_questions": splits,
         "split_pct": pct(splits, len(sent)),
+        "false_cutoffs_by_pause": by_kind,
         "endpoints_total": delta(m0, m1),
         "per_call": [{**{k: v for k, v in p.items() if k not in ("stages", "vad_minus_audio_speech_end", "caller")},
                       **({"stages_ms": {k: ms(v) for k, v in p["stages"].items()}} if "stages" in p else {})} for p in per],
@@ -241,8 +256,7 @@ async def bench(args, server: ServerProcess | None) -> dict:
     warm = next(q for q in args.single if q.lang == "ru")
     say(f"[{args.config}] warm-up call ({warm.name}, untimed)")
     await run_call(-1, warm, url, args)
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
+    meter = CpuMeter(server.pid if server is not None else None)
     single = await run_set(f"[{args.config}] single", args.single, url, args, pad_s, kinds)
     multi = await run_set(f"[{args.config}] multi", args.multi, url, args, pad_s, kinds, args.pauses)
     vad = settings.vad
@@ -255,8 +269,13 @@ async def bench(args, server: ServerProcess | None) -> dict:
                 "long_silence_ms": vad.long_silence_ms, "speculative_ms": vad.speculative_ms, "speech_pad_ms": vad.speech_pad_ms},
         "single": single,
         "multi": multi,
-        "wall_s": round(loop.time() - t0, 1),
+        **cpu_use(meter.stop()),
     }
+
+
+def cpu_use(use) -> dict:
+    return {"wall_s": round(use.wall, 1), "server_cpu_s": None if use.server is None else round(use.server, 1),
+            "other_cpu_s": None if use.other is None else round(use.other, 1), "machine_cores_busy": round(use.busy / use.wall, 2)}
 
 
 # --------------------------------------------------------------------------
@@ -273,8 +292,8 @@ def print_report(report: dict) -> None:
           f"seed {c['seed']}, 1 caller, one session per question")
     print(f"targets: voice-to-voice p50 <= {TARGET_P50_MS} ms, p95 <= {TARGET_P95_MS} ms (single); false cut-offs <= {TARGET_CUTOFF_PCT:g} % (multi)")
 
-    def mp(d):
-        return f"{fmt(d['p50'])} / {fmt(d['p95'])}"
+    def mp(d, n=None):
+        return f"{fmt(d['p50'])} / {fmt(d['p95'])}" + ("" if n is None else f" (n {n})")
 
     def share(k, n, p):
         return f"{k}/{n} ({fmt(p)}%)"
@@ -290,17 +309,22 @@ def print_report(report: dict) -> None:
     rows = [
         ("endpoint silence ms (short/default/long)", [vad(r) for r in runs]),
         ("single: answered with audio", [f"{r['single']['replies']} of {r['single']['n']}" for r in runs]),
-        ("single: voice-to-voice p50 / p95 ms", [mp(r["single"]["voice_to_voice_ms"]) for r in runs]),
+        ("single: voice-to-voice p50 / p95 ms", [mp(r["single"]["voice_to_voice_ms"], r["single"]["timed"]) for r in runs]),
         ("single: endpoint silence p50 / p95 ms", [mp(r["single"]["endpoint_silence_ms"]) for r in runs]),
-        ("single: split questions", [share(r["single"]["split_questions"], r["single"]["n"], r["single"]["split_pct"]) for r in runs]),
+        ("single: cut-offs / split questions", [f"{r['single']['false_cutoffs']} / {r['single']['split_questions']} of {r['single']['n']}" for r in runs]),
         ("single: endpoints d/s/l/forced", [counts(r["single"]["endpoints_total"]) for r in runs]),
         ("multi: answered with audio", [f"{r['multi']['replies']} of {r['multi']['n']}" for r in runs]),
         ("multi: FALSE CUT-OFFS", [share(r["multi"]["false_cutoffs"], r["multi"]["n"], r["multi"]["false_cutoff_pct"]) for r in runs]),
+        *[(f"  after a {kind} clause", [share(r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("false_cutoffs", 0),
+                                               r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("n", 0),
+                                               pct(r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("false_cutoffs", 0),
+                                                   r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("n", 0))) for r in runs])
+          for kind in sorted({k for r in runs for k in r["multi"]["false_cutoffs_by_pause"]})],
         ("multi: split questions (>1 final)", [share(r["multi"]["split_questions"], r["multi"]["n"], r["multi"]["split_pct"]) for r in runs]),
-        ("multi, not cut: voice-to-voice p50 / p95 ms", [mp(r["multi"]["voice_to_voice_ms"]) for r in runs]),
+        ("multi, not cut: voice-to-voice p50 / p95 ms", [mp(r["multi"]["voice_to_voice_ms"], r["multi"]["timed"]) for r in runs]),
         ("multi, not cut: endpoint silence p50 / p95 ms", [mp(r["multi"]["endpoint_silence_ms"]) for r in runs]),
         ("multi: endpoints d/s/l/forced", [counts(r["multi"]["endpoints_total"]) for r in runs]),
-        ("wall s", [fmt(r["wall_s"]) for r in runs]),
+        ("wall s / server CPU s / other processes' CPU s", [f"{fmt(r['wall_s'])} / {fmt(r['server_cpu_s'])} / {fmt(r['other_cpu_s'])}" for r in runs]),
     ]
     head = ["config"] + [r["config"] for r in runs]
     print_table(head, rows)
@@ -312,7 +336,10 @@ def print_report(report: dict) -> None:
         print(f"[{r['config']}] latency target {'MET' if ok_lat else 'NOT MET'}; false cut-off target {'MET' if ok_cut else 'NOT MET'}")
         cuts = [p for p in r["multi"]["per_call"] if p.get("false_cutoff") or p["finals"] > 1]
         for p in cuts:
-            print(f"    {'cut ' if p.get('false_cutoff') else 'split'} {p['question']:<18} pauses {p.get('pauses_ms')}  finals {p['finals_text']}")
+            print(f"    {'cut ' if p.get('false_cutoff') else 'split'} {p['question']:<18} {p.get('pause_kind')} {p.get('pauses_ms')} ms: {p['finals_text']}")
+    noisy = [r["config"] for r in runs if (r["other_cpu_s"] or 0) > 0.1 * r["wall_s"]]
+    if noisy:
+        print(f"warning: other processes used over 10% of a core during {', '.join(noisy)}; latency figures are skewed")
 
 
 # --------------------------------------------------------------------------
@@ -374,7 +401,7 @@ def main(argv=None) -> int:
                      "silence_s": args.silence, "frame_ms": round(FRAME_S * 1000)},
         "targets": {"p50_ms": TARGET_P50_MS, "p95_ms": TARGET_P95_MS, "false_cutoff_pct": TARGET_CUTOFF_PCT},
         "questions": {"single": [{"name": q.name, "language": q.lang, "entry": q.expected, "text": q.text} for q in args.single],
-                      "multi": [{"name": q.name, "language": q.lang, "entry": q.expected, "text": q.text, "pauses_ms": args.pauses.get(q.name),
+                      "multi": [{"name": q.name, "language": q.lang, "entry": q.expected, "text": q.text, "pauses": args.pauses.get(q.name),
                                  "seconds": round(q.seconds, 2)} for q in args.multi]},
         "runs": runs,
     }
