@@ -37,6 +37,9 @@ What is measured
 * false cut-off (``multi``): a ``reply`` event, or the first byte of any reply's audio
   (the disclosure aside), arrived before the question's last clause had been sent (the
   send time of its end of speech) -- the server answered while the caller had only paused.
+  Counted apart by what precedes the pause: a clause ending in a conjunction (``CONJUNCTIONS``,
+  the bench's own list) or one complete on its own (and "human" for the real clips).  A
+  question cut off has no voice-to-voice figure (its reply answered the first clause).
 * split question (``multi``, and ``single``): the question came back as more than one
   final transcript -- a cut, even when the caller's next clause barged in on its reply.
 * ``dauys_endpoints_total{silence=...}`` deltas per set, scraped from the server's /metrics.
