@@ -256,7 +256,7 @@ async def bench(args, server: ServerProcess | None) -> dict:
         raise BenchError(f"GET {http_base(url)}/readyz failed: {e}", 2) from None
     if not info.get("ready"):
         raise BenchError(f"the server is not ready: {info}", 2)
-    warm = next(q for q in args.single if q.lang == "ru")
+    warm = next((q for q in args.single if q.lang == "ru"), args.single[0])
     say(f"[{args.config}] warm-up call ({warm.name}, untimed)")
     await run_call(-1, warm, url, args)
     meter = CpuMeter(server.pid if server is not None else None)
@@ -318,7 +318,7 @@ def print_report(report: dict) -> None:
         ("single: endpoints d/s/l/forced", [counts(r["single"]["endpoints_total"]) for r in runs]),
         ("multi: answered with audio", [f"{r['multi']['replies']} of {r['multi']['n']}" for r in runs]),
         ("multi: FALSE CUT-OFFS", [share(r["multi"]["false_cutoffs"], r["multi"]["n"], r["multi"]["false_cutoff_pct"]) for r in runs]),
-        *[(f"  after a {kind} clause", [share(r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("false_cutoffs", 0),
+        *[("  real clips (human pauses)" if kind == "human" else f"  after a {kind} clause", [share(r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("false_cutoffs", 0),
                                                r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("n", 0),
                                                pct(r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("false_cutoffs", 0),
                                                    r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("n", 0))) for r in runs])

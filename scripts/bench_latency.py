@@ -268,6 +268,9 @@ async def run_call(caller: int, q: Question, url: str, args) -> Call:
             i += 1
             if settled(now):
                 stop.set()
+        if not call.end_reason:  # hang up here: the server may have nothing more to send to wake the receive loop
+            call.end_reason = "hung_up"
+            await ws.close(1000, "caller hung up")
 
     try:
         async with asyncio.timeout(args.call_timeout):
