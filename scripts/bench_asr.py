@@ -133,6 +133,7 @@ from benchlib import (  # noqa: E402
     ms,
     p95,
     print_server_trouble,
+    print_table,
     run_callers,
     run_with_server,
     say,
@@ -622,13 +623,7 @@ def print_report(report: dict) -> None:
         ("wall s", [fmt(lv["wall_s"]) for lv in levels]),
     ]
     head = ["streams"] + [str(lv["streams"]) for lv in levels]
-    w0 = max(len(r[0]) for r in rows + [(head[0], [])])
-    widths = [max(len(head[i + 1]), *(len(r[1][i]) for r in rows)) for i in range(len(levels))]
-    print()
-    print(head[0].ljust(w0) + "".join("  " + h.rjust(w) for h, w in zip(head[1:], widths)))
-    print("-" * (w0 + sum(w + 2 for w in widths)))
-    for name, vals in rows:
-        print(name.ljust(w0) + "".join("  " + v.rjust(w) for v, w in zip(vals, widths)))
+    print_table(head, rows)
     off = report.get("offline")
     if off:
         print()

@@ -94,10 +94,8 @@ import asyncio
 import json
 import os
 import random
-import re
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,9 +124,11 @@ from benchlib import (  # noqa: E402
     ms,
     p95,
     print_server_trouble,
+    print_table,
     run_callers,
     run_with_server,
     say,
+    scrape_metrics,
 )
 
 from models.audio import Encoding, encode_wire, read_audio  # noqa: E402
@@ -179,22 +179,29 @@ def speech_end(samples: np.ndarray) -> float:
     return (int(loud[-1]) + 1) * w / RATE if len(loud) else len(samples) / RATE
 
 
+def load_clips(audio_dir: Path, lang: str = "kk") -> list[Question]:
+    """The shared clip manifest's real recordings of ``kind`` "sentence" in ``lang`` (not bank questions)."""
+    manifest = audio_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        raise BenchError(f"no clip manifest at {manifest} (use --audio-dir or DAUYS_SHARED_AUDIO, or --no-real-clips)", 2)
+    qs = []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        if rec.get("kind") == "sentence" and rec.get("lang") == lang:
+            x = read_audio(audio_dir / rec["file"], RATE).samples
+            qs.append(Question(rec["file"], lang, None, rec.get("text", ""), x, speech_end(x)))
+    return qs
+
+
 def load_questions(audio_dir: Path, rate_wpm: int, real_clips: bool) -> list[Question]:
     qs = []
     for lang, entry, text in QUESTIONS:
         x = espeak(text, lang, rate_wpm)
         qs.append(Question(f"tts-{lang}-{entry}", lang, entry, text, x, speech_end(x)))
     if real_clips:
-        manifest = audio_dir / "manifest.jsonl"
-        if not manifest.is_file():
-            raise BenchError(f"no clip manifest at {manifest} (use --audio-dir or DAUYS_SHARED_AUDIO, or --no-real-clips)", 2)
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            if rec.get("kind") == "sentence" and rec.get("lang") == "kk":
-                x = read_audio(audio_dir / rec["file"], RATE).samples
-                qs.append(Question(rec["file"], "kk", None, rec.get("text", ""), x, speech_end(x)))
+        qs += load_clips(audio_dir)
     return qs
 
 
@@ -281,6 +288,9 @@ async def run_call(caller: int, q: Question, url: str, args) -> Call:
             i += 1
             if settled(now):
                 stop.set()
+        if not call.end_reason:  # hang up here: the server may have nothing more to send to wake the receive loop
+            call.end_reason = "hung_up"
+            await ws.close(1000, "caller hung up")
 
     try:
         async with asyncio.timeout(args.call_timeout):
@@ -458,16 +468,11 @@ def analyse(call: Call, pad_s: float, kinds: ReplyKinds, reference: str = "audio
 # --------------------------------------------------------------------------
 def metrics_snapshot(base: str) -> dict[str, float]:
     want = ("dauys_sessions_active", "dauys_barge_ins_total")
-    try:
-        with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)(?:\{[^}]*\})?\s+([0-9.eE+-]+)$", line)
-        if m and m.group(1) in want:
-            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    for series, value in scrape_metrics(base).items():
+        name = series.split("{", 1)[0]
+        if name in want:
+            out[name] = out.get(name, 0.0) + value
     return out
 
 
@@ -626,13 +631,7 @@ def print_report(report: dict) -> None:
         ("wall s", [fmt(lv["wall_s"]) for lv in levels]),
     ]
     head = ["callers"] + [str(lv["streams"]) for lv in levels]
-    w0 = max(len(r[0]) for r in rows + [(head[0], [])])
-    widths = [max(len(head[i + 1]), *(len(r[1][i]) for r in rows)) for i in range(len(levels))]
-    print()
-    print(head[0].ljust(w0) + "".join("  " + h.rjust(w) for h, w in zip(head[1:], widths)))
-    print("-" * (w0 + sum(w + 2 for w in widths)))
-    for name, vals in rows:
-        print(name.ljust(w0) + "".join("  " + v.rjust(w) for v, w in zip(vals, widths)))
+    print_table(head, rows)
     one = next((lv for lv in levels if lv["streams"] == 1), None)
     if one and one["stages_ms"]["total"]["median"] is not None:
         med, p = one["stages_ms"]["total"]["median"], one["stages_ms"]["total"]["p95"]

@@ -91,6 +91,20 @@ def get_json(url: str, timeout: float = 10.0) -> dict:
         return json.loads(r.read().decode())
 
 
+METRIC_LINE = re.compile(r"^(\w+)(\{[^}]*\})?\s+([0-9.eE+-]+)$")
+
+
+def scrape_metrics(base: str, timeout: float = 10.0) -> dict[str, float]:
+    """The server's ``/metrics`` (Prometheus text, loopback only) at ``base`` (:func:`http_base`): each
+    series, ``name`` or ``name{labels}`` as written, to its value; {} when it cannot be read."""
+    try:
+        with urllib.request.urlopen(base + "/metrics", timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    return {m.group(1) + (m.group(2) or ""): float(m.group(3)) for m in map(METRIC_LINE.match, text.splitlines()) if m}
+
+
 def http_base(ws_url: str) -> str:
     m = re.match(r"^ws(s?)://([^/]+)", ws_url)
     if not m:
