@@ -125,8 +125,6 @@ from benchlib import (  # noqa: E402
     ServerProcess,
     emit,
     fmt,
-    get_json,
-    http_base,
     machine,
     machine_busy_seconds,
     median,
@@ -134,6 +132,7 @@ from benchlib import (  # noqa: E402
     p95,
     print_server_trouble,
     print_table,
+    ready_info,
     run_callers,
     run_with_server,
     say,
@@ -694,12 +693,7 @@ async def bench(args, server: ServerProcess | None) -> dict:
         pid = server.pid
     else:
         url, pid = args.url, args.server_pid
-    try:
-        info = await asyncio.to_thread(get_json, http_base(url) + "/readyz")
-    except OSError as e:
-        raise BenchError(f"GET {http_base(url)}/readyz failed: {e}", 2) from None
-    if not info.get("ready"):
-        raise BenchError(f"the server is not ready: {info}", 2)
+    info = await ready_info(url)
     shortest = min(clips, key=lambda c: c.seconds)
     say(f"warm-up call ({shortest.file}, untimed)")
     await warm_up(url, shortest, args)

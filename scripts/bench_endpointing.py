@@ -76,13 +76,13 @@ from benchlib import (  # noqa: E402
     emit,
     espeak,
     fmt,
-    get_json,
     http_base,
     machine,
     median,
     ms,
     p95,
     print_table,
+    ready_info,
     run_with_server,
     say,
     scrape_metrics,
@@ -267,12 +267,7 @@ async def bench(args, server: ServerProcess | None) -> dict:
     pad_s = round(settings.vad.speech_pad_ms / 1000 / WINDOW_S) * WINDOW_S
     kinds = ReplyKinds(settings.session.handoff)
     url = server.wait_ready(args.start_timeout) if server is not None else args.url
-    try:
-        info = await asyncio.to_thread(get_json, http_base(url) + "/readyz")
-    except OSError as e:
-        raise BenchError(f"GET {http_base(url)}/readyz failed: {e}", 2) from None
-    if not info.get("ready"):
-        raise BenchError(f"the server is not ready: {info}", 2)
+    info = await ready_info(url)
     warm = next((q for q in args.single if q.lang == "ru"), args.single[0])
     say(f"[{args.config}] warm-up call ({warm.name}, untimed)")
     await run_call(-1, warm, url, args)

@@ -117,7 +117,6 @@ from benchlib import (  # noqa: E402
     emit,
     espeak,
     fmt,
-    get_json,
     http_base,
     machine,
     median,
@@ -125,6 +124,7 @@ from benchlib import (  # noqa: E402
     p95,
     print_server_trouble,
     print_table,
+    ready_info,
     run_callers,
     run_with_server,
     say,
@@ -712,12 +712,7 @@ async def bench(args, server: ServerProcess | None) -> dict:
         pid = server.pid
     else:
         url, pid = args.url, args.server_pid
-    try:
-        info = await asyncio.to_thread(get_json, http_base(url) + "/readyz")
-    except OSError as e:
-        raise BenchError(f"GET {http_base(url)}/readyz failed: {e}", 2) from None
-    if not info.get("ready"):
-        raise BenchError(f"the server is not ready: {info}", 2)
+    info = await ready_info(url)
     warm = next(q for q in questions if q.lang == "ru")
     say(f"warm-up call ({warm.name}, untimed)")
     await run_call(-1, warm, url, args)

@@ -6,7 +6,7 @@
 - :mod:`.report`: :func:`fmt` (table cells), :func:`print_table`, :func:`emit` (JSON or the table), :func:`print_server_trouble`;
 - :mod:`.cpu`: a process's, this process's and the machine's CPU seconds, :class:`CpuMeter`, :func:`machine`;
 - :mod:`.server`: :class:`ServerProcess` (a ``dauys serve`` subprocess), :func:`run_with_server`,
-  :func:`run_callers`, :func:`get_json`, :func:`http_base`, :func:`scrape_metrics`, the server log's patterns;
+  :func:`run_callers`, :func:`get_json`, :func:`http_base`, :func:`ready_info`, :func:`scrape_metrics`, the server log's patterns;
 - :mod:`.espeak`: :func:`espeak`, speech from espeak-ng (``tests/conftest.py`` and ``synth_corpus.py`` use it too).
 
 A bench run as ``python scripts/bench_x.py`` finds it beside itself (``scripts/`` is ``sys.path[0]``);
@@ -25,6 +25,7 @@ from .server import (
     ServerProcess,
     get_json,
     http_base,
+    ready_info,
     run_callers,
     run_with_server,
     scrape_metrics,
@@ -48,6 +49,7 @@ __all__ = [
     "fmt",
     "get_json",
     "http_base",
+    "ready_info",
     "machine",
     "machine_busy_seconds",
     "median",

@@ -112,6 +112,17 @@ def http_base(ws_url: str) -> str:
     return f"http{m.group(1)}://{m.group(2)}"
 
 
+async def ready_info(url: str) -> dict:
+    """The server's /readyz (it must say ready): what it serves (ASR model, device), for the report."""
+    try:
+        info = await asyncio.to_thread(get_json, http_base(url) + "/readyz")
+    except OSError as e:
+        raise BenchError(f"GET {http_base(url)}/readyz failed: {e}", 2) from None
+    if not info.get("ready"):
+        raise BenchError(f"the server is not ready: {info}", 2)
+    return info
+
+
 def server_flags(args) -> list[str]:
     """``serve`` flags from a bench's ``--model``, ``--compute-type`` and ``--device`` (those given)."""
     extra = []
