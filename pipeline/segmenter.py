@@ -90,7 +90,9 @@ class Segmenter:
         self.utterance_start_t = 0.0
 
     @classmethod
-    def from_settings(cls, vad: VadStream, s) -> "Segmenter":
+    def from_settings(cls, vad: VadStream, s, adaptive: bool = False) -> "Segmenter":
+        """The endpointer ``vad.*`` configures; ``adaptive``: the caller calls :meth:`adapt` at each
+        pause (a live session with ``vad.adaptive``), so pauses hold the endpoint until it does."""
         return cls(
             vad,
             threshold=s.threshold,
@@ -99,7 +101,7 @@ class Segmenter:
             speculative_ms=s.speculative_ms,
             speech_pad_ms=s.speech_pad_ms,
             max_utterance_s=s.max_utterance_s,
-            hold_ms=max(s.long_silence_ms, s.min_silence_ms) if getattr(s, "adaptive", False) else None,
+            hold_ms=max(s.long_silence_ms, s.min_silence_ms) if adaptive else None,
         )
 
     @property

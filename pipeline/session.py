@@ -122,7 +122,7 @@ class Session:
         self.responder.state.keypad = msg.keypad
         self.language = None if msg.language == "auto" else msg.language
         self._converter = InputConverter(msg.audio.encoding, msg.audio.sample_rate, msg.audio.channels)
-        self._segmenter = Segmenter.from_settings(self.services.vad.stream(), self.settings.vad)
+        self._segmenter = Segmenter.from_settings(self.services.vad.stream(), self.settings.vad, adaptive=self.settings.vad.adaptive)
         self._audio_task = self.spawn(self._audio_loop())
         self._audio_task.add_done_callback(self._audio_done)
         # a known language: its disclosure (fallback ru, then kk); auto: session.disclosure_languages_auto, in order
