@@ -255,6 +255,14 @@ def test_llm_backend_confirms_without_calling_the_model_and_answers_after_yes(kb
     system, *turns = eng.seen[0]
     assert turns[-1] == {"role": "user", "content": PIN}  # the model answers the confirmed question, not "Иә"
     assert "[1] Question: " + kb.by_id["pin_reset"].questions["kk"][0] in system["content"]
+    # adaptive endpointing asks the backend whether words settle the turn: its clarifier decides
+    pending = DialogueState()
+    list(eng.respond([Turn("user", PIN, "kk")], "kk", pending))
+    assert pending.pending is not None and eng.would_answer("Иә", "kk", pending) and not eng.would_answer("Мен білмеймін", "kk", pending)
+    # an answer the recogniser could not make out (an empty turn) re-asks, without the model
+    seen = len(eng.seen)
+    out = "".join(x for x in eng.respond([Turn("user", PIN, "kk"), Turn("user", "", "kk")], "kk", pending) if isinstance(x, str))
+    assert pending.act["act"] == "reask" and out and len(eng.seen) == seen
 
 
 # --------------------------------------------------------------------------- over the wire

@@ -168,11 +168,18 @@ class GroundedEngine:
         """Raw model text for ``messages``, bounded by max_new_tokens and timeout_s; closing it stops generation."""
         raise NotImplementedError
 
+    def would_answer(self, text: str, language: str, state: DialogueState) -> bool:
+        """Whether ``text`` settles the turn (adaptive endpointing): the clarifier's call; without
+        one the backend does not know its own confidence before it answers, so no."""
+        clarifier = self.config.clarifier
+        return clarifier.would_answer(text, state) if clarifier is not None else False
+
     def respond(self, history: list[Turn], language: str, state: DialogueState) -> Iterator[str | Action]:
         user = next((t for t in reversed(history) if t.role == "user"), None)
-        if user is None or (not user.text.strip() and user.dtmf is None):
-            return
         clarifier = self.config.clarifier
+        unheard_answer = clarifier is not None and state.pending is not None  # an empty turn: the answer was not made out
+        if user is None or (not user.text.strip() and user.dtmf is None and not unheard_answer):
+            return
         if clarifier is not None:
             outcome = clarifier.step(user, language, state)
             if outcome.entry is None:  # a clarifying question, a rephrase or a handoff: the knowledge base's own words
