@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from models.audio import Encoding, encode_wire
 from models.scheduler import Priority
 from models.whisper import Recognition
 from tests.helpers.audio import espeak
+from tests.helpers.server import send_audio
 
 pytestmark = pytest.mark.slow
 
@@ -68,12 +67,8 @@ async def _call(make_server, services, audio: np.ndarray, script, adaptive: bool
         reader = asyncio.ensure_future(read())
         while not any(e["type"] == "audio_end" and e["reply_id"] == "disclosure" for e in events):
             await asyncio.sleep(0.02)
-        pcm = encode_wire(audio, Encoding.PCM_S16LE)
-        t0 = time.monotonic()
         try:
-            for i, off in enumerate(range(0, len(pcm), 640)):  # 20 ms frames, real time
-                await ws.send(pcm[off : off + 640])
-                await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - time.monotonic()))
+            await send_audio(ws, audio)  # 20 ms frames, real time
             await asyncio.sleep(1.0)
             await ws.send(json.dumps({"type": "end"}))
         except ConnectionClosed:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
-from models.audio import Encoding, encode_wire, read_audio
+from models.audio import read_audio
 from tests.helpers.audio import clip, espeak
-from tests.helpers.server import http_get, make_settings
+from tests.helpers.server import http_get, make_settings, send_audio
 
 pytestmark = pytest.mark.slow
 
@@ -49,14 +48,6 @@ async def until(ws, pred, timeout=60) -> list[dict]:
                 return events
 
 
-async def send_realtime(ws, samples: np.ndarray) -> None:
-    pcm = encode_wire(samples, Encoding.PCM_S16LE)
-    t0 = time.monotonic()
-    for i, off in enumerate(range(0, len(pcm), 640)):  # 20 ms frames at real-time pace
-        await ws.send(pcm[off : off + 640])
-        await asyncio.sleep(max(0.0, t0 + (i + 1) * 0.02 - time.monotonic()))
-
-
 async def test_one_spoken_turn_observes_every_latency_stage(make_server):
     server = await make_server()
     before = await scrape(server)
@@ -65,7 +56,7 @@ async def test_one_spoken_turn_observes_every_latency_stage(make_server):
         await ws.send(json.dumps({"type": "start", "language": "kk", "output": {"pacing": "none"}}))
         await until(ws, lambda e: e["type"] == "audio_end")  # the disclosure
         during = await scrape(server)
-        sender = asyncio.ensure_future(send_realtime(ws, question))
+        sender = asyncio.ensure_future(send_audio(ws, question))
         events = await until(ws, lambda e: e["type"] == "audio_end" and e["reply_id"] != "disclosure")
         await sender
         await ws.send(json.dumps({"type": "end"}))
@@ -103,7 +94,7 @@ async def test_errors_barge_ins_handoffs_and_refusals_are_counted(make_server):
             await refused.wait_closed()
         await ws.send(json.dumps({"type": "text", "text": "Депозит пайызы қанша?"}))
         await until(ws, lambda e: e["type"] == "audio_start")
-        await send_realtime(ws, np.concatenate([speech[: 16000 * 2], np.zeros(16000, np.float32)]))  # the caller speaks over the reply
+        await send_audio(ws, np.concatenate([speech[: 16000 * 2], np.zeros(16000, np.float32)]))  # the caller speaks over the reply
         await until(ws, lambda e: e["type"] == "audio_end" and e["interrupted"])
         await ws.send(json.dumps({"type": "text", "text": "Операторға қосыңыз"}))
         await until(ws, lambda e: e["type"] == "session_end", timeout=90)

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from models.audio import Encoding, encode_wire, resample
+from models.audio import Encoding
 from models.scheduler import Priority
 from server.config import SessionSettings
 from tests.helpers.audio import espeak
-from tests.helpers.server import collect, make_settings
+from tests.helpers.server import collect, make_settings, send_audio
 
 
 class RejectingFinals:
@@ -55,13 +55,6 @@ def start(language: str, rate: int = 16000, encoding: str = "pcm_s16le") -> str:
     return json.dumps({"type": "start", "language": language, "audio": fmt, "output": {**fmt, "pacing": "none"}})
 
 
-async def send_audio(ws, samples: np.ndarray, rate: int = 16000, encoding: Encoding = Encoding.PCM_S16LE) -> None:
-    data = encode_wire(samples if rate == 16000 else resample(samples, 16000, rate), encoding)
-    step = int(0.1 * rate) * encoding.sample_width
-    for i in range(0, len(data), step):
-        await ws.send(data[i : i + step])
-
-
 def question(text: str, voice: str = "kk") -> np.ndarray:
     return np.concatenate([np.zeros(8000, np.float32), espeak(text, voice, 150), np.zeros(24000, np.float32)])
 
@@ -72,7 +65,7 @@ async def test_rejected_question_is_asked_again_then_handed_off(rejecting_server
     async with connect(url) as ws:
         await ws.send(start("kk"))
         await collect(ws, lambda e: e["type"] == "audio_end" and e["reply_id"] == "disclosure")
-        await send_audio(ws, question("Несие алсам пайызы қандай болады?"))
+        await send_audio(ws, question("Несие алсам пайызы қандай болады?"), realtime=False, frame_ms=100)
         events, audio = await collect(ws, lambda e: e["type"] == "audio_end")
         kinds = [e["type"] for e in events]
         assert "transcript" not in [k for k, e in zip(kinds, events) if e.get("final")]
@@ -84,7 +77,7 @@ async def test_rejected_question_is_asked_again_then_handed_off(rejecting_server
         assert reply["ai_generated"] is True and reply["provenance"]["reply_id"] == reply["reply_id"]  # marked like every reply
         assert len(audio[reply["reply_id"]]) > 16000  # spoken, not only sent as text
         # the second one in a row: max_misunderstood (2 in the demo knowledge base) hands off
-        await send_audio(ws, question("Депозит ашқым келеді"))
+        await send_audio(ws, question("Депозит ашқым келеді"), realtime=False, frame_ms=100)
         events, _ = await collect(ws, lambda e: e["type"] == "session_end")
         handoff = next(e for e in events if e["type"] == "handoff")
         assert handoff["reason"] == "not_understood"
@@ -99,7 +92,7 @@ async def test_an_auto_session_is_asked_in_the_default_language_and_a_russian_on
         async with connect(url) as ws:
             await ws.send(start(language))
             await collect(ws, lambda e: e["type"] == "audio_end" and e["reply_id"] == "disclosure")
-            await send_audio(ws, question("Хочу открыть вклад, какие проценты?", "ru"))
+            await send_audio(ws, question("Хочу открыть вклад, какие проценты?", "ru"), realtime=False, frame_ms=100)
             events, _ = await collect(ws, lambda e: e["type"] == "reply")
             assert events[-1]["text"] == expected
 
@@ -112,7 +105,7 @@ async def test_a_short_burst_stays_silent(rejecting_server):
     async with connect(url) as ws:
         await ws.send(start("kk"))
         await collect(ws, lambda e: e["type"] == "audio_end" and e["reply_id"] == "disclosure")
-        await send_audio(ws, np.concatenate([np.zeros(8000, np.float32), burst, np.zeros(24000, np.float32)]))
+        await send_audio(ws, np.concatenate([np.zeros(8000, np.float32), burst, np.zeros(24000, np.float32)]), realtime=False, frame_ms=100)
         await ws.send(json.dumps({"type": "end"}))
         events, _ = await collect(ws, lambda e: e["type"] == "session_end")
     started = next(e for e in events if e["type"] == "speech_started")  # the VAD heard it ...
@@ -142,7 +135,7 @@ async def test_the_phone_line_question_that_got_silence_now_gets_an_answer_or_a_
     async with connect(url) as ws:
         await ws.send(start("kk", 8000, "mulaw"))
         await collect(ws, lambda e: e["type"] == "audio_end" and e["reply_id"] == "disclosure")
-        await send_audio(ws, audio, 8000, Encoding.MULAW)
+        await send_audio(ws, audio, Encoding.MULAW, 8000, realtime=False, frame_ms=100)
         await ws.send(json.dumps({"type": "end"}))
         events, _ = await collect(ws, lambda e: e["type"] == "session_end", timeout=90)
     starts = {e["utterance_id"]: e["t"] for e in events if e["type"] == "speech_started"}

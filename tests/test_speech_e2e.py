@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from models.audio import Encoding, decode_wire, encode_wire, read_audio, resample
+from models.audio import Encoding, decode_wire, read_audio
 from models.dialogue.kb import KnowledgeBase
 from tests.helpers.audio import clip
-from tests.helpers.server import collect
+from tests.helpers.server import collect, send_audio
 
 pytestmark = pytest.mark.slow
 
@@ -25,20 +25,6 @@ def kb():
 
 def start_msg(language="auto", encoding="pcm_s16le", rate=16000, pacing="realtime"):
     return json.dumps({"type": "start", "audio": {"encoding": encoding, "sample_rate": rate}, "output": {"encoding": encoding, "sample_rate": rate, "pacing": pacing}, "language": language})
-
-
-async def send_audio(ws, samples16k, encoding=Encoding.PCM_S16LE, rate=16000, realtime=True, frame_ms=20, log=None):
-    data = encode_wire(resample(samples16k, 16000, rate), encoding)
-    step = encoding.sample_width * rate * frame_ms // 1000
-    t0 = time.monotonic()
-    for i, off in enumerate(range(0, len(data), step)):
-        await ws.send(data[off : off + step])
-        if log is not None:
-            log.append((time.monotonic(), (off + step) / (encoding.sample_width * rate)))
-        if realtime:
-            delay = t0 + (i + 1) * frame_ms / 1000 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
 
 
 async def test_disclosure_is_the_first_audio_and_ready_carries_its_text(live_server):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from models.text import normalise
+from models.text import normalise, normalize_language
 
 # Written as spoken; folded by :func:`models.text.normalise` like the transcripts
 # (Kazakh letters to their Russian look-alikes, Uzbek Latin to Cyrillic).
@@ -50,22 +50,22 @@ _NUMBER_WORDS = {
 }
 
 
-def _fold(words: str) -> frozenset[str]:
-    return frozenset(normalise(w) for w in words.split())
+def _table(words: dict[str, str]) -> dict[str, frozenset[str]]:
+    """Folded word sets by language, and under ``"*"`` all of them (a language not listed)."""
+    table = {lang: frozenset(normalise(w) for w in text.split()) for lang, text in words.items()}
+    table["*"] = frozenset().union(*table.values())
+    return table
 
 
-HESITATIONS = {lang: _fold(w) for lang, w in _HESITATIONS.items()}
-CONJUNCTIONS = {lang: _fold(w) for lang, w in _CONJUNCTIONS.items()}
-NUMBER_WORDS = {lang: _fold(w) for lang, w in _NUMBER_WORDS.items()}
+HESITATIONS = _table(_HESITATIONS)
+CONJUNCTIONS = _table(_CONJUNCTIONS)
+NUMBER_WORDS = _table(_NUMBER_WORDS)
 _DIGITS = re.compile(r"\d[\d\s\-]*$")
 _TRAILING_DASH = re.compile(r"(\.\.\.|…|[-–—,:])\s*$")
 
 
 def _sets(table: dict[str, frozenset[str]], language: str | None) -> frozenset[str]:
-    lang = (language or "").split("-")[0].lower()
-    if lang in table:
-        return table[lang]
-    return frozenset().union(*table.values())  # unknown language: any of them
+    return table.get(normalize_language(language), table["*"])
 
 
 def unfinished(text: str, language: str | None) -> str | None:

@@ -157,3 +157,24 @@ class ServeProcess:
         finally:
             self.kill()
             time.sleep(0.1)  # let the reader threads take the last lines
+
+
+async def send_audio(ws, samples16k, encoding=None, rate: int = 16000, realtime: bool = True, frame_ms: int = 20, log=None) -> None:
+    """Stream 16 kHz float32 ``samples16k`` to a native session as ``encoding`` (default pcm_s16le)
+    at ``rate``, in ``frame_ms`` frames: at real-time pace on absolute monotonic deadlines, or as
+    fast as the socket takes them (``realtime=False``). ``log`` collects (send time, seconds sent)."""
+    from models.audio import Encoding, encode_wire, resample
+
+    encoding = encoding or Encoding.PCM_S16LE
+    data = encode_wire(resample(samples16k, 16000, rate), encoding)
+    step = encoding.sample_width * rate * frame_ms // 1000
+    t0 = time.monotonic()
+    for i, off in enumerate(range(0, len(data), step)):
+        await ws.send(data[off : off + step])
+        if log is not None:
+            log.append((time.monotonic(), (off + step) / (encoding.sample_width * rate)))
+        if realtime:
+            delay = t0 + (i + 1) * frame_ms / 1000 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
