@@ -23,18 +23,7 @@ from collections import OrderedDict
 
 from pipeline import metrics
 from server import auth
-from server.codecs import (  # noqa: F401  (the frame format, for importers)
-    AUDIO_RATES,
-    FRAME_BYTES,
-    FRAME_S,
-    KIND_AUDIO,
-    KIND_DTMF,
-    KIND_ERROR,
-    KIND_HANGUP,
-    KIND_UUID,
-    AudioSocketCodec,
-    frame,
-)
+from server.codecs import FRAME_BYTES, KIND_HANGUP, AudioSocketCodec, frame
 from server.transport import PACER_DEPTH, CallRunner, StreamLink
 
 log = logging.getLogger("dauys.audiosocket")

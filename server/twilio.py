@@ -22,10 +22,8 @@ from __future__ import annotations
 
 from websockets.asyncio.server import ServerConnection
 
-from server.codecs import MARK_PREFIX, TwilioCodec
-from server.transport import MARK_WAIT_S, CallRunner, WebSocketLink
-
-__all__ = ["MARK_PREFIX", "MARK_WAIT_S", "handle_twilio"]
+from server.codecs import TwilioCodec
+from server.transport import CallRunner, WebSocketLink
 
 
 async def handle_twilio(ws: ServerConnection, services, settings, registry: dict | None = None) -> None:
