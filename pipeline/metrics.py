@@ -58,6 +58,15 @@ ENDPOINTS = Counter(
     "long (hesitation, conjunction, number), forced (vad.max_utterance_s or end of stream)",
     ["silence"], registry=REGISTRY,
 )
+SPECULATIVE_REPLIES = Counter(
+    "dauys_speculative_replies_total",
+    "Replies prepared at the caller's first pause (dialogue.speculative), by result: hit (the final was the same turn: "
+    "sent after the endpoint), miss (speech resumed, the final differed, another reply came first)",
+    ["result"], registry=REGISTRY,
+)
+SPECULATIVE_WASTED = Counter(
+    "dauys_speculative_wasted_seconds_total", "Worker seconds spent preparing speculative replies that were discarded (misses)", registry=REGISTRY,
+)
 MODEL_SWITCHES = Counter("dauys_asr_model_switches_total", "Hot ASR model switches (SIGHUP reload)", registry=REGISTRY)
 HANDOFF_WEBHOOK = Counter(
     "dauys_handoff_webhook_total", "Handoff records POSTed to compliance.handoff_webhook, by result (delivered, retried, failed)",

@@ -12,9 +12,10 @@ overlaps generation, only the sending waits.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from models import __version__
@@ -45,6 +46,30 @@ class AudioFrame:
     data: bytes
     interruptible: bool = True
     """False for audio the caller's voice may not cut (the AI disclosure)."""
+
+
+@dataclass
+class _Prepared:
+    """A reply worked out ahead of the endpoint: what the engine yielded, the state it left, and
+    the speech of the reply's first sentence (not yet marked: the sending embeds the watermark)."""
+
+    items: list
+    state: DialogueState
+    first: str | None
+    audio: list = field(default_factory=list)
+
+
+@dataclass
+class _Speculation:
+    utterance_id: str
+    turn: Turn
+    version: int
+    engine: object
+    tts: object
+    task: asyncio.Task
+    t0: float
+    work_s: list = field(default_factory=lambda: [0.0])
+    """Worker seconds spent on it so far (a miss counts them as wasted)."""
 
 
 def _step(gen):
@@ -87,6 +112,9 @@ class Responder:
         self.finished: str | None = None
         """Set to 'handoff' or 'end' once the conversation is over."""
         self._wm_key = watermark.key_seed(self.settings.compliance.watermark_key.get_secret_value())
+        self._version = 0
+        """Counts replies started: a speculation made before a reply started is void."""
+        self._speculation: _Speculation | None = None
 
     # ------------------------------------------------------------------
     def provenance(self, reply_id: str, models: dict[str, str]) -> dict:
@@ -132,6 +160,96 @@ class Responder:
             log.warning("session %s: would_answer failed: %s", self.session.id, type(e).__name__)
             return False
 
+    # ------------------------------------------------------------------ speculative replies
+    def speculate(
+        self, utterance_id: str, text: str, language: str, confidence: float = 1.0,
+        alternatives: tuple[tuple[str, float], ...] = (), avg_logprob: float | None = None,
+    ) -> bool:
+        """Prepare the reply to a speculative transcript (the caller paused; the endpoint is not
+        confirmed yet): run the dialogue on a copy of the state and synthesise the first sentence,
+        sending nothing. :meth:`answer` uses it if its turn is the same, else it is dropped.
+        Only when ``dialogue.speculative`` is on, the engine says answering is cheap
+        (``speculative``), nothing is being said or prepared, and the turn is not a request for
+        a person. True if a speculation started."""
+        engine = self.services.dialogue
+        if (
+            not self.settings.dialogue.speculative or not getattr(engine, "speculative", False) or self.finished is not None
+            or self.session.closing or (self.current is not None and not self.current.done()) or not text
+            or detect_handoff(text) is not None
+        ):
+            return False
+        self.drop_speculation()
+        turn = Turn("user", text, language, confidence, alternatives=tuple(alternatives), avg_logprob=avg_logprob)
+        spec = _Speculation(utterance_id, turn, self._version, engine, self.services.tts, None, time.perf_counter())  # type: ignore[arg-type]
+        spec.task = self.session.spawn(self._prepare(spec, language))
+        self._speculation = spec
+        return True
+
+    def drop_speculation(self) -> None:
+        """The speculative transcript is void (speech resumed): discard what was prepared."""
+        spec, self._speculation = self._speculation, None
+        if spec is not None:
+            spec.task.cancel()
+            self._count_miss(spec)
+
+    def _count_miss(self, spec: _Speculation) -> None:
+        metrics.SPECULATIVE_REPLIES.labels("miss").inc()
+        metrics.SPECULATIVE_WASTED.inc(spec.work_s[0])
+
+    def _claim_speculation(self, utterance_id: str, turn: Turn) -> _Speculation | None:
+        """The speculation prepared for exactly this turn, if still valid (else it is dropped)."""
+        spec, self._speculation = self._speculation, None
+        if spec is None:
+            return None
+        if (
+            spec.utterance_id == utterance_id and spec.turn == turn and spec.version == self._version
+            and spec.engine is self.services.dialogue and spec.tts is self.services.tts and not spec.task.cancelled()
+        ):
+            metrics.SPECULATIVE_REPLIES.labels("hit").inc()
+            return spec
+        spec.task.cancel()
+        self._count_miss(spec)
+        return None
+
+    async def _prepare(self, spec: _Speculation, language: str) -> _Prepared | None:
+        """The speculation's work: the whole dialogue turn (cheap engines only), then the first
+        sentence's speech. None if the engine failed (the real reply handles that)."""
+        loop = asyncio.get_running_loop()
+        state = copy.deepcopy(self.state)
+        state.act = None
+        history = list(self.history) + [spec.turn]
+
+        def run_dialogue():
+            t = time.perf_counter()
+            try:
+                return list(spec.engine.respond(history, language, state))
+            finally:
+                spec.work_s[0] += time.perf_counter() - t
+
+        try:
+            items = await loop.run_in_executor(self.services.dialogue_pool, run_dialogue)
+        except Exception as e:
+            log.debug("session %s: speculative reply failed: %s", self.session.id, type(e).__name__)
+            return None
+        buf = SentenceBuffer()
+        sentences = [x for item in items if isinstance(item, str) for x in buf.feed(item)] + list(buf.flush())
+        prepared = _Prepared(items, state, sentences[0] if sentences else None)
+        if prepared.first is not None and spec.tts is not None:
+
+            def run_tts():
+                t = time.perf_counter()
+                try:
+                    return list(spec.tts.synthesize(prepared.first, language))
+                finally:
+                    spec.work_s[0] += time.perf_counter() - t
+
+            try:
+                prepared.audio = await loop.run_in_executor(self.services.tts_pool, run_tts)
+            except Exception as e:  # the real reply synthesises it again (and falls back as it does)
+                log.debug("session %s: speculative synthesis failed: %s", self.session.id, type(e).__name__)
+                prepared.first = None
+        return prepared
+
     def abandon(self) -> None:
         """The caller is gone (hung up, cut off): stop the reply in progress, the disclosure
         included, since nobody hears it (a kk + ru disclosure would otherwise hold the call ~10 s)."""
@@ -151,7 +269,8 @@ class Responder:
         average log-probabilities, ``avg_logprob`` the best's; replies run in order)."""
         speech_end = self.session.speech_end_at.pop(utterance_id, None)
         turn = Turn("user", text, language, confidence, alternatives=tuple(alternatives), avg_logprob=avg_logprob)
-        self._start_reply(utterance_id, text, language, None, turn, speech_end)
+        spec = self._claim_speculation(utterance_id, turn)
+        self._start_reply(utterance_id, text, language, None, turn, speech_end, spec)
 
     def key(self, digit: str) -> bool:
         """A key the caller pressed answers the pending clarifying question (1 = yes or the first,
@@ -176,16 +295,23 @@ class Responder:
         """Hand the call to a human now (e.g. DTMF 0 on a phone line); ``cause`` stands in for the utterance id."""
         self._start_reply(cause, "", language, Action("handoff", reason))
 
-    def _start_reply(self, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None = None, speech_end: float | None = None) -> None:
+    def _start_reply(
+        self, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None = None, speech_end: float | None = None,
+        spec: _Speculation | None = None,
+    ) -> None:
         """Replies run one after another, in order; only the caller's voice (barge-in) or a
-        forced action (DTMF operator request) cuts the one in progress."""
+        forced action (DTMF operator request) cuts the one in progress. ``spec``: this turn's
+        reply, prepared speculatively."""
+        if spec is None:
+            self.drop_speculation()
+        self._version += 1
         previous = self.current
         if action is not None and action.kind != "not_heard" and self.interruptible():
             self.interrupted.add(self.current_id)
             previous.cancel()
         self.current_id = self._next_reply_id()
         self.current_interruptible = True
-        self.current = self.session.spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn, speech_end))
+        self.current = self.session.spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn, speech_end, spec))
 
     def disclose(self, text: str | list[tuple[str, str]], language: str | None = None) -> None:
         """Speak the AI disclosure: the first audio of the session, not interruptible.
@@ -193,6 +319,7 @@ class Responder:
         ``text`` is one text in ``language``, or a list of (language, text) spoken in order
         as one reply (an ``auto`` session: kk, then ru)."""
         parts = [(language, text)] if isinstance(text, str) else list(text)
+        self._version += 1
         self.current_id = "disclosure"
         self.current_interruptible = False
         self.current = self.session.spawn(self._speak_only("disclosure", parts, interruptible=False))
@@ -211,10 +338,20 @@ class Responder:
         await self._speak(reply_id, sentences, parts[0][0], started, {"tts": tts_id}, interruptible=interruptible)
 
     async def _answer(
-        self, previous, reply_id: str, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None, speech_end: float | None = None
+        self, previous, reply_id: str, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None, speech_end: float | None = None,
+        spec: _Speculation | None = None,
     ) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # one reply at a time, in order
+        prepared = None
+        if spec is not None:  # this turn's reply, prepared at the caller's pause (usually done by now)
+            try:
+                prepared = await spec.task
+            except asyncio.CancelledError:
+                if not spec.task.cancelled():
+                    raise  # this reply itself was cancelled
+            except Exception:
+                prepared = None
         if self.finished is not None or (self.session.closing and (action is None or action.kind == "not_heard")):
             return  # handed off or said goodbye: later turns are not answered
         if action is not None and action.kind == "not_heard" and self.state.pending is not None:
@@ -230,7 +367,8 @@ class Responder:
         may_send = loop.create_future()
         models = {"asr": self.services.asr.model_id, "dialogue": engine.model_id, "tts": self._tts_id(language)}
         timing = {"speech_end": speech_end}  # perf_counter() marks for the latency metrics
-        speaker = asyncio.ensure_future(self._speak(reply_id, sentences, language, may_send, models, timing))
+        ready = {prepared.first: prepared.audio} if prepared is not None and prepared.first is not None else None
+        speaker = asyncio.ensure_future(self._speak(reply_id, sentences, language, may_send, models, timing, ready=ready))
         intent = detect_handoff(text) if action is None else None
         t0 = time.perf_counter()
         pieces: list[str] = []
@@ -251,12 +389,15 @@ class Responder:
             elif action is not None and action.kind == "handoff":
                 gen = iter([self.settings.session.handoff_text(language)])
                 self.state.act = {"act": "handoff", "reason": action.reason}
+            elif prepared is not None:  # the engine's turn, worked out on a copy of the state
+                self.state = prepared.state
+                gen = iter(prepared.items)
             else:
                 gen = engine.respond(list(self.history), language, self.state)
             pool = self.services.dialogue_pool
             while True:
                 try:
-                    item = await loop.run_in_executor(pool, _step, gen)
+                    item = _step(gen) if prepared is not None else await loop.run_in_executor(pool, _step, gen)
                 except Exception as e:  # a failing backend must not leave the caller in silence
                     log.error("session %s: dialogue backend failed: %s", self.session.id, str(e).splitlines()[0] if str(e) else type(e).__name__)
                     handoff_text = self.settings.session.handoff_text(language)
@@ -308,10 +449,11 @@ class Responder:
 
     async def _speak(
         self, reply_id: str, sentences: asyncio.Queue, language: str, may_send: asyncio.Future, models: dict, timing: dict | None = None,
-        interruptible: bool = True,
+        interruptible: bool = True, ready: dict | None = None,
     ) -> None:
         """Synthesise sentences as they come; send paced audio once ``may_send`` is set
-        (``interruptible``: whether the caller's voice may cut it, carried by every frame)."""
+        (``interruptible``: whether the caller's voice may cut it, carried by every frame;
+        ``ready``: speech already synthesised, by sentence, used once instead of synthesising it)."""
         loop = asyncio.get_running_loop()
         out_fmt = self.session.started.output
         conv = OutputConverter(out_fmt.encoding, out_fmt.sample_rate)
@@ -333,9 +475,10 @@ class Responder:
                 if sentence is None:
                     break
                 sentence, lang = sentence if isinstance(sentence, tuple) else (sentence, language)  # (text, language): the disclosure
-                gen = tts.synthesize(sentence, lang)
+                done = ready.pop(sentence, None) if ready and lang == language else None
+                gen = iter(done) if done is not None else tts.synthesize(sentence, lang)
                 while True:
-                    chunk = await loop.run_in_executor(pool, _step, gen)
+                    chunk = _step(gen) if done is not None else await loop.run_in_executor(pool, _step, gen)
                     if chunk is _DONE:
                         break
                     if embedder is None or embedder.rate != chunk.rate:  # every synthesized sample is marked

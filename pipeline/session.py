@@ -307,8 +307,10 @@ class Session:
             self._utt.speculation = self.spawn(self._decode(ev.audio, Priority.FINAL))
             if self.settings.vad.adaptive:
                 self.spawn(self._adapt_endpoint(self._utt, ev.pause, self._utt.speculation))
+            self.spawn(self._speculate_reply(self._utt, self._utt.speculation))
         elif ev.kind == "resume" and self._utt is not None:
             self._drop_speculation(self._utt)
+            self.responder.drop_speculation()
         elif ev.kind == "end" and self._utt is not None:
             utt, self._utt = self._utt, None
             utt.closed = True
@@ -355,6 +357,26 @@ class Session:
         if self._segmenter.adapt(pause, silence_ms):
             utt.endpoint = kind
             log.debug("session %s: %s endpoint for %s (%s)", self.id, kind, utt.id, why or ("settled" if kind == "short" else "-"))
+
+    async def _speculate_reply(self, utt: _Utterance, speculation: asyncio.Task) -> None:
+        """Speculative replies (``dialogue.speculative``): once the speculative decode is in and the
+        caller has not resumed, the responder prepares the reply to it (sent only after the endpoint,
+        if the final is the same turn). Not while an earlier final is still on its way."""
+        await asyncio.wait({speculation})
+        if speculation.cancelled() or speculation.exception() is not None or utt.closed or utt.speculation is not speculation:
+            return
+        if self._final_chain is not None and not self._final_chain.done():
+            return
+        rec = speculation.result()
+        if rec.rejected or not rec.text:
+            return
+        self.responder.speculate(utt.id, *self._turn_of(rec))
+
+    @staticmethod
+    def _turn_of(rec) -> tuple:
+        """What the dialogue gets of a recognition: (text, language, confidence, alternatives, avg_logprob)."""
+        conf = round(rec.confidence, 3)
+        return rec.text, rec.language, conf or 1.0, tuple(getattr(rec, "alternatives", None) or ()), getattr(rec, "avg_logprob", None)
 
     def _drop_speculation(self, utt: _Utterance) -> None:
         if utt.speculation is not None:

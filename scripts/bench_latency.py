@@ -467,12 +467,16 @@ def analyse(call: Call, pad_s: float, kinds: ReplyKinds, reference: str = "audio
 # one concurrency level
 # --------------------------------------------------------------------------
 def metrics_snapshot(base: str) -> dict[str, float]:
-    want = ("dauys_sessions_active", "dauys_barge_ins_total")
+    want = ("dauys_sessions_active", "dauys_barge_ins_total", "dauys_speculative_wasted_seconds_total")
     out: dict[str, float] = {}
     for series, value in scrape_metrics(base).items():
         name = series.split("{", 1)[0]
         if name in want:
             out[name] = out.get(name, 0.0) + value
+        elif name == "dauys_speculative_replies_total":  # by result: hit, miss
+            result = series.split('result="', 1)[1].split('"', 1)[0] if 'result="' in series else ""
+            key = f"{name}:{result}"
+            out[key] = out.get(key, 0.0) + value
     return out
 
 
@@ -533,6 +537,9 @@ async def run_level(n: int, url: str, questions: list[Question], args, rng: rand
         "client_send_lag_ms": {"p99": ms(float(np.percentile(lags, 99))) if lags else None, "max": ms(max(lags, default=None))},
         "sessions_active_after": m1.get("dauys_sessions_active"),
         "barge_ins": None if "dauys_barge_ins_total" not in m1 else round(m1["dauys_barge_ins_total"] - m0.get("dauys_barge_ins_total", 0.0)),
+        "speculative": {
+            k: round(m1.get(f"dauys_speculative_replies_total:{k}", 0.0) - m0.get(f"dauys_speculative_replies_total:{k}", 0.0)) for k in ("hit", "miss")
+        } | {"wasted_s": round(m1.get("dauys_speculative_wasted_seconds_total", 0.0) - m0.get("dauys_speculative_wasted_seconds_total", 0.0), 3)},
         "per_call": [
             {**{k: v for k, v in p.items() if k not in ("stages", "vad_minus_audio_speech_end")},
              **({"stages_ms": {k: ms(v) for k, v in p["stages"].items()}} if "stages" in p else {})}
@@ -628,6 +635,7 @@ def print_report(report: dict) -> None:
         ("machine cores busy / other processes' CPU s", [f"{fmt(lv['machine_cores_busy'])} / {fmt(lv['other_cpu_s'])}" for lv in levels]),
         ("client CPU s / send lag p99 / max ms", [f"{fmt(lv['client_cpu_s'])} / {fmt(lv['client_send_lag_ms']['p99'])} / {fmt(lv['client_send_lag_ms']['max'])}" for lv in levels]),
         ("after: sessions active / barge-ins", [f"{fmt(lv['sessions_active_after'])} / {fmt(lv['barge_ins'])}" for lv in levels]),
+        ("speculative replies: hit / miss (wasted s)", [f"{lv['speculative']['hit']} / {lv['speculative']['miss']} ({lv['speculative']['wasted_s']})" for lv in levels]),
         ("wall s", [fmt(lv["wall_s"]) for lv in levels]),
     ]
     head = ["callers"] + [str(lv["streams"]) for lv in levels]

@@ -277,6 +277,11 @@ class DialogueSettings(_Section):
     timeout_s: float = Field(20.0, gt=0)
     workers: int = Field(2, ge=1)
     """Threads stepping dialogue generators (a bounded pool shared by all sessions)."""
+    speculative: bool = True
+    """Speculative replies: once the speculative decode at the caller's first pause is in, prepare the
+    reply to it (dialogue and the first sentence's speech) while the endpoint is still being
+    confirmed; it is sent, after the endpoint, only if the final transcript is the same turn.
+    Only engines that say answering is cheap (the knowledge base) speculate."""
 
 
 class TtsSettings(_Section):

@@ -710,6 +710,9 @@ class KbEngine(DialogueEngine):
     """Dialogue engine answering only with knowledge-base texts (the embedded default)."""
 
     name = "kb"
+    speculative = True
+    """Answering is cheap (milliseconds): the session may prepare a reply at the caller's pause
+    before the endpoint is confirmed (``dialogue.speculative``), and discard it."""
 
     def __init__(self, kb: KnowledgeBase | str | Path | None = None) -> None:
         self.kb = kb if isinstance(kb, KnowledgeBase) else KnowledgeBase.load(kb)
