@@ -72,3 +72,15 @@ HANDOFF_WEBHOOK = Counter(
     "dauys_handoff_webhook_total", "Handoff records POSTed to compliance.handoff_webhook, by result (delivered, retried, failed)",
     ["result"], registry=REGISTRY,
 )
+
+TTS_CACHE = Gauge(
+    "dauys_tts_cache", "Speech of fixed texts kept (tts.cache_mb): hits and misses since start, sentences and bytes kept",
+    ["what"], registry=REGISTRY,
+)
+
+
+def watch_tts_cache(cache) -> None:
+    """Report ``cache`` (models.tts.cache.SpeechCache) in :data:`TTS_CACHE` at each scrape."""
+    for what in ("hits", "misses", "bytes"):
+        TTS_CACHE.labels(what).set_function(lambda w=what: getattr(cache, w))
+    TTS_CACHE.labels("sentences").set_function(lambda: len(cache))

@@ -293,6 +293,11 @@ class TtsSettings(_Section):
     espeak_rate_wpm: int = Field(160, ge=80, le=400)
     workers: int = Field(2, ge=1)
     """Threads stepping synthesis (a bounded pool shared by all sessions)."""
+    cache_mb: int = Field(96, ge=0)
+    """Memory for the speech of fixed texts (disclosures, "please repeat", handoff, the knowledge
+    base's answers and confirming questions), synthesised once per voice; 0 = off."""
+    prefill: bool = True
+    """Synthesise those fixed texts in the background after start-up (else each on first use)."""
 
     @field_validator("voices")
     @classmethod

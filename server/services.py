@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -13,6 +14,7 @@ from models.errors import ModelError
 from models.scheduler import AsrScheduler
 from models.vad import SileroVad
 from models.whisper import WhisperEngine, load_whisper
+from pipeline import metrics
 
 log = logging.getLogger("dauys.models")
 
@@ -33,12 +35,16 @@ class Services:
     dialogue_pool: ThreadPoolExecutor | None = None
     tts_pool: ThreadPoolExecutor | None = None
     load_seconds: dict[str, float] = field(default_factory=dict)
+    prefill_stop: threading.Event | None = None
+    """Set on close: stops pre-synthesising the fixed texts."""
 
     def close_asr(self) -> None:
         """Stop this generation's ASR queue (the pools and other engines are shared)."""
         self.scheduler.close()
 
     def close(self) -> None:
+        if self.prefill_stop is not None:
+            self.prefill_stop.set()
         self.scheduler.close()
         for pool in (self.vad_pool, self.dialogue_pool, self.tts_pool):
             if pool is not None:
@@ -65,7 +71,43 @@ def load_services(settings) -> Services:
     dialogue_pool = ThreadPoolExecutor(max_workers=settings.dialogue.workers, thread_name_prefix="dialogue")
     tts_pool = ThreadPoolExecutor(max_workers=settings.tts.workers, thread_name_prefix="tts")
     log.info("models ready: %s", ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
-    return Services(settings, asr, vad, scheduler, pool, dialogue, tts, dialogue_pool, tts_pool, times)
+    services = Services(settings, asr, vad, scheduler, pool, dialogue, tts, dialogue_pool, tts_pool, times)
+    cache_fixed_speech(services)
+    return services
+
+
+def fixed_texts(settings, dialogue) -> list[tuple[str, str]]:
+    """(language, text) said word for word: the disclosures, "please repeat" and handoff sentences
+    of the settings, and what the dialogue engine says as written (``spoken_texts``, where it has it)."""
+    session = settings.session
+    out = [session.disclosure_for(lang) for lang in session.disclosure]
+    out += list(session.not_heard.items()) + list(session.handoff.items())
+    spoken = getattr(dialogue, "spoken_texts", None)
+    if spoken is not None:
+        out += spoken()
+    return [(lang, text) for lang, text in dict.fromkeys(out) if text]
+
+
+def cache_fixed_speech(services: Services) -> None:
+    """Keep the speech of the fixed texts (``tts.cache_mb``) and, with ``tts.prefill``, synthesise
+    them in a background thread now (stopped by :meth:`Services.close`)."""
+    tts, settings = services.tts, services.settings
+    if tts is None or settings.tts.cache_mb <= 0 or not hasattr(tts, "cache_texts"):
+        return
+    allowed = tts.cache_texts(fixed_texts(settings, services.dialogue), settings.tts.cache_mb * 2**20)
+    metrics.watch_tts_cache(tts.cache)
+    if not settings.tts.prefill:
+        return
+    services.prefill_stop = threading.Event()
+
+    def run():
+        try:
+            n, seconds = tts.prefill(services.prefill_stop)
+            log.info("tts: %d fixed sentences pre-synthesised in %.1fs (%d allowed, %.1f MB kept)", n, seconds, allowed, tts.cache.bytes / 2**20)
+        except Exception:
+            log.warning("tts: pre-synthesising the fixed texts failed", exc_info=True)
+
+    threading.Thread(target=run, name="tts-prefill", daemon=True).start()
 
 
 def make_scheduler(asr: WhisperEngine, asr_settings) -> AsrScheduler:

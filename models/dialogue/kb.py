@@ -689,6 +689,17 @@ class KnowledgeBase:
         clarify = [t for texts in self.clarify_texts.values() for t in texts.values()]
         return out + list(self.rephrase_texts.values()) + list(self.handoff_texts.values()) + clarify
 
+    def spoken_texts(self) -> list[tuple[str, str]]:
+        """(language, text) of what the engine says word for word, for speech caching: every answer,
+        the fallback texts, and each entry's confirming question (its topic filled in). Questions
+        offering two topics are left out (a pair of entries each: too many to be worth keeping)."""
+        out = [(lang, t) for e in self.entries for lang, t in e.answers.items()]
+        for texts in (self.rephrase_texts, self.handoff_texts, self.clarify_texts.get("reask", {}), self.clarify_texts.get("dtmf_hint", {})):
+            out += list(texts.items())
+        for lang in self.clarify_texts.get("confirm", {}):
+            out += [(lang, self.clarify("confirm", lang, topic=self.topic(e, lang))) for e in self.entries if e.confirm]
+        return out
+
     @property
     def model_id(self) -> str:
         return f"kb:{self.id}@{self.version or self.sha256[:12]}"
@@ -729,6 +740,10 @@ class KbEngine(DialogueEngine):
     def max_misunderstood(self) -> int:
         """Misunderstood turns in a row (the knowledge base's setting) after which the call is handed off."""
         return self.kb.max_misunderstood
+
+    def spoken_texts(self) -> list[tuple[str, str]]:
+        """(language, text) this engine says word for word (:meth:`KnowledgeBase.spoken_texts`)."""
+        return self.kb.spoken_texts()
 
     def would_answer(self, text: str, language: str, state: DialogueState) -> bool:
         """Whether this turn is settled by ``text`` as heard so far (:meth:`Clarifier.would_answer`)."""

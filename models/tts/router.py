@@ -11,13 +11,15 @@ into sentences here, once; each engine is handed one sentence at a time.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from models.audio import AudioChunk
-from models.text import normalize_language, split_sentences
+from models.text import MIN_CHARS, normalize_language, split_sentences
 from models.tts.base import WARMUP_TEXT, SynthesisConfig, TtsEngine, TtsError
+from models.tts.cache import SpeechCache
 from models.tts.espeak import ESPEAK_INSTALL_HINT, EspeakTts
 from models.tts.piper import PiperTts
 
@@ -61,10 +63,20 @@ class Synthesis(Iterator[AudioChunk]):
     def _run(self, text: str, config: SynthesisConfig) -> Iterator[AudioChunk]:
         router, lang = self._router, self.language
         primary = router.engine_for(lang)
+        cache = router.cache
         for sentence in split_sentences(text, router.max_sentence_chars):
             engine = primary
+            voice = primary.model_id_for(lang)
+            if cache is not None:
+                chunks = cache.get(voice, lang, config, sentence)
+                if chunks is not None:
+                    self._mark(engine)
+                    yield from chunks
+                    continue
             try:
                 chunks = list(engine.synthesize_sentence(sentence, lang, config))
+                if cache is not None:
+                    cache.put(voice, lang, config, sentence, chunks)
             except TtsError as e:
                 fallback = router.fallback if router.fallback is not None and router.fallback is not engine and lang in router.fallback.languages else None
                 if fallback is None:
@@ -90,6 +102,8 @@ class TtsRouter:
         self.fallback = fallback
         self.default_config = default_config or SynthesisConfig()
         self.max_sentence_chars = max_sentence_chars
+        self.cache: SpeechCache | None = None
+        """Speech of the operator's fixed texts (:meth:`cache_texts`); None = every sentence is synthesised."""
 
     # -- construction ----------------------------------------------------
     @classmethod
@@ -224,6 +238,37 @@ class TtsRouter:
     def synthesize(self, text: str, language: str, config: SynthesisConfig | None = None) -> Synthesis:
         """Blocking iterator of chunks, sentence by sentence; its ``model_id`` says who spoke."""
         return Synthesis(self, text, language, self.default_config.merged(config))
+
+    def cache_texts(self, texts: Iterable[tuple[str, str]], max_bytes: int) -> int:
+        """Keep the speech of these (language, text) pairs once synthesised (:mod:`models.tts.cache`):
+        the operator's fixed texts. A new call replaces the set. Returns the sentences allowed."""
+        pairs = list(texts)
+        if self.cache is None or self.cache.max_bytes != max_bytes:
+            self.cache = SpeechCache(max_bytes)
+        self._cache_pairs = [(normalize_language(lang), text) for lang, text in pairs]
+        return self.cache.allow([text for _, text in pairs], self.max_sentence_chars)
+
+    def prefill(self, stop: threading.Event | None = None) -> tuple[int, float]:
+        """Synthesise the cached texts' sentences not cached yet, one at a time (blocking: run it in a
+        thread); stops early when ``stop`` is set. Returns (sentences synthesised, seconds)."""
+        t, n = time.perf_counter(), 0
+        for lang, text in getattr(self, "_cache_pairs", []):
+            if stop is not None and stop.is_set():
+                break
+            if self.model_id_for(lang) is None:
+                continue
+            engine = self.engine_for(lang)
+            voice = engine.model_id_for(lang)
+            try:
+                for sentence in split_sentences(text, self.max_sentence_chars, MIN_CHARS):  # as replies are spoken
+                    if stop is not None and stop.is_set():
+                        break
+                    if not self.cache.has(voice, lang, self.default_config, sentence):
+                        self.cache.put(voice, lang, self.default_config, sentence, list(engine.synthesize_sentence(sentence, lang, self.default_config)))
+                        n += 1
+            except TtsError as e:
+                log.warning("tts: pre-synthesising a %s text failed: %s", lang, e)
+        return n, time.perf_counter() - t
 
     def warmup(self, language: str | None = None) -> float:
         """Load every Piper voice and speak a word in ``language``; seconds taken."""
