@@ -24,6 +24,13 @@ one CTranslate2 encode/generate for the whole batch).  The policy:
   adds no latency).  A final that arrives during the wait heads the next
   pick, so it is never held behind a batch of partials being gathered.
 * ``batch_size`` 1 is the unbatched path: one ``recognize`` call per request.
+
+Partial budget (``partial_share`` < 1): partials may take at most that share of
+the workers' time over the last ``PARTIAL_WINDOW_S``; past it a new partial is
+refused (shed) until the share falls again.  A final waits for a decode in
+progress, so with several callers speaking the partials' share is what delays
+finals; capping it keeps the decoder free for them.  Shed partials are
+counted (:attr:`AsrScheduler.shed`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,10 @@ log = logging.getLogger("dauys.asr")
 class Priority(IntEnum):
     FINAL = 0
     PARTIAL = 1
+
+
+PARTIAL_WINDOW_S = 4.0
+"""The window over which the partials' share of decoder time is measured."""
 
 
 class QueueFull(Exception):
@@ -92,6 +103,7 @@ class AsrScheduler:
         recognize_batch: Callable | None = None,
         batch_key: Callable | None = None,
         mix_partials: bool = False,
+        partial_share: float = 1.0,
     ) -> None:
         if batch_size > 1 and recognize_batch is None:
             raise ValueError("batch_size > 1 needs recognize_batch")
@@ -106,6 +118,11 @@ class AsrScheduler:
         self._seq = itertools.count()
         self._partials: dict[object, _Job] = {}
         self._max_partial_backlog = max_partial_backlog
+        self.partial_share = float(partial_share)
+        self._partial_spans: list[tuple[float, float]] = []
+        """(start, end) monotonic times of recent decodes holding partials only (lock held)."""
+        self.shed = 0
+        """Partials refused: the queue was long, or the partials' share of decoder time was spent."""
         self._closed = False
         self.busy = 0
         """Engine calls in progress."""
@@ -136,7 +153,8 @@ class AsrScheduler:
                     old.cancelled = True
                     loop.call_soon(self._cancel_future, old.future)
                 backlog = sum(1 for j in self._heap if not j.cancelled)
-                if backlog >= self._max_partial_backlog + len(self._threads) * self.batch_size:
+                if backlog >= self._max_partial_backlog + len(self._threads) * self.batch_size or self._over_budget():
+                    self.shed += 1
                     raise QueueFull()
                 self._partials[key] = job
             heapq.heappush(self._heap, job)
@@ -147,6 +165,17 @@ class AsrScheduler:
         except asyncio.CancelledError:
             job.cancelled = True
             raise
+
+    def partial_load(self, now: float | None = None) -> float:
+        """The share of the workers' time spent on partials over the last PARTIAL_WINDOW_S (lock held)."""
+        now = time.monotonic() if now is None else now
+        since = now - PARTIAL_WINDOW_S
+        self._partial_spans = [(a, b) for a, b in self._partial_spans if b > since]
+        busy = sum(b - max(a, since) for a, b in self._partial_spans)
+        return busy / (PARTIAL_WINDOW_S * len(self._threads))
+
+    def _over_budget(self) -> bool:
+        return self.partial_share < 1.0 and self.partial_load() >= self.partial_share
 
     @staticmethod
     def _cancel_future(fut: asyncio.Future) -> None:
@@ -226,6 +255,7 @@ class AsrScheduler:
                 return
             results: list = []
             error: BaseException | None = None
+            started = time.monotonic()
             try:
                 if self.batch_size == 1:
                     results = [self._recognize(*batch[0].request())]
@@ -237,6 +267,8 @@ class AsrScheduler:
                 log.exception("ASR decode failed (%d request%s)", len(batch), "" if len(batch) == 1 else "s")
                 error = e
             with self._cond:  # counted before the sessions hear of it
+                if all(j.priority == Priority.PARTIAL for j in batch):
+                    self._partial_spans.append((started, time.monotonic()))
                 self.busy -= 1
                 self.batches += 1
                 self.decoded += len(batch)

@@ -58,6 +58,10 @@ ENDPOINTS = Counter(
     "long (hesitation, conjunction, number), forced (vad.max_utterance_s or end of stream)",
     ["silence"], registry=REGISTRY,
 )
+PARTIALS_SHED = Counter(
+    "dauys_partials_shed_total", "Partial transcripts not decoded: the ASR queue was long, or partials had used asr.partial_share of the decoder's time",
+    registry=REGISTRY,
+)
 SPECULATIVE_REPLIES = Counter(
     "dauys_speculative_replies_total",
     "Replies prepared at the caller's first pause (dialogue.speculative), by result: hit (the final was the same turn: "

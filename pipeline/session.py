@@ -405,7 +405,10 @@ class Session:
     async def _partial(self, utt: _Utterance, audio: np.ndarray) -> None:
         try:
             rec = await self.services.scheduler.submit(audio, self._decode_language(), self._weights(), Priority.PARTIAL, key=self.id)
-        except (QueueFull, asyncio.CancelledError):
+        except QueueFull:
+            metrics.PARTIALS_SHED.inc()
+            return
+        except asyncio.CancelledError:
             return
         except Exception:
             log.warning("session %s: partial decode failed", self.id, exc_info=True)

@@ -187,6 +187,9 @@ class AsrSettings(_Section):
     """Seconds of (zero-padded) audio the encoder sees. None = auto: 30 on CUDA;
     on the CPU the utterance plus 1 s, which is several times faster."""
     partial_interval_s: float = Field(0.7, ge=0.2)
+    partial_share: float = Field(1.0, gt=0, le=1)
+    """Share of the decoder's time (over the last 4 s) partial transcripts may take; past it new
+    partials are shed, so finals do not wait behind them. 1 = no limit."""
     no_speech_threshold: float = Field(0.6, ge=0, le=1)
     log_prob_threshold: float = -1.0
     compression_ratio_threshold: float = Field(2.4, gt=1)

@@ -122,6 +122,7 @@ def make_scheduler(asr: WhisperEngine, asr_settings) -> AsrScheduler:
         recognize_batch=asr.recognize_batch,
         batch_key=asr.batch_key,
         mix_partials=cuda,  # on CUDA a batch costs about one decode; on the CPU, the sum of its items
+        partial_share=asr_settings.partial_share,
     )
 
 

@@ -182,6 +182,38 @@ async def test_partial_backlog_limit_grows_with_the_batch_size():
     s.close()
 
 
+async def test_partials_past_their_share_of_decoder_time_are_shed_and_finals_are_not():
+    """asr.partial_share: partials may take that share of the workers' time over the last 4 s;
+    past it new partials are refused (counted as shed) while finals are decoded as ever, and once
+    the window has moved on partials come back."""
+
+    class Slow(FakeEngine):
+        def _call(self, names):
+            time.sleep(0.15)
+            return super()._call(names)
+
+    engine = Slow()
+    s = scheduler(engine, 1, partial_share=0.1)  # 0.4 s of partials per 4 s
+    done = 0
+    with pytest.raises(QueueFull):
+        for i in range(10):
+            await (await submit(s, f"p{i}", PARTIAL, key="call-1"))
+            done += 1
+    assert done == 3 and s.shed == 1  # 3 x 0.15 s >= 0.4 s: the fourth is refused
+    assert s.partial_load() == pytest.approx(0.45 / 4, abs=0.03)
+    assert await (await submit(s, "final", FINAL)) == "text of final"
+    with pytest.raises(QueueFull):
+        await (await submit(s, "p-again", PARTIAL, key="call-2"))  # any call's partial
+    unlimited = scheduler(Slow(), 1)  # the default: no limit
+    for i in range(4):
+        assert await (await submit(unlimited, f"p{i}", PARTIAL, key="call-1")) == f"text of p{i}"
+    assert unlimited.shed == 0
+    s._partial_spans = [(a - 4.0, b - 4.0) for a, b in s._partial_spans]  # the window moved on
+    assert await (await submit(s, "p-later", PARTIAL, key="call-1")) == "text of p-later"
+    s.close()
+    unlimited.close()
+
+
 async def test_a_failed_batch_fails_each_of_its_requests():
     engine = FakeEngine(fail=True)
     s = scheduler(engine, batch_size=4)
