@@ -306,7 +306,9 @@ class Session:
             self._utt.spec_audio = ev.audio
             self._utt.speculation = self.spawn(self._decode(ev.audio, Priority.FINAL))
             if self.settings.vad.adaptive:
-                self.spawn(self._adapt_endpoint(self._utt, ev.pause, self._utt.speculation))
+                turn = self.services.turn
+                judged = asyncio.get_running_loop().run_in_executor(None, turn.complete, ev.audio) if turn is not None else None
+                self.spawn(self._adapt_endpoint(self._utt, ev.pause, self._utt.speculation, judged))
             self.spawn(self._speculate_reply(self._utt, self._utt.speculation))
         elif ev.kind == "resume" and self._utt is not None:
             self._drop_speculation(self._utt)
@@ -336,23 +338,34 @@ class Session:
     def _decode_language(self) -> str | None:
         return self.language
 
-    async def _adapt_endpoint(self, utt: _Utterance, pause: int, speculation: asyncio.Task) -> None:
+    async def _adapt_endpoint(self, utt: _Utterance, pause: int, speculation: asyncio.Task, judged: asyncio.Future | None = None) -> None:
         """Adaptive endpointing: once the speculative decode of this pause is in, end the turn
         after ``vad.short_silence_ms`` when its words settle it (the responder would answer
         them straight away), or wait ``vad.long_silence_ms`` after a hesitation, a trailing
-        conjunction or dictated digits (:func:`models.dialogue.turns.unfinished`)."""
-        await asyncio.wait({speculation})
+        conjunction or dictated digits (:func:`models.dialogue.turns.unfinished`), or when the
+        learned turn model (``judged``: its probability of a finished turn, ``vad.turn_model``)
+        hears the caller as not finished."""
+        await asyncio.wait({speculation} | ({judged} if judged is not None else set()))
         if speculation.cancelled() or utt.closed or utt.speculation is not speculation:
             return  # speech resumed (the segmenter restored the default itself) or the utterance ended
         vad = self.settings.vad
         silence_ms, kind, why = vad.min_silence_ms, "default", None
         rec = speculation.result() if speculation.exception() is None else None
-        if rec is not None and not rec.rejected and rec.text:
-            why = unfinished(rec.text, rec.language)
-            if why is not None:
-                silence_ms, kind = max(vad.long_silence_ms, vad.min_silence_ms), "long"
-            elif self.responder.would_answer(rec.text, rec.language):
-                silence_ms, kind = min(vad.short_silence_ms, vad.min_silence_ms), "short"
+        p_complete = None
+        if judged is not None and not judged.cancelled():
+            if judged.exception() is None:
+                p_complete = judged.result()
+            else:
+                log.warning("session %s: the turn model failed: %s", self.id, type(judged.exception()).__name__)
+        mid_turn = p_complete is not None and p_complete < vad.turn_threshold
+        heard = rec is not None and not rec.rejected and rec.text
+        why = unfinished(rec.text, rec.language) if heard else None
+        if why is None and mid_turn:
+            why = f"turn model p={p_complete:.2f}"
+        if why is not None:
+            silence_ms, kind = max(vad.long_silence_ms, vad.min_silence_ms), "long"
+        elif heard and self.responder.would_answer(rec.text, rec.language):
+            silence_ms, kind = min(vad.short_silence_ms, vad.min_silence_ms), "short"
         # the segmenter holds the endpoint from the pause on until this decision (vad.long_silence_ms at most)
         if self._segmenter.adapt(pause, silence_ms):
             utt.endpoint = kind

@@ -248,6 +248,16 @@ class VadSettings(_Section):
     """Taken as at most min_silence_ms (and more than speculative_ms)."""
     long_silence_ms: int = Field(900, ge=64)
     """Taken as at least min_silence_ms."""
+    turn_model: Path | None = None
+    """A learned end-of-turn model (Smart Turn v3 ONNX, models/turn.py): with adaptive endpointing,
+    a pause it judges incomplete waits long_silence_ms. None = off (none is installable here)."""
+    turn_threshold: float = Field(0.5, gt=0, lt=1)
+    """The turn model's probability of a complete turn below which the pause is taken as mid-turn."""
+
+    @field_validator("turn_model")
+    @classmethod
+    def _expand_turn_model(cls, v: Path | None) -> Path | None:
+        return Path(v).expanduser() if v is not None else None
 
     @model_validator(mode="after")
     def _check(self) -> "VadSettings":

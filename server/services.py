@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from models.dialogue import load_dialogue
 from models.errors import ModelError
 from models.scheduler import AsrScheduler
+from models.turn import load_turn_model
 from models.vad import SileroVad
 from models.whisper import WhisperEngine, load_whisper
 from pipeline import metrics
@@ -35,6 +36,8 @@ class Services:
     dialogue_pool: ThreadPoolExecutor | None = None
     tts_pool: ThreadPoolExecutor | None = None
     load_seconds: dict[str, float] = field(default_factory=dict)
+    turn: object = None
+    """The learned end-of-turn model (models/turn.py, ``vad.turn_model``); None when not configured."""
     prefill_stop: threading.Event | None = None
     """Set on close: stops pre-synthesising the fixed texts."""
 
@@ -56,6 +59,7 @@ def load_services(settings) -> Services:
     times: dict[str, float] = {}
     t = time.perf_counter()
     vad = SileroVad()
+    turn = load_turn_model(settings.vad.turn_model)
     times["vad"] = time.perf_counter() - t
     asr, scheduler, asr_times = load_asr(settings.asr)
     times.update(asr_times)
@@ -71,7 +75,7 @@ def load_services(settings) -> Services:
     dialogue_pool = ThreadPoolExecutor(max_workers=settings.dialogue.workers, thread_name_prefix="dialogue")
     tts_pool = ThreadPoolExecutor(max_workers=settings.tts.workers, thread_name_prefix="tts")
     log.info("models ready: %s", ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
-    services = Services(settings, asr, vad, scheduler, pool, dialogue, tts, dialogue_pool, tts_pool, times)
+    services = Services(settings, asr, vad, scheduler, pool, dialogue, tts, dialogue_pool, tts_pool, times, turn=turn)
     cache_fixed_speech(services)
     return services
 

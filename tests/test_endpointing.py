@@ -14,47 +14,18 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from models.scheduler import Priority
-from models.whisper import Recognition
-from tests.helpers.audio import espeak
 from tests.helpers.server import send_audio
+from tests.helpers.turns import RATE, ScriptedFinals
+from tests.helpers.turns import silence as _silence
+from tests.helpers.turns import speech as _speech
 
 pytestmark = pytest.mark.slow
 
-RATE = 16000
 
-
-class ScriptedFinals:
-    """The real scheduler for partials; each final (and speculative) decode is ``script(seconds of audio)``
-    at once, as a fast recogniser would give it."""
-
-    def __init__(self, inner, script) -> None:
-        self.inner, self.script = inner, script
-
-    async def submit(self, audio, language, allowed, priority, key=None, **kw):
-        if priority is Priority.FINAL:
-            await asyncio.sleep(0.02)
-            return Recognition(self.script(len(audio) / RATE), language or "ru", 1.0, 0.9, -0.1, 0.01, 1.2, len(audio) / RATE, 0.02)
-        return await self.inner.submit(audio, language, allowed, priority, key, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
-def _speech(text: str) -> np.ndarray:
-    """espeak-ng speech without the silence espeak-ng puts around it, so a pause is what the test makes."""
-    x = espeak(text, "ru", 140)
-    loud = np.flatnonzero(np.abs(x) > 0.01)
-    return x[loud[0] : loud[-1] + 1]
-
-
-def _silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * RATE), np.float32)
-
-
-async def _call(make_server, services, audio: np.ndarray, script, adaptive: bool) -> list[dict]:
-    """One native Russian session: the audio at real-time pace, then the events until it ends."""
-    server = await make_server({"scheduler": ScriptedFinals(services.scheduler, script)}, vad={"adaptive": adaptive})
+async def _call(make_server, services, audio: np.ndarray, script, adaptive: bool, turn=None) -> list[dict]:
+    """One native Russian session: the audio at real-time pace, then the events until it ends
+    (``turn``: a learned end-of-turn model in place of the configured none)."""
+    server = await make_server({"scheduler": ScriptedFinals(services.scheduler, script), "turn": turn}, vad={"adaptive": adaptive})
     events: list[dict] = []
     async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
         await ws.send(json.dumps({"type": "start", "language": "ru", "output": {"pacing": "none"}}))
@@ -112,3 +83,93 @@ async def test_a_pause_after_a_conjunction_does_not_cut_the_question(make_server
     adaptive = _finals(await _call(make_server, services, audio, script, True))
     assert [f["text"] for f in fixed] == ["Я потерял карту и", "не знаю что теперь делать"], fixed
     assert [f["text"] for f in adaptive] == ["Я потерял карту и не знаю что теперь делать"], adaptive
+
+
+def _stand_in_turn_model(path, threshold_mean: float) -> None:
+    """A Smart Turn-shaped ONNX model (input_features [1, 80, 800] -> probability) whose answer is
+    sigmoid(40 * (mean log-mel - threshold_mean)): the more of its 8 s window is speech, the surer
+    it is the turn is complete. Made here; the real model cannot be fetched on these machines."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input_features"], ["m"], keepdims=1),
+            helper.make_node("Sub", ["m", "c"], ["d"]),
+            helper.make_node("Mul", ["d", "k"], ["z"]),
+            helper.make_node("Sigmoid", ["z"], ["probability"]),
+        ],
+        "stand_in_turn",
+        [helper.make_tensor_value_info("input_features", TensorProto.FLOAT, ["batch", 80, 800])],
+        [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1, 1])],
+        [helper.make_tensor("c", TensorProto.FLOAT, [], [threshold_mean]), helper.make_tensor("k", TensorProto.FLOAT, [], [40.0])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+async def test_a_learned_turn_model_keeps_a_settled_sounding_clause_from_ending_the_turn(make_server, services, tmp_path):
+    """"Я потерял карту" is a question the knowledge base answers at once, so its words end the turn
+    after the short silence: the caller, who paused 600 ms before "вчера вечером в большом магазине",
+    is cut off. A turn model (vad.turn_model) that hears the turn as unfinished at that pause holds
+    it for vad.long_silence_ms, and the caller is heard out. (A stand-in model; see above.)"""
+    from models.turn import TurnModel
+
+    first, second = _speech("Я потерял карту"), _speech("вчера вечером в большом магазине")
+    audio = np.concatenate([first, _silence(0.6), second, _silence(1.5)])
+    one, two = len(first) / RATE, len(second) / RATE
+
+    def script(seconds: float) -> str:  # what a recogniser hears in an utterance this long (with the VAD's padding)
+        if seconds < one + 0.6:
+            return "Я потерял карту"
+        if seconds < one + 0.6 + 0.8 * two:
+            return "вчера вечером в большом магазине"  # the second clause alone
+        return "Я потерял карту вчера вечером в большом магазине"
+
+    # the stand-in's threshold: between what it sees at the pause and at the end (first clause + the
+    # VAD's 200 ms pad, the whole question)
+    _stand_in_turn_model(tmp_path / "probe.onnx", 0.0)
+    probe = TurnModel(tmp_path / "probe.onnx")
+    at_pause = float(probe.features(np.concatenate([first, _silence(0.2)])).mean())
+    at_end = float(probe.features(np.concatenate([first, _silence(0.6), second, _silence(0.2)])).mean())
+    assert at_end - at_pause > 0.1
+    _stand_in_turn_model(tmp_path / "turn.onnx", (at_pause + at_end) / 2)
+    turn = TurnModel(tmp_path / "turn.onnx")
+    assert turn.complete(np.concatenate([first, _silence(0.2)])) < 0.5 < turn.complete(audio[: len(audio) - int(1.3 * RATE)])
+
+    without = _finals(await _call(make_server, services, audio, script, True))
+    heard_out = _finals(await _call(make_server, services, audio, script, True, turn))
+    assert [f["text"] for f in without] == ["Я потерял карту", "вчера вечером в большом магазине"], without
+    assert [f["text"] for f in heard_out] == ["Я потерял карту вчера вечером в большом магазине"], heard_out
+
+
+def test_the_turn_models_input_is_its_authors_preprocessing(tmp_path):
+    """models/turn.py prepares audio as Smart Turn's authors do (transformers' WhisperFeatureExtractor,
+    chunk_length 8, do_normalize, the last 8 s with zeros in front), without needing transformers."""
+    from transformers import WhisperFeatureExtractor
+
+    from models.audio import read_audio
+    from models.turn import TurnModel
+    from tests.helpers.audio import clip
+
+    _stand_in_turn_model(tmp_path / "turn.onnx", 0.0)
+    model = TurnModel(tmp_path / "turn.onnx")
+    extractor = WhisperFeatureExtractor(chunk_length=8)
+    for audio in (read_audio(clip("kk_kscd_ex2.wav")).samples, np.tile(read_audio(clip("kk_kscd_ex1.wav")).samples, 2)):  # 1.9 s; 10 s
+        ref_in = np.zeros(8 * RATE, np.float32)
+        tail = audio[-8 * RATE:]
+        ref_in[-len(tail):] = tail
+        ref = extractor(ref_in, sampling_rate=RATE, return_tensors="np", padding="max_length", max_length=8 * RATE, truncation=True, do_normalize=True).input_features
+        got = model.features(audio)
+        assert got.shape == ref.shape == (1, 80, 800)
+        assert np.abs(got - ref).max() < 1e-3
+
+
+def test_a_bad_turn_model_is_a_one_line_error_at_start(tmp_path):
+    from models.errors import ModelError
+    from models.turn import TurnModel
+
+    with pytest.raises(ModelError, match="does not exist"):
+        TurnModel(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        TurnModel(tmp_path / "junk.onnx")

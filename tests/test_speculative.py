@@ -16,7 +16,9 @@ from websockets.asyncio.client import connect
 
 from pipeline import metrics, watermark
 from tests.helpers.server import send_audio
-from tests.test_endpointing import RATE, ScriptedFinals, _silence, _speech
+from tests.helpers.turns import RATE, ScriptedFinals
+from tests.helpers.turns import silence as _silence
+from tests.helpers.turns import speech as _speech
 
 pytestmark = pytest.mark.slow
 

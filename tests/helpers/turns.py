@@ -1,0 +1,41 @@
+"""Turn-taking test material: a scripted fast recogniser, and espeak-ng clauses with exact pauses."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from models.scheduler import Priority
+from models.whisper import Recognition
+from tests.helpers.audio import espeak
+
+RATE = 16000
+
+
+class ScriptedFinals:
+    """The real scheduler for partials; each final (and speculative) decode is ``script(seconds of audio)``
+    at once, as a fast recogniser would give it (a GPU decodes an utterance in some 20 ms)."""
+
+    def __init__(self, inner, script) -> None:
+        self.inner, self.script = inner, script
+
+    async def submit(self, audio, language, allowed, priority, key=None, **kw):
+        if priority is Priority.FINAL:
+            await asyncio.sleep(0.02)
+            return Recognition(self.script(len(audio) / RATE), language or "ru", 1.0, 0.9, -0.1, 0.01, 1.2, len(audio) / RATE, 0.02)
+        return await self.inner.submit(audio, language, allowed, priority, key, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def speech(text: str, voice: str = "ru") -> np.ndarray:
+    """espeak-ng speech without the silence espeak-ng puts around it, so a pause is what the test makes."""
+    x = espeak(text, voice, 140)
+    loud = np.flatnonzero(np.abs(x) > 0.01)
+    return x[loud[0] : loud[-1] + 1]
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), np.float32)
