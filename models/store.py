@@ -409,6 +409,8 @@ class ModelStore:
     def unpack(self, archive: str | Path, *, force: bool = False) -> list[str]:
         """Install every model of a pack made by :meth:`pack`, each verified against its manifest first."""
         archive = Path(archive)
+        if not hasattr(tarfile, "data_filter"):  # pragma: no cover - Python 3.11.0-3.11.3
+            raise StoreError("unpacking safely needs Python 3.11.4 or later (tarfile's data filter)")
         staging = self.root / STAGING / f"unpack-{uuid.uuid4().hex[:8]}"
         try:
             try:
