@@ -7,7 +7,7 @@ figures).  The root defaults to ``<asr.cache_dir>/catalog`` (``models.dir``).
 
 :meth:`ModelStore.pull` downloads with huggingface_hub at the catalog's pinned
 revision (resumable: an interrupted file continues from where it stopped, in
-the same run or the next), checks every file against the hub's own digest
+the same run or the next, with a Range request), checks every file against the hub's own digest
 (sha256 for LFS files, the git blob id for the others), converts transformers
 Whisper checkpoints to CTranslate2 (:func:`models.finetune.convert.export_ct2`),
 and moves the finished directory into place in one rename: a model directory
@@ -199,6 +199,9 @@ class ModelStore:
         api = self._api()
         commit, files = self._list(api, entry.source.hub, entry.source.revision, entry.source.files, entry.id)
         staging = self.root / STAGING / f"{entry.id}-{commit[:12]}"
+        for stale in (self.root / STAGING).glob(f"{entry.id}-*"):
+            if stale != staging and stale.name[len(entry.id) + 1:].isalnum():  # an earlier commit's partial download
+                shutil.rmtree(stale, ignore_errors=True)
         download = staging / "download"
         try:
             for f in files:
@@ -256,32 +259,55 @@ class ModelStore:
         return commit, wanted
 
     def _fetch(self, repo: str, commit: str, f, download: Path, model_id: str) -> Path:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import HfHubHTTPError
+        """One file into ``download``, resumable across runs, checked against the hub's digest before it is kept.
 
+        Bytes arrive in ``<file>.part``: huggingface_hub's ``http_get`` continues it with a Range request
+        (after a dropped connection in this run, or what an earlier run left), shows a progress bar and
+        retries transient errors; the finished file is checked, then renamed to its name."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.file_download import http_get
+        from huggingface_hub.utils import build_hf_headers
+
+        final = download / f.path
+        if final.is_file():  # checked when it was kept
+            return final
+        part = final.with_name(final.name + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        size = f.lfs.size if getattr(f, "lfs", None) is not None else f.size
+        resume = part.stat().st_size if part.is_file() else 0
+        if resume > size:
+            part.unlink()
+            resume = 0
+        url = hf_hub_url(repo, f.path, revision=commit, endpoint=self.endpoint)
         try:
-            local = Path(hf_hub_download(repo, f.path, revision=commit, local_dir=str(download), endpoint=self.endpoint, token=self.token))
+            with open(part, "ab") as out:
+                http_get(url, out, resume_size=resume, headers=build_hf_headers(token=self.token), expected_size=size, displayed_filename=f.path)
         except HfHubHTTPError as e:
             if getattr(e, "response", None) is not None:
                 raise StoreError(f"{repo}/{f.path}: the hub answered {_status(e)}") from None
             raise OfflineError(f"download of {repo}/{f.path} failed ({_why(e)}); run the pull again to resume, or " + offline_hint(model_id)) from None
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
-                raise StoreError(f"cannot write {download}: {e.strerror}") from None
+                raise StoreError(f"cannot write {part}: {e.strerror}") from None
+            if "Consistency check" in str(e):
+                part.unlink(missing_ok=True)
+                raise IntegrityError(f"{repo}/{f.path}: the hub sent a different size than it lists ({_why(e)}); pull again") from None
             raise OfflineError(f"download of {repo}/{f.path} failed ({_why(e)}); run the pull again to resume, or " + offline_hint(model_id)) from None
         except Exception as e:  # httpx transport errors after huggingface_hub's own retries
             raise OfflineError(f"download of {repo}/{f.path} failed ({_why(e)}); run the pull again to resume, or " + offline_hint(model_id)) from None
         lfs = getattr(f, "lfs", None)
         if lfs is not None and getattr(lfs, "sha256", None):
-            want, got, what = lfs.sha256, sha256_file(local), "sha256"
+            want, got, what = lfs.sha256, sha256_file(part), "sha256"
         elif getattr(f, "blob_id", None):
-            want, got, what = f.blob_id, git_blob_id(local), "git blob id"
+            want, got, what = f.blob_id, git_blob_id(part), "git blob id"
         else:
             want = got = what = ""
         if want and got != want:
-            local.unlink(missing_ok=True)
+            part.unlink(missing_ok=True)
             raise IntegrityError(f"{repo}/{f.path} is corrupt: {what} {got[:12]}..., the hub lists {want[:12]}...; nothing was installed, pull again")
-        return local
+        os.replace(part, final)
+        return final
 
     def _fetch_tokenizer(self, api, entry: CatalogEntry, download: Path) -> None:
         repo, _, rev = entry.source.tokenizer_from.partition("@")

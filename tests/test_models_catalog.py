@@ -341,6 +341,30 @@ def test_interrupted_download_resumes(hub, catalog_file, tmp_path, tiny_voice_fi
     assert store.verify("test-kk-voice") == []
 
 
+def test_download_cut_off_resumes_in_the_next_pull(hub, catalog_file, tmp_path, tiny_voice_files, monkeypatch):
+    """The network goes away mid-file: the pull fails with the offline hint, keeps what it had, and the next pull continues."""
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "DOWNLOAD_CHUNK_SIZE", 256)
+    path = f"{VOICE_DIR}/{VOICE}"
+    store = make_store(tmp_path / "store", catalog_file, hub)
+    hub.drop_once.add(path)
+    hub.cut_off.add(path)
+    try:
+        with pytest.raises(OfflineError) as e:
+            store.pull("test-kk-voice")
+    finally:
+        hub.cut_off.discard(path)
+    assert "run the pull again to resume" in one_line(e.value)
+    assert not store.model_dir("test-kk-voice").exists()
+    before = len(hub.downloads(VOICE))
+    voice = store.pull("test-kk-voice") / VOICE
+    gets = hub.downloads(VOICE)[before:]
+    assert len(gets) == 1 and gets[0].range and int(gets[0].range.split("=")[1].rstrip("-")) > 0, gets
+    assert voice.read_bytes() == tiny_voice_files[path] and store.verify("test-kk-voice") == []
+    assert not (store.root / STAGING).exists() or not any((store.root / STAGING).iterdir())
+
+
 def test_corrupt_download_is_detected_and_nothing_is_installed(hub, catalog_file, tmp_path):
     hub.corrupt.add("model.safetensors")
     try:

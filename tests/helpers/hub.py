@@ -6,8 +6,9 @@
 * ``HEAD``/``GET /{org}/{name}/resolve/{rev}/{path}``: ``X-Repo-Commit``, ``ETag`` (the sha256 of LFS files,
   the blob id of others), ``Content-Length``; GET honours ``Range: bytes=N-`` (206).
 
-Faults a test can ask for: ``drop_once`` (paths whose first GET sends the headers and half the body,
-then closes the connection), ``corrupt`` (paths served with one byte changed, while the listing and
+Faults a test can ask for: ``drop_once`` (paths whose next GET sends the headers and half the body,
+then closes the connection), ``cut_off`` (paths whose GETs send the headers and no body at all until
+removed: the network is gone), ``corrupt`` (paths served with one byte changed, while the listing and
 the ETag keep the true digests).  Every request is logged in :attr:`requests`.
 """
 
@@ -52,6 +53,7 @@ class StandInHub:
         self.requests: list[Request] = []
         self.drop_once: set[str] = set()
         self.corrupt: set[str] = set()
+        self.cut_off: set[str] = set()
         self._lock = threading.Lock()
         hub = self
 
@@ -156,8 +158,9 @@ class StandInHub:
         with self._lock:
             drop = file in self.drop_once
             self.drop_once.discard(file)
-        if drop:
-            h.wfile.write(body[: len(body) // 2])
+            cut = not drop and file in self.cut_off
+        if drop or cut:
+            h.wfile.write(body[: len(body) // 2] if drop else b"")
             h.wfile.flush()
             h.close_connection = True
             try:
