@@ -531,3 +531,36 @@ def test_unpack_rejects_links(pulled, tmp_path):
     with pytest.raises(ModelError) as e:
         ModelStore(tmp_path / "offline", ()).unpack(bad)
     assert "links" in one_line(e.value)
+
+
+def test_voice_not_pulled_falls_back_to_espeak_with_the_pull_command(tmp_path, caplog):
+    from models.tts.router import resolve_catalog_voices
+    from server.config import load_settings
+
+    settings = load_settings(cli={"asr": {"cache_dir": str(tmp_path)}, "tts": {"voices": {"kk": "catalog:kk-piper-issai-high", "ru": "/x/ru.onnx"}}}, environ={})
+    with caplog.at_level("WARNING", logger="dauys.tts"):
+        voices = resolve_catalog_voices(settings.tts.voices, settings.tts)
+    assert voices == {"ru": Path("/x/ru.onnx")}
+    assert "dauys models pull kk-piper-issai-high" in caplog.text
+
+
+def test_pulled_voice_resolves_through_the_tts_settings(pulled, catalog_file):
+    from models.tts.router import resolve_catalog_voices
+    from server.config import load_settings
+
+    settings = load_settings(cli={"models": {"dir": str(pulled.root), "catalogs": [str(catalog_file)]}, "tts": {"voices": {"kk": "catalog:test-kk-voice"}}}, environ={})
+    assert resolve_catalog_voices(settings.tts.voices, settings.tts) == {"kk": pulled.model_dir("test-kk-voice") / VOICE}
+
+
+def test_dialogue_catalog_model_not_pulled_names_the_pull(tmp_path):
+    from models.dialogue import load_dialogue
+    from server.config import load_settings
+
+    settings = load_settings(cli={"asr": {"cache_dir": str(tmp_path)}, "dialogue": {"backend": "transformers", "model": "catalog:qwen2.5-0.5b-instruct"}}, environ={})
+    with pytest.raises(ModelError) as e:
+        load_dialogue(settings.dialogue)
+    assert "dauys models pull qwen2.5-0.5b-instruct" in one_line(e.value)
+    settings = load_settings(cli={"asr": {"cache_dir": str(tmp_path)}, "dialogue": {"backend": "ctranslate2", "model": "catalog:qwen2.5-0.5b-instruct"}}, environ={})
+    with pytest.raises(ModelError) as e:
+        load_dialogue(settings.dialogue)
+    assert "transformers" in one_line(e.value)
