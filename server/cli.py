@@ -364,13 +364,17 @@ def _models_pull(store, args) -> int:
 
     status = 0
     for mid in args.ids:
+        entry = store.entry(mid)
+        if not entry.downloadable:
+            use = "always used" if entry.kind == "vad" else f"use it as {entry.ref}"
+            print(f"{entry.id}: ships with Dauys ({entry.source.embedded}); nothing to pull, {use}")
+            continue
         try:
             path = store.pull(mid, accept_licence=args.accept_licence, quantization=args.quantization, device=args.device, force=args.force)
         except StoreError as e:
             print(f"dauys: error: {e}", file=sys.stderr)
             status = 2
             continue
-        entry = store.entry(mid)
         print(f"{entry.id}: {path} ({entry.licence_line()}); use it as {entry.ref}")
     return status
 

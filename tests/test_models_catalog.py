@@ -564,3 +564,14 @@ def test_dialogue_catalog_model_not_pulled_names_the_pull(tmp_path):
     with pytest.raises(ModelError) as e:
         load_dialogue(settings.dialogue)
     assert "transformers" in one_line(e.value)
+
+
+def test_catalog_whisper_base_is_the_embedded_model(tmp_path, capsys):
+    from models.registry import resolve_asr_model
+    from server.cli import main
+
+    resolved = resolve_asr_model("catalog:whisper-base", CACHE_DIR, download=False)
+    assert resolved.path == resolve_asr_model("embedded:whisper-base", CACHE_DIR, download=False).path
+    assert resolved.model_id == "catalog:whisper-base"
+    assert main(["models", "pull", "whisper-base", "--dir", str(tmp_path)]) == 0
+    assert "nothing to pull" in capsys.readouterr().out and not any(tmp_path.iterdir())
