@@ -7,6 +7,7 @@ Piper voice (tests/tools/make_test_voice.py, run in its own process).  Nothing r
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -300,10 +301,28 @@ def test_pull_converts_serves_and_transcribes_end_to_end(pulled, catalog_file, t
     try:
         assert svc.asr.model_id == "catalog:test-kk-whisper"
         assert svc.tts is not None and svc.tts.model_id_for("kk").startswith("piper:")
+        asyncio.run(_serve_and_check_ready(settings, svc))
     finally:
         if svc.tts is not None:
             svc.tts.close()
         svc.close()
+
+
+async def _serve_and_check_ready(settings, svc) -> None:
+    """The real server on 127.0.0.1:0 with these services: /readyz names the catalog model."""
+    from server.app import DauysServer
+    from tests.helpers.server import LoadedHub, http_get
+
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update={"port": 0})})
+    server = DauysServer(settings, hub=LoadedHub(svc))
+    await server.start()
+    try:
+        status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{server.port}/readyz")
+    finally:
+        server._server.close()
+        await server._server.wait_closed()
+    assert status == 200, body
+    assert "catalog:test-kk-whisper" in body.decode()
 
 
 def test_catalog_languages_become_the_asr_defaults_unless_set(catalog_file, tmp_path):
