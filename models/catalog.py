@@ -101,7 +101,7 @@ class CatalogEntry(_Strict):
     """What hardware it needs in production (e.g. 'CPU ok', 'GPU with 6 GB')."""
     recommended: bool = False
     """May be suggested as a default (only with a known licence that allows commercial use)."""
-    voice_file: str = ""
+    voice_file: str = Field("", pattern=r"^[^/\\]*$")
     """Piper voices: the .onnx file the ``tts.voices`` entry points at."""
     server_defaults: dict[str, Any] = Field(default_factory=dict)
     """``asr.*`` settings this model implies (languages, default_language, language_prior, ...)."""

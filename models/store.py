@@ -176,7 +176,7 @@ class ModelStore:
         if kind is not None and got != kind:
             raise StoreError(f"{CATALOG_PREFIX}{model_id} is a {got} model, not {kind}")
         voice = (manifest.get("entry") or {}).get("voice_file")
-        return self.model_dir(model_id) / voice if voice else self.model_dir(model_id)
+        return self.model_dir(model_id) / Path(voice).name if voice else self.model_dir(model_id)
 
     # -- pull ---------------------------------------------------------------------------------
     def pull(self, model_id: str, *, accept_licence: list[str] | tuple[str, ...] = (), quantization: str | None = None,
@@ -269,6 +269,9 @@ class ModelStore:
         from huggingface_hub.file_download import http_get
         from huggingface_hub.utils import build_hf_headers
 
+        rel = PurePosixPath(f.path)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            raise IntegrityError(f"{repo}: refusing the file name {f.path!r} the hub listed")
         final = download / f.path
         if final.is_file():  # checked when it was kept
             return final
@@ -337,7 +340,10 @@ class ModelStore:
             rel = src.relative_to(download)
             dst = out / (rel.name if entry.format == "piper" else rel)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
+            try:
+                os.link(src, dst)  # the download stays until the model is installed (a failed build keeps it for the next pull)
+            except OSError:
+                shutil.copy2(src, dst)
         if entry.format == "ct2-whisper":
             from models.registry import check_local_dir
 
