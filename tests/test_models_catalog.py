@@ -594,3 +594,15 @@ def test_catalog_whisper_base_is_the_embedded_model(tmp_path, capsys):
     assert resolved.model_id == "catalog:whisper-base"
     assert main(["models", "pull", "whisper-base", "--dir", str(tmp_path)]) == 0
     assert "nothing to pull" in capsys.readouterr().out and not any(tmp_path.iterdir())
+
+
+def test_a_hub_file_name_outside_the_model_is_refused(hub, tmp_path):
+    hub.add_repo("test-org/evil", {"x/../../../evil.json": b"{}"})
+    catalog = _write_catalog(tmp_path / "evil.toml", ENTRY.format(
+        id="evil", lic="MIT", commercial="commercial = true", rec="false", rev="main", note=', revision_note = "test"'
+    ).replace('hub = "org/x"', 'hub = "test-org/evil"'))
+    store = ModelStore(tmp_path / "store", (catalog,), hub.url)
+    with pytest.raises(IntegrityError) as e:
+        store.pull("evil")
+    assert "refusing" in one_line(e.value)
+    assert not (tmp_path / "evil.json").exists() and not list(tmp_path.rglob("evil.json"))
