@@ -8,6 +8,10 @@
   checked against a pinned sha256; a damaged cached copy is rebuilt.
 * a local directory with ``model.bin``, ``config.json`` and ``tokenizer.json``
   (a CTranslate2 export, e.g. your own fine-tune);
+* ``catalog:<id>`` -- a model of the catalog (``models/data/catalog.toml``) pulled
+  into the model store with ``dauys models pull <id>`` (or carried there with
+  ``dauys models pack`` / ``unpack``); never downloaded here, so a server
+  without internet fails fast with the commands that fix it;
 * a faster-whisper size name (``tiny``, ``base``, ``small``, ``large-v3``, ...)
   or a Hugging Face id (``org/name``), downloaded on connected machines.
 """
@@ -27,6 +31,7 @@ from filelock import FileLock
 from models.errors import ModelError
 
 EMBEDDED_PREFIX = "embedded:"
+CATALOG_PREFIX = "catalog:"
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,22 @@ def check_local_dir(path: Path) -> None:
         raise ModelError(f"asr.model {str(path)!r} is not a CTranslate2 Whisper model (missing {', '.join(missing)}): {hint}")
 
 
-def resolve_asr_model(model: str, cache_dir: Path, download: bool = True) -> ResolvedModel:
+def resolve_asr_model(model: str, cache_dir: Path, download: bool = True, store=None) -> ResolvedModel:
+    """``store`` (a :class:`models.store.ModelStore`) resolves ``catalog:`` ids; default: ``<cache_dir>/catalog``."""
+    if model.startswith(CATALOG_PREFIX):
+        from models.store import ModelStore, default_root
+
+        store = store if store is not None else ModelStore(default_root(cache_dir))
+        from models.store import lookup_entry
+
+        entry = lookup_entry(store, model)
+        if entry is not None and entry.kind != "asr":
+            raise ModelError(f"asr.model {model!r} is a {entry.kind} model, not a speech recogniser")
+        if entry is not None and entry.format == "embedded":
+            return ResolvedModel(assemble_embedded(entry.source.embedded.removeprefix(EMBEDDED_PREFIX), cache_dir), model)
+        path = store.path_for(model, kind="asr")
+        check_local_dir(path)
+        return ResolvedModel(path, model)
     if model.startswith(EMBEDDED_PREFIX):
         name = model[len(EMBEDDED_PREFIX):]
         return ResolvedModel(assemble_embedded(name, cache_dir), model)

@@ -471,8 +471,9 @@ def load_whisper(settings, engine_class: type | None = None) -> WhisperEngine:
     """Build the engine from ``AsrSettings`` (resolving and verifying the weights);
     ``engine_class``: a :class:`WhisperEngine` subclass to build instead (benchmarks)."""
     from models.registry import resolve_asr_model
+    from models.store import model_store
 
-    resolved = resolve_asr_model(settings.model, settings.cache_dir, settings.download)
+    resolved = resolve_asr_model(settings.model, settings.cache_dir, settings.download, store=model_store(settings))
     opts = DecodeOptions(
         beam_size=settings.beam_size,
         no_speech_threshold=settings.no_speech_threshold,

@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Download models on a connected machine into Dauys's cache (then copy the cache to offline servers).
 
+Prefer `dauys models pull <id>` for the models of the catalog (pinned revisions, licence checks,
+conversion, sha256 manifests) and `dauys models pack` / `unpack` to carry them (README, "Choosing a model");
+this script fetches faster-whisper size names and arbitrary hub ids into the hub cache.
+
     python scripts/fetch_models.py --asr small --asr large-v3
     python scripts/fetch_models.py --asr Systran/faster-whisper-medium --cache-dir /srv/dauys-cache
 

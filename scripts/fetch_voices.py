@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Download Piper voices on a connected machine (then copy the folder to offline servers).
 
+The catalog voices are also one command: `dauys models pull kk-piper-issai-high` (checked, with a
+manifest), then `tts.voices = { kk = "catalog:kk-piper-issai-high" }` (README, "Choosing a model").
+
     python scripts/fetch_voices.py                       # list the catalog
     python scripts/fetch_voices.py kk_KZ-issai-high ru_RU-irina-medium
     python scripts/fetch_voices.py --language kk --dir /srv/dauys/voices

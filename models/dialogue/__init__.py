@@ -39,6 +39,15 @@ def load_dialogue(settings) -> DialogueEngine:
     )
     if not settings.model:
         raise ModelError(f"dialogue.backend = {settings.backend!r} needs dialogue.model")
+    if settings.model.startswith("catalog:") and settings.backend != "openai":
+        from models.store import model_store
+
+        if settings.backend != "transformers":
+            raise ModelError(
+                f"dialogue.model {settings.model!r}: catalog LLMs are transformers checkpoints: use dialogue.backend = \"transformers\", "
+                "or serve the model with vLLM and use the openai backend"
+            )
+        settings = settings.model_copy(update={"model": str(model_store(settings).path_for(settings.model, kind="llm"))})
     if settings.backend == "transformers":
         return llm.TransformersEngine(settings.model, kb.search, config, device=settings.device)
     if settings.backend == "ctranslate2":

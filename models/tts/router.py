@@ -88,6 +88,27 @@ class Synthesis(Iterator[AudioChunk]):
             yield from chunks
 
 
+def resolve_catalog_voices(voices: Mapping[str, str | Path], settings=None) -> dict[str, str | Path]:
+    """``{language: "catalog:<id>"}`` entries replaced by the pulled voice's .onnx in the model store.
+
+    A voice that is not pulled is left out with a warning naming `dauys models pull` (its language is
+    then spoken by espeak-ng, as with a missing voice file)."""
+    from models.catalog import CATALOG_PREFIX
+    from models.errors import ModelError
+    from models.store import model_store
+
+    out: dict[str, str | Path] = {}
+    for lang, spec in voices.items():
+        if not str(spec).startswith(CATALOG_PREFIX):
+            out[lang] = spec
+            continue
+        try:
+            out[lang] = model_store(settings).path_for(str(spec), kind="tts")
+        except ModelError as e:
+            log.warning("tts: the voice for %s: %s; until then espeak-ng speaks it", lang, e)
+    return out
+
+
 class TtsRouter:
     """Languages -> engines: a Piper voice where one is configured and usable, else espeak-ng."""
 
@@ -177,7 +198,7 @@ class TtsRouter:
         device = getattr(settings, "device", "auto")
         use_cuda = device == "cuda" or (device == "auto" and _cuda_available())
         router = cls.from_catalog(
-            getattr(settings, "voices", {}) or {},
+            resolve_catalog_voices(getattr(settings, "voices", {}) or {}, settings),
             fallback=getattr(settings, "fallback", "espeak-ng"),
             length_scale=getattr(settings, "length_scale", None),
             espeak_rate_wpm=getattr(settings, "espeak_rate_wpm", 160),
