@@ -66,8 +66,7 @@ class _Speculation:
     version: int
     engine: object
     tts: object
-    task: asyncio.Task
-    t0: float
+    task: asyncio.Task | None = None
     work_s: list = field(default_factory=lambda: [0.0])
     """Worker seconds spent on it so far (a miss counts them as wasted)."""
 
@@ -180,7 +179,7 @@ class Responder:
             return False
         self.drop_speculation()
         turn = Turn("user", text, language, confidence, alternatives=tuple(alternatives), avg_logprob=avg_logprob)
-        spec = _Speculation(utterance_id, turn, self._version, engine, self.services.tts, None, time.perf_counter())  # type: ignore[arg-type]
+        spec = _Speculation(utterance_id, turn, self._version, engine, self.services.tts)
         spec.task = self.session.spawn(self._prepare(spec, language))
         self._speculation = spec
         return True
