@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.helpers.server import send_audio
-from tests.helpers.turns import RATE, ScriptedFinals
+from tests.helpers.turns import RATE, ScriptedFinals, two_clause_script
 from tests.helpers.turns import silence as _silence
 from tests.helpers.turns import speech as _speech
 
@@ -70,14 +70,7 @@ async def test_a_pause_after_a_conjunction_does_not_cut_the_question(make_server
     vad.long_silence_ms after the conjunction and hears one question."""
     first, second = _speech("Я потерял карту и"), _speech("не знаю что теперь делать")
     audio = np.concatenate([first, _silence(0.6), second, _silence(1.5)])
-    one, two = len(first) / RATE, len(second) / RATE
-
-    def script(seconds: float) -> str:  # what a recogniser hears in an utterance this long (with the VAD's padding)
-        if seconds < one + 0.6:
-            return "Я потерял карту и"
-        if seconds < one + 0.6 + 0.8 * two:
-            return "не знаю что теперь делать"  # the second clause alone
-        return "Я потерял карту и не знаю что теперь делать"
+    script = two_clause_script("Я потерял карту и", "не знаю что теперь делать", len(first) / RATE, 0.6, len(second) / RATE)
 
     fixed = _finals(await _call(make_server, services, audio, script, False))
     adaptive = _finals(await _call(make_server, services, audio, script, True))
@@ -116,14 +109,7 @@ async def test_a_learned_turn_model_keeps_a_settled_sounding_clause_from_ending_
 
     first, second = _speech("Я потерял карту"), _speech("вчера вечером в большом магазине")
     audio = np.concatenate([first, _silence(0.6), second, _silence(1.5)])
-    one, two = len(first) / RATE, len(second) / RATE
-
-    def script(seconds: float) -> str:  # what a recogniser hears in an utterance this long (with the VAD's padding)
-        if seconds < one + 0.6:
-            return "Я потерял карту"
-        if seconds < one + 0.6 + 0.8 * two:
-            return "вчера вечером в большом магазине"  # the second clause alone
-        return "Я потерял карту вчера вечером в большом магазине"
+    script = two_clause_script("Я потерял карту", "вчера вечером в большом магазине", len(first) / RATE, 0.6, len(second) / RATE)
 
     # the stand-in's threshold: between what it sees at the pause and at the end (first clause + the
     # VAD's 200 ms pad, the whole question)

@@ -39,3 +39,18 @@ def speech(text: str, voice: str = "ru") -> np.ndarray:
 
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * RATE), np.float32)
+
+
+def two_clause_script(first: str, second: str, first_s: float, pause_s: float, second_s: float, joined: str | None = None):
+    """What a recogniser hears in an utterance this long (with the VAD's padding), for speech made
+    of two clauses ``first_s`` and ``second_s`` long with a ``pause_s`` pause between: the first
+    clause, the second alone (cut at the pause), or both (``joined``, default the two with a space)."""
+
+    def script(seconds: float) -> str:
+        if seconds < first_s + pause_s:
+            return first
+        if seconds < first_s + pause_s + 0.8 * second_s:
+            return second
+        return joined or f"{first} {second}"
+
+    return script
