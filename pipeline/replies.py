@@ -97,6 +97,7 @@ class Responder:
             "session_id": self.session.id,
             "reply_id": reply_id,
             "compliance": self.settings.compliance.classification(),
+            **({"consent": self.session.capture.record()} if getattr(self.session, "capture", None) is not None else {}),
         }
 
     def _tts_id(self, language: str) -> str | None:
@@ -172,6 +173,11 @@ class Responder:
         person takes over), as for any answer it cannot make out."""
         self._start_reply(utterance_id, "", language, Action("not_heard", reason))
 
+    def say(self, utterance_id: str, text: str, language: str, act: dict) -> None:
+        """Say a fixed text in answer to ``utterance_id`` (e.g. thanks for a consent answer), after the
+        replies before it; not added to the dialogue's history. ``act`` is the reply's ``dialogue``."""
+        self._start_reply(utterance_id, "", language, Action("say", text, dict(act)))
+
     def handoff(self, reason: str, language: str, cause: str = "dtmf") -> None:
         """Hand the call to a human now (e.g. DTMF 0 on a phone line); ``cause`` stands in for the utterance id."""
         self._start_reply(cause, "", language, Action("handoff", reason))
@@ -180,7 +186,7 @@ class Responder:
         """Replies run one after another, in order; only the caller's voice (barge-in) or a
         forced action (DTMF operator request) cuts the one in progress."""
         previous = self.current
-        if action is not None and action.kind != "not_heard" and self.interruptible():
+        if action is not None and action.kind not in ("not_heard", "say") and self.interruptible():
             self.interrupted.add(self.current_id)
             previous.cancel()
         self.current_id = self._next_reply_id()
@@ -215,7 +221,7 @@ class Responder:
     ) -> None:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)  # one reply at a time, in order
-        if self.finished is not None or (self.session.closing and (action is None or action.kind == "not_heard")):
+        if self.finished is not None or (self.session.closing and (action is None or action.kind in ("not_heard", "say"))):
             return  # handed off or said goodbye: later turns are not answered
         if action is not None and action.kind == "not_heard" and self.state.pending is not None:
             action, turn = None, Turn("user", "", language)  # an unheard answer: the clarifier re-asks
@@ -244,7 +250,11 @@ class Responder:
                 limit = getattr(engine, "max_misunderstood", None)
                 if limit is not None and self.state.misunderstood >= limit:
                     action = Action("handoff", "not_understood", {"misunderstood": self.state.misunderstood, "not_heard": action.reason})
-            if action is not None and action.kind == "not_heard":
+            if action is not None and action.kind == "say":
+                gen = iter([action.reason])
+                self.state.act = dict(action.data)
+                action = None
+            elif action is not None and action.kind == "not_heard":
                 gen = iter([self.settings.session.not_heard_text(language)])
                 self.state.act = {"act": "not_heard", "reason": action.reason}
                 action = None

@@ -1,0 +1,133 @@
+"""Consent and capture through the real protocol: a real server, real speech, the real recogniser.
+
+Consent given upstream (start.consent), refused, asked by Dauys and answered by keys or words,
+and a first turn that is no answer (not recorded, answered as usual); what a consented call
+leaves on disk, encrypted; the consent in events, provenance and the log."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+from models.audio import read_audio
+from pipeline.capture import CaptureStore, CaptureWriter, fernet_from_env, make_key
+from tests.helpers.audio import clip
+from tests.helpers.server import collect, send_audio
+
+KEY_ENV = "DAUYS_TEST_CAPTURE_KEY"
+
+
+@pytest.fixture
+def capture(tmp_path):
+    store = CaptureStore(tmp_path / "capture", fernet_from_env(KEY_ENV, {KEY_ENV: make_key()}))
+    store.check_writable()  # as open_capture does at start
+    writer = CaptureWriter(store, 64)
+    yield writer
+    writer.close()
+
+
+async def _server(make_server, writer, **capture):
+    return await make_server(
+        services_with={"capture": writer},
+        capture={"enabled": True, "dir": str(writer.store.root), "key_env": KEY_ENV, **capture},
+    )
+
+
+def _speech(name="kk_kscd_ex2.wav"):
+    s = read_audio(clip(name)).samples
+    pad = np.zeros(8000, dtype=np.float32)
+    return np.concatenate([pad, s, pad, pad])
+
+
+async def _call(server, start: dict, audio=None, texts=(), dtmf=(), timeout=90):
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
+        await ws.send(json.dumps({"type": "start", "output": {"pacing": "none"}, "language": "kk", **start}))
+        for d in dtmf:
+            await ws.send(json.dumps({"type": "dtmf", "digit": d}))
+            await asyncio.sleep(0.3)
+        for t in texts:
+            await ws.send(json.dumps({"type": "text", "text": t}))
+        before = []
+        if texts and audio is not None:  # speech would barge in on the typed turn's reply: let it come first
+            before, _ = await collect(ws, lambda e: e["type"] == "audio_end" and e["reply_id"] != "disclosure", timeout)
+        if audio is not None:
+            await send_audio(ws, audio, realtime=False)
+        await ws.send(json.dumps({"type": "end"}))
+        events, _ = await collect(ws, lambda e: e["type"] == "session_end", timeout)
+    return before + events
+
+
+def _consent(events):
+    return [e for e in events if e["type"] == "consent"]
+
+
+async def test_consent_given_upstream_captures_the_utterance_with_its_transcript_and_reply(make_server, capture, caplog):
+    server = await _server(make_server, capture)
+    with caplog.at_level(logging.INFO):
+        events = await _call(server, {"consent": {"recording": "granted"}}, audio=_speech())
+    (c,) = _consent(events)
+    assert (c["recording"], c["source"], c["captured"]) == ("granted", "upstream", True)
+    assert events.index(c) == 1  # right after ready
+    final = next(e for e in events if e["type"] == "transcript" and e["final"])
+    reply = next(e for e in events if e["type"] == "reply" and e["utterance_id"] == final["utterance_id"])
+    assert reply["provenance"]["consent"] == {"recording": "granted", "source": "upstream", "captured": True}
+    assert capture.flush()
+    store = capture.store
+    (call,) = store.calls()
+    assert call == next(e for e in events if e["type"] == "ready")["session_id"]
+    (uid,) = store.utterance_ids(call)
+    u = store.utterance(call, uid)
+    assert (u.id, u.text, u.language, u.confidence) == (final["utterance_id"], final["text"], final["language"], final["confidence"])
+    assert u.act == (reply.get("dialogue") or {}).get("act") and u.repeat_asked == (u.act in ("rephrase", "not_heard", "reask"))
+    assert 1.5 < u.duration < 5
+    assert any("recording consent granted (upstream), captured" in r.getMessage() for r in caplog.records)
+    assert not any(final["text"] in r.getMessage() for r in caplog.records if final["text"])
+
+
+async def test_refused_and_unasked_calls_leave_nothing_and_change_nothing_else(make_server, capture):
+    server = await _server(make_server, capture)
+    refused = await _call(server, {"consent": {"recording": "refused"}}, audio=_speech())
+    unasked = await _call(server, {}, audio=_speech())
+    assert [(c["recording"], c["source"], c["captured"]) for c in _consent(refused)] == [("refused", "upstream", False)]
+    assert [(c["recording"], c["source"]) for c in _consent(unasked)] == [("refused", "not_asked")]
+    for events in (refused, unasked):
+        assert any(e["type"] == "transcript" and e["final"] for e in events) and any(e["type"] == "reply" for e in events)
+    assert capture.flush()
+    assert capture.store.calls() == [] and not any(capture.store.root.iterdir())
+
+
+async def test_dauys_asks_after_the_disclosure_and_key_1_grants(make_server, capture):
+    server = await _server(make_server, capture, ask_consent=True)
+    events = await _call(server, {"keypad": True}, dtmf=["1"], audio=_speech())
+    asked, granted = _consent(events)
+    assert asked["recording"] == "asked" and asked["questions"][0]["language"] == "kk" and "1" in asked["questions"][0]["text"]
+    assert (granted["recording"], granted["source"], granted["utterance_id"]) == ("granted", "dtmf", "dtmf:1")
+    thanks = next(e for e in events if e["type"] == "reply" and e["utterance_id"] == "dtmf:1")
+    assert thanks["dialogue"] == {"act": "consent", "recording": "granted"} and thanks["text"] == server.settings.capture.thanks["kk"]
+    assert capture.flush()
+    assert len(capture.store.calls()) == 1
+
+
+@pytest.mark.parametrize("answer, decision", [("иә", "granted"), ("Нет.", "refused"), ("yoʻq", "refused")])
+async def test_a_spoken_yes_or_no_decides_and_is_not_taken_as_a_question(make_server, capture, answer, decision):
+    server = await _server(make_server, capture, ask_consent=True)
+    events = await _call(server, {}, texts=[answer])
+    decided = _consent(events)[-1]
+    assert (decided["recording"], decided["source"], decided["utterance_id"]) == (decision, "text", "u1")
+    (reply,) = [e for e in events if e["type"] == "reply" and e["utterance_id"] == "u1"]
+    assert reply["dialogue"]["act"] == "consent"
+
+
+async def test_a_first_turn_that_is_no_answer_is_not_consent_and_is_answered_as_usual(make_server, capture):
+    server = await _server(make_server, capture, ask_consent=True)
+    events = await _call(server, {}, texts=["Сәлеметсіз бе, картам бұғатталып қалды"], audio=_speech())
+    decided = _consent(events)[-1]
+    assert (decided["recording"], decided["source"]) == ("refused", "unanswered")
+    (reply,) = [e for e in events if e["type"] == "reply" and e["utterance_id"] == "u1"]
+    assert reply["dialogue"]["act"] in ("answer", "confirm") and reply["provenance"]["consent"]["recording"] == "refused"
+    assert capture.flush() and capture.store.calls() == []
