@@ -27,6 +27,8 @@ Three parts:
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -79,16 +81,19 @@ def make_key() -> str:
 
 
 def fernet_from_env(key_env: str, environ=None):
-    """The cipher for the key in ``key_env``; CaptureError (one line, no key material) otherwise."""
+    """The cipher for the key in ``key_env``; CaptureError (one line, no key material) otherwise.
+    It also keys the pseudonyms of exported calls (:meth:`CaptureStore.pseudonym`)."""
     from cryptography.fernet import Fernet
 
     raw = (os.environ if environ is None else environ).get(key_env, "").strip()
     if not raw:
         raise CaptureError(f"capture is enabled but the environment variable {key_env} holds no key (make one with `dauys capture key`)")
     try:
-        return Fernet(raw.encode())
+        cipher = Fernet(raw.encode())
     except (ValueError, TypeError):
         raise CaptureError(f"{key_env} is not a capture key (32 url-safe base64-encoded bytes; make one with `dauys capture key`)") from None
+    cipher.pseudonym_key = hashlib.sha256(b"dauys-capture-pseudonym\x00" + raw.encode()).digest()
+    return cipher
 
 
 def flac_bytes(samples: np.ndarray, rate: int = SAMPLE_RATE) -> bytes:
@@ -209,6 +214,12 @@ class CaptureStore:
         if not isinstance(d, dict):
             raise ValueError(f"{path.name}: not a JSON object")
         return d
+
+    def pseudonym(self, call: str) -> str:
+        """The name a call has in exports (``c`` + 15 hex digits, keyed): fine-tuning runs, their reports
+        and checkpoints never carry the session id, and only the key holder can link the two."""
+        key = getattr(self.fernet, "pseudonym_key", b"")
+        return "c" + hmac.new(key, call.encode(), hashlib.sha256).hexdigest()[:15]
 
     def call_dir(self, call: str) -> Path:
         if not safe_id(call):
@@ -367,11 +378,12 @@ class CaptureStore:
         self._write(self._exports_file(), json.dumps({"dirs": dirs}).encode())
 
     def _delete_exported(self, call: str) -> int:
-        """Remove ``call``'s rows and audio from every export made by :meth:`export`."""
+        """Remove ``call``'s rows (in every ``*.jsonl``: the manifest, its train/held-out splits) and audio
+        from every export made by :meth:`export`."""
         n = 0
+        name = self.pseudonym(call)
         for d in map(Path, self._exports()):
-            manifest = d / "manifest.jsonl"
-            if manifest.is_file():
+            for manifest in sorted(d.glob("*.jsonl")) if d.is_dir() else []:
                 lines = manifest.read_text(encoding="utf-8").splitlines()
                 keep = []
                 for line in lines:
@@ -380,14 +392,14 @@ class CaptureStore:
                     except ValueError:
                         keep.append(line)
                         continue
-                    if row.get("speaker") != call:
+                    if row.get("speaker") != name:
                         keep.append(line)
                 if len(keep) != len(lines):
                     manifest.write_text("".join(x + "\n" for x in keep), encoding="utf-8")
                     n += 1
             audio = d / "audio"
             if audio.is_dir():
-                for p in audio.glob(f"{call}_*"):
+                for p in audio.glob(f"{name}_*"):
                     p.unlink()
                     n += 1
         return n
@@ -398,7 +410,8 @@ class CaptureStore:
         Rows: reviewed utterances (confirmed: the transcript; corrected: the reviewer's text), and
         with ``include_unreviewed`` the pending ones too (the recogniser's text). ``opt_out`` rows are
         written with ``tdm_reservation: 1`` (the loader skips and counts them); ``not_speech`` and
-        empty ones are left out. ``speaker`` is the call, so held-out splits are by call.
+        empty ones are left out. ``speaker`` is the call's :meth:`pseudonym` (held-out splits are by call;
+        ids and file names carry the pseudonym, never the session id).
         Corrupted files are skipped and listed in the result."""
         out = Path(out)
         (out / "audio").mkdir(parents=True, exist_ok=True)
@@ -424,8 +437,9 @@ class CaptureStore:
                 if reason:
                     res.skipped[reason] = res.skipped.get(reason, 0) + 1
                     continue
-                name = f"{call}_{utt}.flac"
-                row = {"id": f"{call}-{utt}", "audio": f"audio/{name}", "text": u.final_text, "language": u.language, "speaker": call,
+                alias = self.pseudonym(call)
+                name = f"{alias}_{utt}.flac"
+                row = {"id": f"{alias}-{utt}", "audio": f"audio/{name}", "text": u.final_text, "language": u.language, "speaker": alias,
                        "review": u.status, "confidence": u.confidence}
                 if u.status == "opt_out":
                     row["tdm_reservation"] = 1  # Law 230-VIII Art. 23: the loader skips it, counted

@@ -368,68 +368,104 @@ def cmd_capture(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    """The operator's loop: export the reviewed capture, fine-tune, compare old and new on held-out calls,
-    switch (capture.model_link + SIGHUP) only when the new model is better by the margin."""
-    import os
-    import signal
+    """The operator's loop: export the reviewed capture, hold out whole calls, measure the served model on them,
+    fine-tune on the rest, measure the new model on the same calls, and switch (capture.model_link + SIGHUP)
+    only when the new one is better by the margin; otherwise keep the served model and say why."""
     import subprocess
     from pathlib import Path
+
+    from models.finetune.data import load_manifest, split_rows
 
     settings, store = _capture_store(args)
     cap = settings.capture
     out = Path(args.out)
     margin = cap.switch_margin if args.margin is None else args.margin
     holdout = cap.holdout if args.holdout is None else args.holdout
-    print(f"[1/3] exporting the reviewed capture to {out / 'data'}", flush=True)
+    progress = not args.no_progress
+    print(f"[1/4] exporting the reviewed capture to {out / 'data'}", flush=True)
     res = store.export(out / "data", include_unreviewed=args.include_unreviewed)
     for bad in res.corrupted:
         print(f"dauys: corrupted, skipped: {bad}", file=sys.stderr)
-    print(f"      {res.rows} utterances of {len(res.calls)} calls ({res.opt_out} opt-out)", flush=True)
-    if len(res.calls) < 2:
-        print("dauys: error: at least two captured calls with reviewed utterances are needed (one is held out)", file=sys.stderr)
+    loaded = load_manifest(res.manifest)
+    train_rows, held_rows = split_rows(loaded.rows, holdout, seed=0, by="speaker")
+    print(f"      {res.rows} utterances of {len(res.calls)} calls ({res.opt_out} opt-out, skipped by the loader); "
+          f"train {len(train_rows)}, held out {len(held_rows)} (whole calls)", flush=True)
+    if not train_rows or not held_rows:
+        print("dauys: error: too few reviewed utterances: at least two calls with reviewed speech are needed (whole calls are held out)", file=sys.stderr)
+        return 2
+    held_calls = {r.speaker for r in held_rows}
+    lines = res.manifest.read_text(encoding="utf-8").splitlines()
+    split = {"train.jsonl": [x for x in lines if json.loads(x).get("speaker") not in held_calls],
+             "holdout.jsonl": [x for x in lines if json.loads(x).get("speaker") in held_calls]}
+    for name, rows in split.items():
+        (out / "data" / name).write_text("".join(x + "\n" for x in rows), encoding="utf-8")
+
+    print(f"[2/4] measuring the served model ({settings.asr.model}) on the held-out calls", flush=True)
+    served = _evaluate(settings, None, held_rows, progress)
+    if served is None:
         return 2
     root = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, str(root / "scripts" / "finetune_asr.py"), str(res.manifest), "--out", str(out / "run"), "--holdout", str(holdout),
-           "--split-by", "speaker", "--method", args.method, "--epochs", str(args.epochs), "--max-steps", str(args.max_steps),
-           "--lr", str(args.lr), "--batch-size", str(args.batch_size), "--quantization", "int8"]
+    cmd = [sys.executable, str(root / "scripts" / "finetune_asr.py"), str(out / "data" / "train.jsonl"), "--eval", str(out / "data" / "holdout.jsonl"),
+           "--out", str(out / "run"), "--method", args.method, "--epochs", str(args.epochs), "--max-steps", str(args.max_steps),
+           "--lr", str(args.lr), "--batch-size", str(args.batch_size), "--quantization", "int8", "--skip-before"]
     if args.base:
         cmd += ["--base", args.base]
     if args.config:
         cmd += ["--config", args.config]
     if args.no_progress:
         cmd.append("--no-progress")
-    print("[2/3] fine-tuning (scripts/finetune_asr.py), measuring the served and the new model on the held-out calls", flush=True)
+    print("[3/4] fine-tuning (scripts/finetune_asr.py) and measuring the new model on the same calls", flush=True)
     if subprocess.run(cmd).returncode != 0:
         print("dauys: error: fine-tuning failed; the served model is kept", file=sys.stderr)
         return 2
     report = json.loads((out / "run" / "report.json").read_text(encoding="utf-8"))
-    decision = decide_switch(report.get("evaluation", {}).get("overall"), margin)
-    new_model = out / "run" / "ct2-int8"
-    decision["model"] = str(new_model.resolve())
-    print(f"[3/3] {decision['reason']}", flush=True)
+    new = report["full_reports"]["after"]["held-out"]["overall"]
+    decision = decide_switch({"wer_before": served["wer"], "wer_after": new["wer"], "n": new["n"]}, margin)
+    decision.update(cer_served=served["cer"], cer_new=new["cer"], served_model=settings.asr.model, model=str((out / "run" / "ct2-int8").resolve()))
+    print(f"[4/4] {decision['reason']}", flush=True)
     if decision["switch"]:
-        link = cap.model_link
-        if link is None:
-            decision.update(switch=False, reason=decision["reason"] + "; not switched: set capture.model_link (and asr.model to it)")
-        else:
-            link = Path(link).expanduser()
-            tmp = link.with_name(link.name + ".new")
-            if tmp.is_symlink() or tmp.exists():
-                tmp.unlink()
-            os.symlink(new_model.resolve(), tmp)
-            os.replace(tmp, link)  # atomic: the server never sees a missing link
-            decision["linked"] = str(link)
-            if Path(settings.asr.model).expanduser() != link:
-                print(f"dauys: warning: asr.model is {settings.asr.model}, not {link}: the server will not pick the new model up", file=sys.stderr)
-            if args.pid:
-                os.kill(args.pid, signal.SIGHUP)
-                decision["reloaded_pid"] = args.pid
-                print(f"dauys: {link} -> {new_model}; server {args.pid} reloading (SIGHUP)", flush=True)
-            else:
-                print(f"dauys: {link} -> {new_model}; send the server SIGHUP (kill -HUP <pid>) to serve it", flush=True)
+        _switch(decision, cap, settings, args.pid)
     (out / "decision.json").write_text(json.dumps(decision, indent=2, ensure_ascii=False), encoding="utf-8")
-    print(f"dauys: {'switched' if decision['switch'] else 'kept the served model'}: {decision['reason']}")
+    print(f"dauys: {'switched' if decision['switch'] else 'kept the served model'}: {decision['reason']}", flush=True)
     return 0
+
+
+def _evaluate(settings, model, rows, progress: bool) -> dict | None:
+    from models.errors import ModelError
+    from models.finetune.evaluate import evaluate_rows, load_engine
+
+    try:
+        engine = load_engine(model, settings=settings)
+    except (ModelError, OSError, ValueError, RuntimeError) as e:
+        print(f"dauys: error: cannot load {model or settings.asr.model}: {e}", file=sys.stderr)
+        return None
+    return evaluate_rows(engine, rows, "manifest", progress, settings=settings).overall
+
+
+def _switch(decision: dict, cap, settings, pid: int | None) -> None:
+    """Point capture.model_link at the new model (atomically) and have the server reload (SIGHUP)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    if cap.model_link is None:
+        decision.update(switch=False, reason=decision["reason"] + "; not switched: set capture.model_link (and asr.model to it)")
+        return
+    link = Path(cap.model_link).expanduser()
+    tmp = link.with_name(link.name + ".new")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(decision["model"], tmp)
+    os.replace(tmp, link)  # atomic: the server never sees a missing link
+    decision["linked"] = str(link)
+    if Path(settings.asr.model).expanduser() != link:
+        print(f"dauys: warning: asr.model is {settings.asr.model}, not {link}: the server will not pick the new model up", file=sys.stderr)
+    if pid:
+        os.kill(pid, signal.SIGHUP)
+        decision["reloaded_pid"] = pid
+        print(f"dauys: {link} -> {decision['model']}; server {pid} reloading (SIGHUP)", flush=True)
+    else:
+        print(f"dauys: {link} -> {decision['model']}; send the server SIGHUP (kill -HUP <pid>) to serve it", flush=True)
 
 
 def decide_switch(overall: dict | None, margin: float) -> dict:

@@ -92,10 +92,14 @@ def test_export_reviewed_rows_opt_outs_marked_for_the_loader_and_corrupted_files
     assert res.skipped == {"not_speech": 1}
     assert sorted(c.split(":")[0] for c in res.corrupted) == ["call2/u1", "call2/u2"]
     rows = [json.loads(x) for x in res.manifest.read_text(encoding="utf-8").splitlines()]
-    assert [(r["id"], r["text"], r.get("tdm_reservation")) for r in rows] == [("call1-u1", "сөз 1", None), ("call1-u2", "жарықты қос", None), ("call1-u3", "сөз 3", 1)]
-    assert not (tmp_path / "out" / "audio" / "call1_u3.flac").exists()  # an opt-out's audio is never copied
+    alias = store.pseudonym("call1")
+    assert alias != store.pseudonym("call2") and len(alias) == 16
+    assert [(r["id"], r["speaker"], r["text"], r.get("tdm_reservation")) for r in rows] == [
+        (f"{alias}-u1", alias, "сөз 1", None), (f"{alias}-u2", alias, "жарықты қос", None), (f"{alias}-u3", alias, "сөз 3", 1)]
+    assert "call1" not in res.manifest.read_text(encoding="utf-8")  # exports never carry the session id
+    assert not (tmp_path / "out" / "audio" / f"{alias}_u3.flac").exists()  # an opt-out's audio is never copied
     loaded = load_rows(res.manifest)
-    assert [r.id for r in loaded.rows] == ["call1-u1", "call1-u2"] and loaded.skipped_optout.count == 1
+    assert [r.id for r in loaded.rows] == [f"{alias}-u1", f"{alias}-u2"] and loaded.skipped_optout.count == 1
     assert loaded.rows[1].text == "жарықты қос" and abs(loaded.rows[1].duration - 0.5) < 0.01
     everything = store.export(tmp_path / "all", include_unreviewed=True)
     assert everything.rows == 3 and "unreviewed" not in everything.skipped  # call2/u2 is corrupted, call2/u1 too
@@ -108,12 +112,16 @@ def test_delete_by_session_or_carrier_id_leaves_nothing_and_removes_exported_cop
     for c in ("call1", "call2"):
         store.review(c, "u1", "confirmed")
     store.export(tmp_path / "out")
+    a1, a2 = store.pseudonym("call1"), store.pseudonym("call2")
+    split = (tmp_path / "out" / "manifest.jsonl").read_text(encoding="utf-8")
+    (tmp_path / "out" / "train.jsonl").write_text(split, encoding="utf-8")  # a split made from it (dauys finetune does)
     assert store.find_call("CA0123456789abcdef") == ["call1"]
     assert store.delete_call("call1") > 0
     assert not (store.root / "call1").exists() and store.calls() == ["call2"]
-    assert not list((tmp_path / "out" / "audio").glob("call1_*"))
-    manifest = (tmp_path / "out" / "manifest.jsonl").read_text(encoding="utf-8")
-    assert "call1" not in manifest and "call2" in manifest
+    assert not list((tmp_path / "out" / "audio").glob(f"{a1}_*")) and list((tmp_path / "out" / "audio").glob(f"{a2}_*"))
+    for name in ("manifest.jsonl", "train.jsonl"):
+        manifest = (tmp_path / "out" / name).read_text(encoding="utf-8")
+        assert a1 not in manifest and a2 in manifest
     assert store.find_call("CA0123456789abcdef") == []
 
 
@@ -298,3 +306,22 @@ def test_switch_decision_needs_the_margin():
     assert no["switch"] is False and "not better by the margin" in no["reason"]
     assert decide_switch({"wer_before": 0.5, "wer_after": 0.6}, 0.0)["switch"] is False
     assert decide_switch(None, 0.0)["switch"] is False
+
+
+def test_sighup_reload_sees_a_repointed_model_link(tmp_path):
+    """`dauys finetune --from-capture` repoints capture.model_link; the unchanged asr section then still means a new model."""
+    from server.app import DauysServer
+
+    a, b = tmp_path / "model-a", tmp_path / "model-b"
+    a.mkdir()
+    b.mkdir()
+    link = tmp_path / "current"
+    link.symlink_to(a)
+    settings = make_settings(asr={"model": str(link)})
+    server = DauysServer(settings, hub=object())
+    assert not server.asr_changed(settings.asr)
+    tmp = tmp_path / "current.new"
+    tmp.symlink_to(b)
+    os.replace(tmp, link)
+    assert server.asr_changed(settings.asr)
+    assert server.asr_changed(make_settings(asr={"model": "embedded:whisper-base"}).asr)
