@@ -286,8 +286,11 @@ def test_capture_cli_key_list_export_delete_purge(tmp_path):
     assert listed.returncode == 0
     assert [json.loads(x) for x in listed.stdout.splitlines()][0] == {
         "call": "call1", "carrier_call_id": "CAcli", "transport": "native", "started": "2026-12-04T10:00:00Z", "utterances": 2, "reviewed": 1, "corrupted": 0}
+    (cap_dir / "call1" / "u2.json.enc").write_bytes(b"not a token")  # a corrupted file
+    assert json.loads(dauys("capture", "list", "--json").stdout)["corrupted"] == 1
     out = dauys("capture", "export", str(tmp_path / "ft"))
     assert out.returncode == 0 and "exported 1 utterances of 1 calls" in out.stdout, out.stdout + out.stderr
+    assert "corrupted, skipped: call1/u2" in out.stderr and "NOT encrypted" in out.stderr
     assert dauys("capture", "delete", "--call", "nosuch").returncode == 1
     gone = dauys("capture", "delete", "--call", "CAcli")
     assert gone.returncode == 0 and "deleted 1 call" in gone.stdout

@@ -46,7 +46,7 @@ def _speech(name="kk_kscd_ex2.wav"):
 
 async def _call(server, start: dict, audio=None, texts=(), dtmf=(), timeout=90):
     async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
-        await ws.send(json.dumps({"type": "start", "output": {"pacing": "none"}, "language": "kk", **start}))
+        await ws.send(json.dumps({"type": "start", "output": {"pacing": "none"}, "language": "kk"} | start))
         for d in dtmf:
             await ws.send(json.dumps({"type": "dtmf", "digit": d}))
             await asyncio.sleep(0.3)
@@ -131,3 +131,49 @@ async def test_a_first_turn_that_is_no_answer_is_not_consent_and_is_answered_as_
     (reply,) = [e for e in events if e["type"] == "reply" and e["utterance_id"] == "u1"]
     assert reply["dialogue"]["act"] in ("answer", "confirm") and reply["provenance"]["consent"]["recording"] == "refused"
     assert capture.flush() and capture.store.calls() == []
+
+
+async def test_disk_full_during_a_call_stops_its_capture_and_the_call_goes_on(make_server, capture):
+    import errno
+
+    from pipeline import metrics
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    capture.store.write_call = full
+    server = await _server(make_server, capture)
+    before = metrics.CAPTURE_DROPPED.labels("disk_full")._value.get()
+    events = await _call(server, {"consent": {"recording": "granted"}}, audio=np.concatenate([_speech(), _speech()]))
+    assert capture.flush()
+    assert metrics.CAPTURE_DROPPED.labels("disk_full")._value.get() == before + 1
+    finals = [e for e in events if e["type"] == "transcript" and e["final"]]
+    replies = [e for e in events if e["type"] == "reply" and e["utterance_id"].startswith("u")]
+    assert len(finals) == 2 and len(replies) == 2 and events[-1]["type"] == "session_end"  # the call went on
+    assert replies[-1]["provenance"]["consent"]["captured"] is False  # and says it is no longer captured
+    assert capture.store.calls() == []
+
+
+async def test_a_spoken_yes_in_russian_grants(make_server, capture):
+    from tests.helpers.audio import espeak
+
+    server = await _server(make_server, capture, ask_consent=True)
+    pad = np.zeros(8000, dtype=np.float32)
+    yes = np.concatenate([pad, espeak("Да.", "ru", 140), pad, pad])
+    events = await _call(server, {"language": "ru"}, audio=np.concatenate([yes, _speech()]))
+    decided = _consent(events)[1]
+    assert (decided["recording"], decided["source"], decided["utterance_id"]) == ("granted", "voice", "u1")
+    assert capture.flush()
+    (call,) = capture.store.calls()
+    assert capture.store.utterance_ids(call) == ["u2"]  # the answer itself is not kept, what follows is
+
+
+async def test_retention_purges_expired_calls_when_the_server_starts(make_server, capture):
+    capture.store.write_call("expired1", {"session_id": "expired1", "started": "2020-01-01T00:00:00Z"})
+    capture.store.write_utterance("expired1", "u1", np.zeros(1600, np.float32), {"text": "x", "language": "kk", "confidence": 0.5})
+    await _server(make_server, capture, retention_days=30)
+    for _ in range(100):
+        if not capture.store.calls():
+            break
+        await asyncio.sleep(0.05)
+    assert capture.store.calls() == []
