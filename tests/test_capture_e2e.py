@@ -177,3 +177,77 @@ async def test_retention_purges_expired_calls_when_the_server_starts(make_server
             break
         await asyncio.sleep(0.05)
     assert capture.store.calls() == []
+
+
+def _mulaw8k(samples16k):
+    from models.audio import Encoding, encode_wire, resample
+
+    return encode_wire(resample(samples16k, 16000, 8000), Encoding.MULAW)
+
+
+async def test_twilio_custom_parameter_consent_captures_with_the_call_sid(make_server, capture):
+    import base64
+    import uuid
+
+    server = await _server(make_server, capture)
+    sid, call_sid = "MZ" + uuid.uuid4().hex, "CA" + uuid.uuid4().hex
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/twilio") as ws:
+        await ws.send(json.dumps({"event": "start", "streamSid": sid, "start": {
+            "callSid": call_sid, "streamSid": sid, "customParameters": {"language": "kk", "consent": "granted"},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+        mulaw = _mulaw8k(_speech())
+        for off in range(0, len(mulaw), 160):
+            await ws.send(json.dumps({"event": "media", "streamSid": sid, "media": {"payload": base64.b64encode(mulaw[off : off + 160]).decode()}}))
+        await asyncio.sleep(3.0)  # the utterance is recognised while the line stays open
+        await ws.send(json.dumps({"event": "stop", "streamSid": sid}))
+        try:
+            async with asyncio.timeout(30):
+                async for _ in ws:
+                    pass
+        except Exception:  # noqa: BLE001 - the server closes the stream
+            pass
+    for _ in range(100):
+        if capture.store.calls():
+            break
+        await asyncio.sleep(0.05)
+    assert capture.flush()
+    (call,) = capture.store.calls()
+    assert capture.store.call_meta(call)["carrier_call_id"] == call_sid and capture.store.call_meta(call)["transport"] == "twilio"
+    assert capture.store.find_call(call_sid) == [call]
+    assert capture.store.utterance_ids(call)
+
+
+async def test_audiosocket_asks_and_key_1_grants(make_server, capture):
+    import struct
+    import uuid
+
+    from models.audio import Encoding, encode_wire, resample
+
+    server = await make_server(
+        services_with={"capture": capture}, server={"audiosocket_port": 0, "audiosocket_consent": "ask"},
+        capture={"enabled": True, "dir": str(capture.store.root), "key_env": KEY_ENV},
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.audiosocket_port)
+    call_uuid = uuid.uuid4()
+    writer.write(struct.pack(">BH", 0x01, 16) + call_uuid.bytes)
+    silence = b"\0" * 320
+    for _ in range(10):
+        writer.write(struct.pack(">BH", 0x10, 320) + silence)
+    writer.write(struct.pack(">BH", 0x03, 1) + b"1")
+    pcm = encode_wire(resample(_speech(), 16000, 8000), Encoding.PCM_S16LE)
+    for off in range(0, len(pcm), 320):
+        writer.write(struct.pack(">BH", 0x10, 320) + pcm[off : off + 320].ljust(320, b"\0"))
+    await writer.drain()
+    await asyncio.sleep(3.0)
+    writer.write(b"\x00\x00\x00")  # hangup
+    await writer.drain()
+    writer.close()
+    for _ in range(200):
+        if capture.store.calls() and not server.sessions:
+            break
+        await asyncio.sleep(0.05)
+    assert capture.flush()
+    (call,) = capture.store.calls()
+    meta = capture.store.call_meta(call)
+    assert meta["carrier_call_id"] == str(call_uuid) and meta["consent"] == {"recording": "granted", "source": "dtmf"}
+    assert capture.store.utterance_ids(call)

@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 from models.audio import AudioChunk, write_wav
 from pipeline.capture import CaptureStore, CaptureWriter, fernet_from_env, make_key
 from server.auth import hash_key
-from tests.test_web_demo import CDP, Browser, _chromium
+from tests.helpers.browser import CDP, Browser, chromium
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +59,7 @@ async def _review_server(make_server, writer):
 
 
 async def test_review_page_lists_plays_edits_saves_and_reload_shows_the_edit(make_server, filled, tmp_path):
-    exe = _chromium()
+    exe = chromium()
     server = await _review_server(make_server, filled)
     base = f"http://127.0.0.1:{server.port}"
     wav = tmp_path / "mic.wav"
