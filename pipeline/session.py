@@ -157,7 +157,7 @@ class Session:
         if not self.capture.asking:
             await self._consent_decided(None)
             return []
-        questions = list(dict.fromkeys(cap.question_for(lang) for lang, _ in parts or [(self.settings.asr.default_language, "")]))
+        questions = list(dict.fromkeys(cap.question_for(lang, msg.keypad) for lang, _ in parts or [(self.settings.asr.default_language, "")]))
         questions = [(lang, text) for lang, text in questions if text]
         await self.emit(Consent("asked", questions=[{"text": t, "language": lang} for lang, t in questions]))
         log.info("session %s: recording consent asked", self.id)

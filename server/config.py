@@ -421,9 +421,14 @@ class ComplianceSettings(_Section):
 
 
 CAPTURE_QUESTION = {
-    "kk": "Қызмет сапасын жақсарту үшін сөйлесуді жазып алуға келісесіз бе? Иә немесе жоқ деңіз, не 1 немесе 2 пернесін басыңыз.",
-    "ru": "Для улучшения качества обслуживания мы хотели бы записать разговор. Вы согласны? Скажите да или нет, или нажмите 1 или 2.",
-    "uz": "Xizmat sifatini yaxshilash uchun suhbatni yozib olishga rozimisiz? Ha yoki yoʻq deng, yoki 1 yoki 2 ni bosing.",
+    "kk": "Қызмет сапасын жақсарту үшін сөйлесуді жазып алуға келісесіз бе? Иә немесе жоқ деңіз.",
+    "ru": "Для улучшения качества обслуживания мы хотели бы записать разговор. Вы согласны? Скажите да или нет.",
+    "uz": "Xizmat sifatini yaxshilash uchun suhbatni yozib olishga rozimisiz? Ha yoki yoʻq deng.",
+}
+CAPTURE_QUESTION_KEYS = {
+    "kk": "Келісу үшін 1, бас тарту үшін 2 пернесін басыңыз.",
+    "ru": "Или нажмите 1, если согласны, и 2, если нет.",
+    "uz": "Yoki rozi boʻlsangiz 1 ni, boʻlmasangiz 2 ni bosing.",
 }
 CAPTURE_THANKS = {
     "kk": "Рахмет. Сұрағыңызды айтыңыз.",
@@ -449,6 +454,8 @@ class CaptureSettings(_Section):
     answered by voice (иә/жоқ, да/нет, ha/yoʻq) or keys 1/2. False: such calls are never recorded."""
     question: dict[str, str] = Field(default_factory=lambda: dict(CAPTURE_QUESTION))
     """The consent question by language (a language without one falls back to ru, then kk)."""
+    question_keys: dict[str, str] = Field(default_factory=lambda: dict(CAPTURE_QUESTION_KEYS))
+    """Appended to the question when the caller has a keypad (phone lines): how to answer with keys 1 and 2."""
     thanks: dict[str, str] = Field(default_factory=lambda: dict(CAPTURE_THANKS))
     """Said after a yes or no to the question, by language (same fallback)."""
     queue_size: int = Field(256, ge=1, le=100000)
@@ -472,9 +479,10 @@ class CaptureSettings(_Section):
     def _op_hashes(cls, v: list[str]) -> list[str]:
         return ServerSettings._hashes(v)
 
-    def question_for(self, language: str) -> tuple[str, str]:
+    def question_for(self, language: str, keypad: bool = False) -> tuple[str, str]:
         lang = _fallback_language(self.question, language)
-        return lang, self.question.get(lang, "")
+        keys = self.question_keys.get(lang, "").strip() if keypad else ""
+        return lang, f"{self.question.get(lang, '')} {keys}".strip()
 
     def thanks_for(self, language: str) -> tuple[str, str]:
         lang = _fallback_language(self.thanks, language)
