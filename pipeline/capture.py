@@ -192,7 +192,7 @@ class CaptureStore:
     # ------------------------------------------------------------------ low level
     def _write(self, path: Path, data: bytes) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:  # owner only
             f.write(self.fernet.encrypt(data))
             f.flush()
             os.fsync(f.fileno())

@@ -45,6 +45,7 @@ def test_files_are_encrypted_and_read_back_only_with_the_key(store, tmp_path):
     files = sorted(p for p in store.root.rglob("*") if p.is_file())
     assert {p.name for p in files} == {"call.json.enc", "u1.flac.enc", "u1.json.enc", "u2.flac.enc", "u2.json.enc", "u3.flac.enc", "u3.json.enc"}
     for p in files:
+        assert p.stat().st_mode & 0o777 == 0o600, p  # owner only
         raw = p.read_bytes()
         assert b"fLaC" not in raw and "сөз".encode() not in raw and b"native" not in raw
     u = store.utterance("c0ffee01", "u2")
