@@ -78,6 +78,8 @@ class Responder:
         self.history: list[Turn] = []
         self.state = DialogueState()
         self.current: asyncio.Task | None = None
+        self._queued: list[asyncio.Task] = []
+        """Reply tasks in the order they were started (the disclosure first), until each is done."""
         self.current_id: str | None = None
         self.current_interruptible = True
         """May the caller's voice cut the reply in progress? (Not the AI disclosure.)"""
@@ -191,7 +193,12 @@ class Responder:
             previous.cancel()
         self.current_id = self._next_reply_id()
         self.current_interruptible = True
-        self.current = self.session.spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn, speech_end))
+        earlier = self._unfinished()  # every reply still to finish before this one, not only the last
+        self.current = self.session.spawn(self._answer(earlier, self.current_id, utterance_id, text, language, action, turn, speech_end))
+        self._queued = earlier + [self.current]
+
+    def _unfinished(self) -> list[asyncio.Task]:
+        return [t for t in self._queued if not t.done()]
 
     def disclose(self, text: str | list[tuple[str, str]], language: str | None = None) -> None:
         """Speak the AI disclosure: the first audio of the session, not interruptible.
@@ -202,6 +209,7 @@ class Responder:
         self.current_id = "disclosure"
         self.current_interruptible = False
         self.current = self.session.spawn(self._speak_only("disclosure", parts, interruptible=False))
+        self._queued = self._unfinished() + [self.current]
 
     # ------------------------------------------------------------------
     async def _speak_only(self, reply_id: str, parts: list[tuple[str, str]], interruptible: bool = True) -> None:
@@ -219,8 +227,11 @@ class Responder:
     async def _answer(
         self, previous, reply_id: str, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None, speech_end: float | None = None
     ) -> None:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)  # one reply at a time, in order
+        if previous:
+            # one reply at a time, in order: wait for every earlier one still running (a queued reply cut by
+            # barge-in no longer holds the next one back behind the disclosure); asyncio.wait, not gather:
+            # cancelling this reply must not cancel those before it (the AI disclosure is not interruptible)
+            await asyncio.wait(set(previous))
         if self.finished is not None or (self.session.closing and (action is None or action.kind in ("not_heard", "say"))):
             return  # handed off or said goodbye: later turns are not answered
         if action is not None and action.kind == "not_heard" and self.state.pending is not None:

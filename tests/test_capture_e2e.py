@@ -253,3 +253,19 @@ async def test_audiosocket_asks_and_key_1_grants(make_server, capture):
     meta = capture.store.call_meta(call)
     assert meta["carrier_call_id"] == str(call_uuid) and meta["consent"] == {"recording": "granted", "source": "dtmf"}
     assert capture.store.utterance_ids(call)
+
+
+async def test_speech_during_the_disclosure_never_cuts_it_even_with_a_consent_reply_queued(make_server, capture):
+    """Key 1 during the (not interruptible) disclosure queues the thanks behind it; the caller then speaks:
+    the queued thanks may be cut (barge-in), the disclosure must not be (Law 230-VIII Art. 21)."""
+    server = await _server(make_server, capture, ask_consent=True)
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
+        await ws.send(json.dumps({"type": "start", "language": "kk", "keypad": True}))  # real-time pacing: the disclosure lasts
+        await ws.send(json.dumps({"type": "dtmf", "digit": "1"}))
+        await asyncio.sleep(0.5)
+        await send_audio(ws, _speech(), realtime=False)
+        await ws.send(json.dumps({"type": "end"}))
+        events, _ = await collect(ws, lambda e: e["type"] == "session_end", 120)
+    ends = {e["reply_id"]: e["interrupted"] for e in events if e["type"] == "audio_end"}
+    assert ends.get("disclosure") is False, str([(e["type"], e.get("reply_id") or e.get("utterance_id"), e.get("interrupted")) for e in events])
+    assert _consent(events)[-1]["recording"] == "granted"
