@@ -329,3 +329,36 @@ def test_sighup_reload_sees_a_repointed_model_link(tmp_path):
     os.replace(tmp, link)
     assert server.asr_changed(settings.asr)
     assert server.asr_changed(make_settings(asr={"model": "embedded:whisper-base"}).asr)
+
+
+def test_switch_repoints_the_link_atomically_and_sends_sighup(tmp_path):
+    import signal
+
+    from server.cli import _switch
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    link = tmp_path / "current"
+    link.symlink_to(old)
+    settings = make_settings(asr={"model": str(link)}, capture={"model_link": str(link)})
+    server = subprocess.Popen(["sleep", "30"])  # stands in for the server: SIGHUP ends it
+    decision = {"switch": True, "reason": "better", "model": str(new)}
+    _switch(decision, settings.capture, settings, server.pid)
+    assert os.readlink(link) == str(new) and decision["linked"] == str(link) and decision["reloaded_pid"] == server.pid
+    assert server.wait(10) == -signal.SIGHUP
+    unlinked = {"switch": True, "reason": "better", "model": str(new)}
+    _switch(unlinked, make_settings().capture, settings, None)
+    assert unlinked["switch"] is False and "set capture.model_link" in unlinked["reason"]
+
+
+def test_finetune_from_capture_needs_two_reviewed_calls(tmp_path):
+    key = make_key()
+    store = CaptureStore(tmp_path / "capture", fernet_from_env(KEY_ENV, {KEY_ENV: key}))
+    _fill(store, "onlyone", 2)
+    store.review("onlyone", "u1", "confirmed")
+    env = dict(os.environ, DAUYS_CAPTURE__DIR=str(tmp_path / "capture"), DAUYS_CAPTURE_KEY=key)
+    proc = subprocess.run([sys.executable, "-m", "server", "finetune", "--from-capture", "--out", str(tmp_path / "run")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "at least two calls" in proc.stderr
+    assert not (tmp_path / "run" / "run").exists()  # nothing was trained

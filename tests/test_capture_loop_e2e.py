@@ -149,6 +149,18 @@ def test_capture_review_finetune_guarded_switch_and_delete(services, tmp_path): 
         finals = [e["text"] for e in after if e["type"] == "transcript" and e["final"]]
         assert text in finals, finals  # the new model serves new calls
 
+        # again, now that the fine-tune is the served model: nothing better comes out, so it is kept, and said why
+        again = subprocess.run(
+            [sys.executable, "-m", "server", "finetune", "--from-capture", "--config", str(cfg), "--out", str(run), "--base", str(base_hf),
+             "--method", "full", "--lr", "3e-3", "--max-steps", "100", "--batch-size", "4", "--no-progress"],
+            cwd=ROOT, env=dict(os.environ, DAUYS_ASR__CACHE_DIR=str(CACHE_DIR), DAUYS_ASR__DOWNLOAD="false", **env),
+            capture_output=True, text=True, timeout=900,
+        )
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        kept = json.loads((run / "decision.json").read_text(encoding="utf-8"))
+        assert kept["switch"] is False and "not better by the margin" in kept["reason"] and "linked" not in kept
+        assert "kept the served model" in again.stdout and os.readlink(link) == decision["model"]
+
         # an erasure request: every trace of one reviewed (so exported) call goes
         victim = corrected[0][0]
         alias = store.pseudonym(victim)
