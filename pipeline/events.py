@@ -60,6 +60,9 @@ class Start:
     keypad: bool = False
     """Extension: the caller has a phone keypad (a gateway bridging a phone line): ``dtmf`` messages
     are acted on and clarifying questions mention the keys. Without it ``dtmf`` is ignored."""
+    consent: str | None = None
+    """Extension (``consent.recording``): 'granted' (asked upstream, e.g. by the IVR), 'refused', or 'ask'
+    (Dauys asks after the disclosure); None = the server's capture.ask_consent decides."""
 
     def to_json(self) -> str:
         out = self.output.to_dict()
@@ -69,6 +72,8 @@ class Start:
         msg = {"type": "start", "audio": self.audio.to_dict(), "output": out, "language": self.language}
         if self.keypad:
             msg["keypad"] = True
+        if self.consent is not None:
+            msg["consent"] = {"recording": self.consent}
         return json.dumps(msg)
 
 
@@ -122,7 +127,13 @@ def parse_client_message(raw: str) -> ClientMessage:
         keypad = msg.get("keypad", False)
         if not isinstance(keypad, bool):
             raise ProtocolError("invalid_message", "keypad must be true or false")
-        return Start(AudioFormat.from_dict(msg.get("audio"), "audio"), AudioFormat.from_dict(output, "output"), lang.lower(), pacing, keypad)
+        consent = msg.get("consent")
+        if consent is not None:
+            recording = consent.get("recording") if isinstance(consent, dict) else None
+            if recording not in ("granted", "refused", "ask"):
+                raise ProtocolError("invalid_message", "consent must be an object {\"recording\": \"granted\" | \"refused\" | \"ask\"}")
+            consent = recording
+        return Start(AudioFormat.from_dict(msg.get("audio"), "audio"), AudioFormat.from_dict(output, "output"), lang.lower(), pacing, keypad, consent)
     if kind == "text":
         text = msg.get("text")
         if not isinstance(text, str):
@@ -281,6 +292,25 @@ class ErrorEvent(ServerEvent):
     type: ClassVar[str] = "error"
     code: str
     message: str
+
+
+@_event
+@dataclass
+class Consent(ServerEvent):
+    """Extension: the recording consent of the call (capture): asked, then granted or refused."""
+
+    type: ClassVar[str] = "consent"
+    recording: str
+    """asked, granted or refused."""
+    source: str | None = None
+    """upstream (the start message, a carrier parameter or setting), voice, dtmf, unanswered (asked, no yes/no
+    came: not recorded), not_asked (no consent given and none asked: not recorded). None while asked."""
+    captured: bool = False
+    """Whether this call's utterances are stored (granted and capture working on this server)."""
+    utterance_id: str | None = None
+    """The utterance (or ``dtmf:1``/``dtmf:2``) that answered the question."""
+    questions: list[dict] | None = None
+    """With ``asked``: the question(s) spoken after the disclosure, each {text, language}."""
 
 
 @_event

@@ -76,6 +76,16 @@ HANDOFF_WEBHOOK = Counter(
     "dauys_handoff_webhook_total", "Handoff records POSTed to compliance.handoff_webhook, by result (delivered, retried, failed)",
     ["result"], registry=REGISTRY,
 )
+CAPTURE_CONSENT = Counter(
+    "dauys_capture_consent_total", "Recording consent decisions (capture): granted or refused, by source (upstream, voice, dtmf, unanswered, not_asked)",
+    ["decision", "source"], registry=REGISTRY,
+)
+CAPTURE_WRITES = Counter("dauys_capture_writes_total", "Captured files written (calls and utterances of consented calls)", registry=REGISTRY)
+CAPTURE_DROPPED = Counter(
+    "dauys_capture_dropped_total",
+    "Capture writes not made: queue_full (an utterance dropped), disk_full / io_error / error (capture stopped for that call; the call goes on)",
+    ["reason"], registry=REGISTRY,
+)
 
 TTS_CACHE = Gauge(
     "dauys_tts_cache", "Speech of fixed texts kept (tts.cache_mb): hits and misses since start, sentences and bytes kept",

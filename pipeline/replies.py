@@ -102,6 +102,8 @@ class Responder:
         self.history: list[Turn] = []
         self.state = DialogueState()
         self.current: asyncio.Task | None = None
+        self._queued: list[asyncio.Task] = []
+        """Reply tasks in the order they were started (the disclosure first), until each is done."""
         self.current_id: str | None = None
         self.current_interruptible = True
         """May the caller's voice cut the reply in progress? (Not the AI disclosure.)"""
@@ -124,6 +126,7 @@ class Responder:
             "session_id": self.session.id,
             "reply_id": reply_id,
             "compliance": self.settings.compliance.classification(),
+            **({"consent": self.session.capture.record()} if getattr(self.session, "capture", None) is not None else {}),
         }
 
     def _tts_id(self, language: str) -> str | None:
@@ -173,7 +176,7 @@ class Responder:
         engine = self.services.dialogue
         if (
             not self.settings.dialogue.speculative or not getattr(engine, "speculative", False) or self.finished is not None
-            or self.session.closing or (self.current is not None and not self.current.done()) or not text
+            or self.session.closing or self._unfinished() or not text
             or detect_handoff(text) is not None
         ):
             return False
@@ -290,6 +293,11 @@ class Responder:
         person takes over), as for any answer it cannot make out."""
         self._start_reply(utterance_id, "", language, Action("not_heard", reason))
 
+    def say(self, utterance_id: str, text: str, language: str, act: dict) -> None:
+        """Say a fixed text in answer to ``utterance_id`` (e.g. thanks for a consent answer), after the
+        replies before it; not added to the dialogue's history. ``act`` is the reply's ``dialogue``."""
+        self._start_reply(utterance_id, "", language, Action("say", text, dict(act)))
+
     def handoff(self, reason: str, language: str, cause: str = "dtmf") -> None:
         """Hand the call to a human now (e.g. DTMF 0 on a phone line); ``cause`` stands in for the utterance id."""
         self._start_reply(cause, "", language, Action("handoff", reason))
@@ -305,12 +313,17 @@ class Responder:
             self.drop_speculation()
         self._version += 1
         previous = self.current
-        if action is not None and action.kind != "not_heard" and self.interruptible():
+        if action is not None and action.kind not in ("not_heard", "say") and self.interruptible():
             self.interrupted.add(self.current_id)
             previous.cancel()
         self.current_id = self._next_reply_id()
         self.current_interruptible = True
-        self.current = self.session.spawn(self._answer(previous, self.current_id, utterance_id, text, language, action, turn, speech_end, spec))
+        earlier = self._unfinished()  # every reply still to finish before this one, not only the last
+        self.current = self.session.spawn(self._answer(earlier, self.current_id, utterance_id, text, language, action, turn, speech_end, spec))
+        self._queued = earlier + [self.current]
+
+    def _unfinished(self) -> list[asyncio.Task]:
+        return [t for t in self._queued if not t.done()]
 
     def disclose(self, text: str | list[tuple[str, str]], language: str | None = None) -> None:
         """Speak the AI disclosure: the first audio of the session, not interruptible.
@@ -322,6 +335,7 @@ class Responder:
         self.current_id = "disclosure"
         self.current_interruptible = False
         self.current = self.session.spawn(self._speak_only("disclosure", parts, interruptible=False))
+        self._queued = self._unfinished() + [self.current]
 
     # ------------------------------------------------------------------
     async def _speak_only(self, reply_id: str, parts: list[tuple[str, str]], interruptible: bool = True) -> None:
@@ -340,8 +354,11 @@ class Responder:
         self, previous, reply_id: str, utterance_id, text: str, language: str, action: Action | None, turn: Turn | None, speech_end: float | None = None,
         spec: _Speculation | None = None,
     ) -> None:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)  # one reply at a time, in order
+        if previous:
+            # one reply at a time, in order: wait for every earlier one still running (a queued reply cut by
+            # barge-in no longer holds the next one back behind the disclosure); asyncio.wait, not gather:
+            # cancelling this reply must not cancel those before it (the AI disclosure is not interruptible)
+            await asyncio.wait(set(previous))
         prepared = None
         if spec is not None:  # this turn's reply, prepared at the caller's pause (usually done by now)
             try:
@@ -351,7 +368,7 @@ class Responder:
                     raise  # this reply itself was cancelled
             except Exception:
                 prepared = None
-        if self.finished is not None or (self.session.closing and (action is None or action.kind == "not_heard")):
+        if self.finished is not None or (self.session.closing and (action is None or action.kind in ("not_heard", "say"))):
             return  # handed off or said goodbye: later turns are not answered
         if action is not None and action.kind == "not_heard" and self.state.pending is not None:
             action, turn = None, Turn("user", "", language)  # an unheard answer: the clarifier re-asks
@@ -381,7 +398,11 @@ class Responder:
                 limit = getattr(engine, "max_misunderstood", None)
                 if limit is not None and self.state.misunderstood >= limit:
                     action = Action("handoff", "not_understood", {"misunderstood": self.state.misunderstood, "not_heard": action.reason})
-            if action is not None and action.kind == "not_heard":
+            if action is not None and action.kind == "say":
+                gen = iter([action.reason])
+                self.state.act = dict(action.data)
+                action = None
+            elif action is not None and action.kind == "not_heard":
                 gen = iter([self.settings.session.not_heard_text(language)])
                 self.state.act = {"act": "not_heard", "reason": action.reason}
                 action = None

@@ -22,14 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.audio import InputConverter
+from models.dialogue.base import Pending
 from models.dialogue.turns import unfinished
 from models.dialogue.yesno import parse_answer, pick_spoken, spoken_candidates
 from models.scheduler import Priority, QueueFull
 from models.whisper import SAMPLE_RATE, choose_language, confidence
 from pipeline import metrics
+from pipeline.capture import CallCapture
 from pipeline.context import SESSION_ID
 from pipeline.errors import ProtocolError
-from pipeline.events import ErrorEvent, Ready, ServerEvent, SessionEnd, SpeechDiscarded, SpeechStarted, Start, Transcript
+from pipeline.events import Consent, ErrorEvent, Ready, Reply, ServerEvent, SessionEnd, SpeechDiscarded, SpeechStarted, Start, Transcript
 from pipeline.langid import detect_text_language
 from pipeline.replies import Responder
 from pipeline.segmenter import Segmenter, SegmentEvent
@@ -99,6 +101,8 @@ class Session:
         self.end_reason: str | None = None
         self._closing = False
         self.responder = Responder(self)
+        self.capture: CallCapture | None = None
+        """Recording consent and capture of this call (pipeline/capture.py); None when neither applies."""
         self.speech_end_at: dict[str, float] = {}
         """perf_counter() at which the caller's speech of an utterance ended, until its reply (voice-to-voice)."""
         SESSION_ID.set(self.id)  # log lines of this connection's task and of the tasks it spawns carry the id
@@ -133,10 +137,46 @@ class Session:
             disclosures=[{"text": t, "language": lang} for lang, t in parts],
         )
         await self.emit(ready)
+        parts = parts + await self._start_capture(msg, parts)
         if self.settings.session.spoken_disclosure and parts and self.services.tts is not None:
             self.responder.disclose(parts)
         log.info("session %s started: %s %d Hz x%d, language %s", self.id, msg.audio.encoding.value, msg.audio.sample_rate, msg.audio.channels, msg.language)
         return ready
+
+    async def _start_capture(self, msg: Start, parts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The recording consent of the call (capture): decided by the start (``consent``), asked after
+        the disclosure (returns the question(s) to speak), or none. Only when the server captures or the
+        start speaks of consent; the decision is a ``consent`` event, in the provenance and in the log."""
+        writer = getattr(self.services, "capture", None)
+        if writer is None and msg.consent is None:
+            return []
+        cap = self.settings.capture
+        consent = msg.consent if writer is not None or msg.consent != "ask" else None  # nothing to ask for
+        self.capture = CallCapture(self.id, writer, consent, writer is not None and cap.ask_consent, self.transport)
+        self.capture.carrier_call_id = self.carrier_call_id
+        if not self.capture.asking:
+            await self._consent_decided(None)
+            return []
+        questions = list(dict.fromkeys(cap.question_for(lang, msg.keypad) for lang, _ in parts or [(self.settings.asr.default_language, "")]))
+        questions = [(lang, text) for lang, text in questions if text]
+        await self.emit(Consent("asked", questions=[{"text": t, "language": lang} for lang, t in questions]))
+        log.info("session %s: recording consent asked", self.id)
+        return questions
+
+    async def _consent_decided(self, utterance_id: str | None) -> None:
+        rec = self.capture.record()
+        await self.emit(Consent(rec["recording"], rec["source"], rec["captured"], utterance_id))
+        log.info("session %s: recording consent %s (%s)%s", self.id, rec["recording"], rec["source"], ", captured" if rec["captured"] else "")
+
+    async def _consent_answer(self, utterance_id: str, kind: str | None, source: str, language: str) -> bool:
+        """The caller answered the consent question (or did not: their turn is then answered as usual).
+        True when it was a yes or a no: thanked, and not passed to the dialogue."""
+        answered = self.capture.answer(kind, source)
+        await self._consent_decided(utterance_id)
+        if answered:
+            lang, text = self.settings.capture.thanks_for(language)
+            self.responder.say(utterance_id, text, lang, {"act": "consent", "recording": self.capture.decision})
+        return answered
 
     def reconfigure_input(self, rate: int) -> None:
         """The input sample rate changed mid-call (AudioSocket kinds): new converter, same segmenter."""
@@ -173,6 +213,10 @@ class Session:
         """Emit a final transcript, then answer it (the reply comes after its transcript);
         ``dialogue_text`` replaces the transcript's text for the dialogue (a scored short answer)."""
         await self.emit(ev)
+        if self.capture is not None and self.capture.asking and not self._closing:
+            kind = ev.answer or parse_answer(dialogue_text or ev.text).kind
+            if await self._consent_answer(ev.utterance_id, kind, "voice" if ev.source == "audio" else "text", ev.language):
+                return
         if not self._closing:
             self.responder.answer(ev.utterance_id, dialogue_text or ev.text, ev.language, ev.confidence or 1.0, alternatives, avg_logprob)
 
@@ -181,6 +225,10 @@ class Session:
         0 asks for a person; 1 and 2 answer a pending clarifying question (yes/no, first/second);
         other keys, and keys with no question pending, are ignored."""
         if self.started is None or self._closing:
+            return
+        if digit in ("1", "2") and self.capture is not None and self.capture.asking:
+            lang = self.language or self._last_language or self.settings.asr.default_language
+            self.spawn(self._consent_answer(f"dtmf:{digit}", "yes" if digit == "1" else "no", "dtmf", lang))
             return
         if digit == "0":
             self.responder.handoff("user_request", self.language or self._last_language or self.settings.asr.default_language)
@@ -228,6 +276,8 @@ class Session:
     async def close(self) -> None:
         """Abrupt end (the client went away): cancel everything of this session."""
         self._ended = True
+        if self.capture is not None:
+            self.capture.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -235,7 +285,18 @@ class Session:
         self.services.scheduler.cancel_partial(self.id)
 
     async def emit(self, event: ServerEvent | bytes) -> None:
+        if self.capture is not None and self.capture.capturing:
+            self._observe(event)
         await self.outbox.put(event)
+
+    def _observe(self, event) -> None:
+        """Capture hook: a consented call's transcripts, discarded speech and replies (entry, repeat)."""
+        if isinstance(event, Transcript) and event.final:
+            self.capture.transcript(event.utterance_id, event.text, event.language, event.confidence)
+        elif isinstance(event, SpeechDiscarded):
+            self.capture.discarded(event.utterance_id, event.reason, self.language or self._last_language or self.settings.asr.default_language)
+        elif isinstance(event, Reply):
+            self.capture.reply(event.utterance_id, event.dialogue)
 
     @property
     def closing(self) -> bool:
@@ -459,6 +520,8 @@ class Session:
             log.error("session %s: final decode of %s failed: %s", self.id, utt.id, type(e).__name__)
             await self.emit(ErrorEvent("asr_failed", f"recognition of utterance {utt.id} failed"))
             return
+        if self.capture is not None:
+            self.capture.audio(utt.id, audio)  # kept only when the call is being captured
         answer = await self._short_answer(rec, audio)
         if answer is not None:  # a short reply to a clarifying question, understood by scoring the answer words
             kind, word = answer
@@ -503,6 +566,8 @@ class Session:
         the answer words are scored against the audio (``score_phrases``) and the likeliest taken
         when it leads the next by enough (``yesno.pick_spoken``). None otherwise."""
         pending = self.responder.state.pending
+        if pending is None and self.capture is not None and self.capture.asking:  # the consent question: yes or no
+            pending = Pending("confirm", (), "", self.language or rec.language or self.settings.asr.default_language)
         asr = self.settings.asr
         score = getattr(self.services.asr, "score_phrases", None)
         if pending is None or score is None or not asr.short_answers or len(audio) > asr.short_answer_max_s * SAMPLE_RATE:

@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import ServerConnection, serve
 
 from pipeline import metrics
+from pipeline.capture import CaptureError, open_capture
 from pipeline.session import Close
-from server import auth, endpoints, outgoing, twilio_auth
+from server import auth, endpoints, outgoing, review, twilio_auth
 from server.native import handle_native
 from server.services import ModelHub, SwitchError
 from server.transport import CallRegistry
@@ -24,6 +25,8 @@ access_log = logging.getLogger("dauys.access")
 
 VOICE_PATH = "/v1/voice"
 TWILIO_PATH = "/v1/twilio"
+REVIEW_PATH = review.REVIEW_WS_PATH
+PURGE_EVERY_S = 3600.0
 
 
 class DauysServer:
@@ -42,6 +45,10 @@ class DauysServer:
         self.key_connections: dict[str, int] = {}
         """Open connections by API key (its hash), for server.max_sessions_per_key."""
         self._key_releases: set[asyncio.Future] = set()
+        self.capture = None
+        """The CaptureWriter when capture.enabled (its store serves /review and is purged by retention)."""
+        self._purger: asyncio.Future | None = None
+        self._asr_target = _model_target(settings.asr.model)
 
     @property
     def active(self) -> int:
@@ -76,6 +83,8 @@ class DauysServer:
                 metrics.SESSIONS_REFUSED.labels("key_limit").inc()
                 return endpoints.too_many(5, f"this API key has {s.max_sessions_per_key} connections open (server.max_sessions_per_key)\n")
             return None  # go on with the WebSocket handshake
+        if path == REVIEW_PATH:
+            return self._review_request(connection, request)
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return endpoints.text(HTTPStatus.NOT_FOUND, f"WebSocket endpoint is {VOICE_PATH}\n")
         if path == "/healthz":
@@ -94,6 +103,19 @@ class DauysServer:
             return endpoints.response(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
         page = endpoints.static(path)
         return page or endpoints.text(HTTPStatus.NOT_FOUND, "not found\n")
+
+    def _review_request(self, connection: ServerConnection, request):
+        """/v1/review (the review page's WebSocket): an operator key (capture.operator_key_hashes), same origin."""
+        client = auth.client_address(connection.remote_address, request.headers)
+        retry = self.auth_fails.retry_after(client)
+        if retry is not None:
+            return endpoints.too_many(retry, "too many failed authentications from your address, try again later\n")
+        refused = review.check(request, self.settings, self.capture)
+        if refused:
+            if refused[0] == HTTPStatus.UNAUTHORIZED:
+                self.auth_fails.failed(client)
+            return endpoints.text(HTTPStatus(refused[0]), refused[1] + "\n")
+        return None
 
     def _trusted(self, connection: ServerConnection, request) -> bool:
         """May this request see internals (auth.trusted: loopback, or a valid bearer key)?
@@ -149,6 +171,9 @@ class DauysServer:
         return None
 
     async def _handler(self, ws: ServerConnection) -> None:
+        if urlsplit(ws.request.path).path == REVIEW_PATH:
+            await review.handle(ws, self.capture.store, self.settings.server.max_frame_bytes)
+            return
         if self.stopping:
             metrics.SESSIONS_REFUSED.labels("shutting_down").inc()
             await outgoing.close(ws, 1001, "server shutting down")
@@ -173,7 +198,13 @@ class DauysServer:
             self.connections.discard(ws)
 
     async def start(self) -> None:
+        """Raises CaptureError (one line) when capture is enabled but cannot work (no key, unwritable dir)."""
         s = self.settings.server
+        if self.settings.capture.enabled:
+            ready = self.hub.services if getattr(self.hub, "ready", False) else None
+            self.capture = getattr(ready, "capture", None) or open_capture(self.settings.capture)
+            self.hub.capture = self.capture
+            self._purger = asyncio.ensure_future(self._purge_loop())
         self.hub.start()
         self._server = await serve(
             self._handler,
@@ -205,10 +236,28 @@ class DauysServer:
         """
         svc = await self.hub.switch_asr(asr_settings)
         self.settings = self.settings.model_copy(update={"asr": asr_settings})
+        self._asr_target = _model_target(asr_settings.model)
         metrics.MODEL_SWITCHES.inc()
         if self._retirer is None or self._retirer.done():
             self._retirer = asyncio.ensure_future(self._retire_old_models())
         return svc.asr.model_id
+
+    async def _purge_loop(self) -> None:
+        """capture.retention_days: expired calls are deleted at start and every hour (in a thread)."""
+        days = self.settings.capture.retention_days
+        while True:
+            try:
+                gone = await asyncio.to_thread(self.capture.store.purge, days)
+                if gone:
+                    log.info("capture: %d calls older than %d days deleted", len(gone), days)
+            except Exception as e:  # noqa: BLE001 - never stop the server for this
+                log.error("capture: retention purge failed: %s", type(e).__name__)
+            await asyncio.sleep(PURGE_EVERY_S)
+
+    def asr_changed(self, asr_settings) -> bool:
+        """Does reloading ``asr_settings`` mean another model? A changed section, or the same ``asr.model``
+        path now leading elsewhere (a symbolic link repointed by `dauys finetune --from-capture`)."""
+        return asr_settings != self.settings.asr or _model_target(asr_settings.model) != self._asr_target
 
     async def _retire_old_models(self) -> None:
         while self.hub.retire(list(self.sessions.values())):
@@ -244,6 +293,10 @@ class DauysServer:
         await self.stop()
 
     async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+        if self.capture is not None:
+            await asyncio.to_thread(self.capture.flush, 10.0)
         if self._audiosocket is not None:
             self._audiosocket.close()
         if self._metrics is not None:
@@ -253,6 +306,17 @@ class DauysServer:
             self._server.close()
             await self._server.wait_closed()
         self.hub.close()
+
+
+def _model_target(model: str) -> str:
+    """Where a local ``asr.model`` path really leads (symbolic links resolved); other names as they are."""
+    from pathlib import Path
+
+    p = Path(model).expanduser()
+    try:
+        return str(p.resolve()) if p.exists() else model
+    except OSError:
+        return model
 
 
 async def _no_sessions(ws: ServerConnection) -> None:  # pragma: no cover - the metrics listener answers every request itself
@@ -308,7 +372,12 @@ async def serve_forever(settings, reload_settings=None) -> int:
             "the disclosure is only sent as text in `ready`"
         )
     server = DauysServer(settings)
-    await server.start()
+    try:
+        await server.start()
+    except CaptureError as e:  # capture on but unusable is never silent
+        print(f"dauys: error: {e}", file=sys.stderr, flush=True)
+        server.hub.close()
+        return 2
     s = settings.server
     shown = _url_host(s.host)
     print(f"dauys: listening on http://{shown}:{server.port}/ (web demo), ws://{shown}:{server.port}{VOICE_PATH}", flush=True)
@@ -331,7 +400,7 @@ async def serve_forever(settings, reload_settings=None) -> int:
             except (Exception, SystemExit) as e:  # a bad edit of the config file must not stop the server
                 log.error("reload: configuration not reloaded: %s", e)
                 return
-            if fresh.asr == server.settings.asr:
+            if not server.asr_changed(fresh.asr):
                 log.info("reload: the asr section is unchanged; nothing to switch (other sections need a restart)")
                 return
             try:

@@ -37,7 +37,7 @@ WRITE_LIMIT = 8 * (FRAME_BYTES + 3)
 async def run_call(reader, writer, services, settings, registry: dict | None = None) -> None:
     """One AudioSocket call on an accepted TCP connection."""
     link = StreamLink(reader, writer, settings.server.send_timeout_s, WRITE_LIMIT)
-    codec = AudioSocketCodec(settings.server.audiosocket_language)
+    codec = AudioSocketCodec(settings.server.audiosocket_language, settings.server.audiosocket_consent)
     await CallRunner(link, codec, services, settings, registry).run()
 
 

@@ -1,4 +1,4 @@
-"""The `dauys` command: serve, hash-key, transcribe, say, detect-mark, forget-call, call, models."""
+"""The `dauys` command: serve, hash-key, transcribe, say, detect-mark, forget-call, call, models, capture, finetune."""
 
 from __future__ import annotations
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("-o", "--out", required=True, help="the tar file to write")
     mp = models_parser("unpack", "verify and install the models of a pack into the store")
     mp.add_argument("file")
+    _add_capture_commands(sub)
     return parser
 
 
@@ -417,6 +418,226 @@ _MODELS = {"list": _models_list, "info": _models_info, "pull": _models_pull, "ve
            "pack": _models_pack, "unpack": _models_unpack}
 
 
+# ------------------------------------------------------------------ capture: consented calls, review, fine-tuning
+def _add_capture_commands(sub) -> None:
+    """`dauys capture ...` (the captured calls) and `dauys finetune --from-capture` (README *Call capture*)."""
+    p = sub.add_parser("capture", help="consented call capture: make a key, list, export for fine-tuning, delete a call, purge")
+    p.add_argument("--config", help="TOML configuration file (capture.dir, capture.key_env, capture.retention_days)")
+    csub = p.add_subparsers(dest="capture_command", required=True)
+    csub.add_parser("key", help="print a new encryption key for capture.key_env (DAUYS_CAPTURE_KEY)")
+    c = csub.add_parser("list", help="the captured calls: id, carrier id, start, utterances, reviewed")
+    c.add_argument("--json", action="store_true")
+    c = csub.add_parser("export", help="write a fine-tuning manifest (scripts/finetune_asr.py) of the reviewed utterances")
+    c.add_argument("out", help="output folder: manifest.jsonl and audio/")
+    c.add_argument("--include-unreviewed", action="store_true", help="also utterances nobody reviewed (the recogniser's text)")
+    c = csub.add_parser("delete", help="delete every trace of one call (its files and its exported copies)")
+    c.add_argument("--call", required=True, help="a Dauys session id, a Twilio callSid or an AudioSocket call UUID")
+    c = csub.add_parser("purge", help="delete the calls older than capture.retention_days")
+    c.add_argument("--days", type=float, help="another age limit, in days (0 = every call)")
+
+    p = sub.add_parser("finetune", help="fine-tune on the capture, compare with the served model, switch only if better")
+    p.add_argument("--from-capture", action="store_true", required=True, help="train on the reviewed captured utterances")
+    p.add_argument("--config", help="the server's TOML configuration file")
+    p.add_argument("--out", required=True, help="run folder (data, checkpoints, exports, report.json, decision.json)")
+    p.add_argument("--base", help="model to start from (default: the server's asr.model)")
+    p.add_argument("--include-unreviewed", action="store_true")
+    p.add_argument("--margin", type=float, help="capture.switch_margin: how much lower the new WER must be (absolute)")
+    p.add_argument("--holdout", type=float, help="capture.holdout: share of the calls held out")
+    p.add_argument("--pid", type=int, help="the running server's process id: sent SIGHUP after a switch")
+    p.add_argument("--method", choices=["lora", "full"], default="lora")
+    p.add_argument("--max-steps", type=int, default=0)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--lr", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _capture_store(args):
+    from pipeline.capture import CaptureError, CaptureStore
+
+    settings = _settings(args)
+    try:
+        return settings, CaptureStore.from_settings(settings.capture)
+    except CaptureError as e:
+        print(f"dauys: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_capture(args) -> int:
+    if args.capture_command == "key":
+        from pipeline.capture import make_key
+
+        print(make_key())
+        return 0
+    settings, store = _capture_store(args)
+    if args.capture_command == "list":
+        rows = []
+        for call in store.calls():
+            try:
+                meta = store.call_meta(call)
+            except (OSError, ValueError) as e:
+                meta = {"error": str(e)}
+            corrupted: list[str] = []
+            utts = []
+            for u in store.utterance_ids(call):
+                try:
+                    utts.append(store.utterance(call, u))
+                except (OSError, ValueError) as e:
+                    corrupted.append(str(e))
+            rows.append({"call": call, "carrier_call_id": meta.get("carrier_call_id"), "transport": meta.get("transport"),
+                         "started": meta.get("started"), "utterances": len(utts), "reviewed": sum(u.status != "pending" for u in utts),
+                         "corrupted": len(corrupted) + ("error" in meta)})
+        if args.json:
+            for r in rows:
+                print(json.dumps(r))
+        else:
+            print(f"{'call':<18}{'carrier id':<38}{'started':<22}{'utt':>5}{'reviewed':>10}{'corrupted':>11}")
+            for r in rows:
+                print(f"{r['call']:<18}{str(r['carrier_call_id'] or '-'):<38}{str(r['started'] or '-'):<22}{r['utterances']:>5}{r['reviewed']:>10}{r['corrupted']:>11}")
+            print(f"{len(rows)} calls, {sum(r['utterances'] for r in rows)} utterances in {store.root}")
+        return 0
+    if args.capture_command == "export":
+        res = store.export(args.out, include_unreviewed=args.include_unreviewed)
+        skipped = ", ".join(f"{n} {k}" for k, n in sorted(res.skipped.items())) or "none"
+        print(f"dauys: exported {res.rows} utterances of {len(res.calls)} calls ({res.opt_out} marked opt-out) to {res.manifest}; skipped: {skipped}")
+        for bad in res.corrupted:
+            print(f"dauys: corrupted, skipped: {bad}", file=sys.stderr)
+        print("dauys: the export is NOT encrypted: keep it on this machine and delete it after training", file=sys.stderr)
+        return 0 if res.rows else 1
+    if args.capture_command == "delete":
+        calls = store.find_call(args.call)
+        if not calls:
+            print(f"dauys: no captured call {args.call}", file=sys.stderr)
+            return 1
+        n = sum(store.delete_call(c) for c in calls)
+        print(f"dauys: deleted {len(calls)} call(s), {n} files and exported copies")
+        return 0
+    if args.capture_command == "purge":
+        days = settings.capture.retention_days if args.days is None else args.days
+        gone = store.purge(days)
+        print(f"dauys: purged {len(gone)} call(s) older than {days:g} days")
+        return 0
+    return 2
+
+
+def cmd_finetune(args) -> int:
+    """The operator's loop: export the reviewed capture, hold out whole calls, measure the served model on them,
+    fine-tune on the rest, measure the new model on the same calls, and switch (capture.model_link + SIGHUP)
+    only when the new one is better by the margin; otherwise keep the served model and say why."""
+    import subprocess
+    from pathlib import Path
+
+    from models.finetune.data import load_manifest, split_rows
+
+    settings, store = _capture_store(args)
+    cap = settings.capture
+    out = Path(args.out)
+    margin = cap.switch_margin if args.margin is None else args.margin
+    holdout = cap.holdout if args.holdout is None else args.holdout
+    progress = not args.no_progress
+    print(f"[1/4] exporting the reviewed capture to {out / 'data'}", flush=True)
+    res = store.export(out / "data", include_unreviewed=args.include_unreviewed)
+    for bad in res.corrupted:
+        print(f"dauys: corrupted, skipped: {bad}", file=sys.stderr)
+    loaded = load_manifest(res.manifest)
+    train_rows, held_rows = split_rows(loaded.rows, holdout, seed=0, by="speaker")
+    print(f"      {res.rows} utterances of {len(res.calls)} calls ({res.opt_out} opt-out, skipped by the loader); "
+          f"train {len(train_rows)}, held out {len(held_rows)} (whole calls)", flush=True)
+    if not train_rows or not held_rows:
+        print("dauys: error: too few reviewed utterances: at least two calls with reviewed speech are needed (whole calls are held out)", file=sys.stderr)
+        return 2
+    held_calls = {r.speaker for r in held_rows}
+    lines = res.manifest.read_text(encoding="utf-8").splitlines()
+    split = {"train.jsonl": [x for x in lines if json.loads(x).get("speaker") not in held_calls],
+             "holdout.jsonl": [x for x in lines if json.loads(x).get("speaker") in held_calls]}
+    for name, rows in split.items():
+        (out / "data" / name).write_text("".join(x + "\n" for x in rows), encoding="utf-8")
+
+    print(f"[2/4] measuring the served model ({settings.asr.model}) on the held-out calls", flush=True)
+    served = _evaluate(settings, None, held_rows, progress)
+    if served is None:
+        return 2
+    root = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, str(root / "scripts" / "finetune_asr.py"), str(out / "data" / "train.jsonl"), "--eval", str(out / "data" / "holdout.jsonl"),
+           "--out", str(out / "run"), "--method", args.method, "--epochs", str(args.epochs), "--max-steps", str(args.max_steps),
+           "--lr", str(args.lr), "--batch-size", str(args.batch_size), "--quantization", "int8", "--skip-before"]
+    if args.base:
+        cmd += ["--base", args.base]
+    if args.config:
+        cmd += ["--config", args.config]
+    if args.no_progress:
+        cmd.append("--no-progress")
+    print("[3/4] fine-tuning (scripts/finetune_asr.py) and measuring the new model on the same calls", flush=True)
+    if subprocess.run(cmd).returncode != 0:
+        print("dauys: error: fine-tuning failed; the served model is kept", file=sys.stderr)
+        return 2
+    report = json.loads((out / "run" / "report.json").read_text(encoding="utf-8"))
+    new = report["full_reports"]["after"]["held-out"]["overall"]
+    decision = decide_switch({"wer_before": served["wer"], "wer_after": new["wer"], "n": new["n"]}, margin)
+    decision.update(cer_served=served["cer"], cer_new=new["cer"], served_model=settings.asr.model, model=str((out / "run" / "ct2-int8").resolve()))
+    print(f"[4/4] {decision['reason']}", flush=True)
+    if decision["switch"]:
+        _switch(decision, cap, settings, args.pid)
+    (out / "decision.json").write_text(json.dumps(decision, indent=2, ensure_ascii=False), encoding="utf-8")
+    print(f"dauys: {'switched' if decision['switch'] else 'kept the served model'}: {decision['reason']}", flush=True)
+    return 0
+
+
+def _evaluate(settings, model, rows, progress: bool) -> dict | None:
+    from models.errors import ModelError
+    from models.finetune.evaluate import evaluate_rows, load_engine
+
+    try:
+        engine = load_engine(model, settings=settings)
+    except (ModelError, OSError, ValueError, RuntimeError) as e:
+        print(f"dauys: error: cannot load {model or settings.asr.model}: {e}", file=sys.stderr)
+        return None
+    return evaluate_rows(engine, rows, "manifest", progress, settings=settings).overall
+
+
+def _switch(decision: dict, cap, settings, pid: int | None) -> None:
+    """Point capture.model_link at the new model (atomically) and have the server reload (SIGHUP)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    if cap.model_link is None:
+        decision.update(switch=False, reason=decision["reason"] + "; not switched: set capture.model_link (and asr.model to it)")
+        return
+    link = Path(cap.model_link).expanduser()
+    tmp = link.with_name(link.name + ".new")
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(decision["model"], tmp)
+    os.replace(tmp, link)  # atomic: the server never sees a missing link
+    decision["linked"] = str(link)
+    if Path(settings.asr.model).expanduser() != link:
+        print(f"dauys: warning: asr.model is {settings.asr.model}, not {link}: the server will not pick the new model up", file=sys.stderr)
+    if pid:
+        os.kill(pid, signal.SIGHUP)
+        decision["reloaded_pid"] = pid
+        print(f"dauys: {link} -> {decision['model']}; server {pid} reloading (SIGHUP)", flush=True)
+    else:
+        print(f"dauys: {link} -> {decision['model']}; send the server SIGHUP (kill -HUP <pid>) to serve it", flush=True)
+
+
+def decide_switch(overall: dict | None, margin: float) -> dict:
+    """Switch only when the new model's held-out WER is lower than the served one's by ``margin`` (absolute)."""
+    if not overall or overall.get("wer_before") is None or overall.get("wer_after") is None:
+        return {"switch": False, "reason": "no held-out comparison was measured"}
+    before, after = float(overall["wer_before"]), float(overall["wer_after"])
+    gain = before - after
+    d = {"wer_served": before, "wer_new": after, "margin": margin, "n": overall.get("n")}
+    if gain >= margin and gain > 0:
+        return {**d, "switch": True, "reason": f"held-out WER {100 * before:.1f}% -> {100 * after:.1f}% (better by {100 * gain:.1f} points >= margin {100 * margin:.1f})"}
+    return {**d, "switch": False, "reason": f"held-out WER {100 * before:.1f}% -> {100 * after:.1f}%: not better by the margin {100 * margin:.1f} points"}
+
+
+CAPTURE_COMMANDS = {"capture": cmd_capture, "finetune": cmd_finetune}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in CAPTURE_COMMANDS:
+        return CAPTURE_COMMANDS[args.command](args)
     return {"serve": cmd_serve, "hash-key": cmd_hash_key, "transcribe": cmd_transcribe, "call": cmd_call, "say": cmd_say, "detect-mark": cmd_detect_mark, "forget-call": cmd_forget_call, "models": cmd_models}[args.command](args)

@@ -258,6 +258,8 @@ class TwilioCodec(Codec):
             # before any audio: the session never starts, no media is processed
             return out + [Refuse(1008, "stream secret missing or wrong", "auth")]
         language = str(params.get("language", "auto")).lower() if isinstance(params, dict) else "auto"
+        consent = str(params.get("consent", "")).lower() if isinstance(params, dict) else ""
+        consent = consent if consent in ("granted", "refused", "ask") else None  # <Parameter name="consent" value="granted"/>
         fmt = start.get("mediaFormat") or {}
         rate = fmt.get("sampleRate", 8000) if isinstance(fmt, dict) else 8000
         rate = int(rate) if isinstance(rate, str) and rate.isascii() and rate.isdigit() and len(rate) < 7 else rate  # "²".isdigit() too
@@ -265,7 +267,7 @@ class TwilioCodec(Codec):
             rate = 8000  # Twilio sends 8000; a hostile value must not reach the resampler
         enc = Encoding.MULAW if not isinstance(fmt, dict) or "mulaw" in str(fmt.get("encoding", "audio/x-mulaw")) else Encoding.PCM_S16LE
         audio = AudioFormat(enc, rate, 1)
-        return out + [CallStart(Start(audio, audio, language, keypad=True), language_fallback=True)]
+        return out + [CallStart(Start(audio, audio, language, keypad=True, consent=consent), language_fallback=True)]
 
     def on_mark(self, name: str) -> None:
         if self.pending_marks.pop(name, None) is not None:
@@ -317,8 +319,10 @@ class AudioSocketCodec(Codec):
     transport = "audiosocket"
     pace_s = FRAME_S
 
-    def __init__(self, language: str = "auto") -> None:
+    def __init__(self, language: str = "auto", consent: str | None = None) -> None:
         self.language = language
+        self.consent = consent if consent in ("granted", "refused", "ask") else None
+        """Recording consent of every call (server.audiosocket_consent; the protocol cannot carry one)."""
         self.call_id: str | None = None
         self.rate: int | None = None
         self._buf = bytearray()
@@ -363,7 +367,7 @@ class AudioSocketCodec(Codec):
             out: list[Input] = []
             if self.rate is None:
                 fmt = AudioFormat(Encoding.PCM_S16LE, rate, 1)
-                out.append(CallStart(Start(fmt, AudioFormat(Encoding.PCM_S16LE, 8000, 1), self.language, keypad=True)))
+                out.append(CallStart(Start(fmt, AudioFormat(Encoding.PCM_S16LE, 8000, 1), self.language, keypad=True, consent=self.consent)))
             elif rate != self.rate:
                 out.append(Reconfigure(self.rate, rate))
             self.rate = rate

@@ -75,6 +75,9 @@ class ServerSettings(_Section):
     """Peer addresses or networks (CIDR) AudioSocket accepts connections from; others are closed unread."""
     audiosocket_language: str = "auto"
     """Session language of AudioSocket calls (the protocol cannot carry one)."""
+    audiosocket_consent: Literal["none", "granted", "refused", "ask"] = "none"
+    """Recording consent of AudioSocket calls (the protocol cannot carry one): granted when the dialplan
+    asked the caller before connecting, ask to have Dauys ask, none = as capture.ask_consent says."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
 
@@ -445,6 +448,75 @@ class ComplianceSettings(_Section):
         return {"risk_class": self.risk_class, "autonomy": self.autonomy}
 
 
+CAPTURE_QUESTION = {
+    "kk": "Қызмет сапасын жақсарту үшін сөйлесуді жазып алуға келісесіз бе? Иә немесе жоқ деңіз.",
+    "ru": "Для улучшения качества обслуживания мы хотели бы записать разговор. Вы согласны? Скажите да или нет.",
+    "uz": "Xizmat sifatini yaxshilash uchun suhbatni yozib olishga rozimisiz? Ha yoki yoʻq deng.",
+}
+CAPTURE_QUESTION_KEYS = {
+    "kk": "Келісу үшін 1, бас тарту үшін 2 пернесін басыңыз.",
+    "ru": "Или нажмите 1, если согласны, и 2, если нет.",
+    "uz": "Yoki rozi boʻlsangiz 1 ni, boʻlmasangiz 2 ni bosing.",
+}
+CAPTURE_THANKS = {
+    "kk": "Рахмет. Сұрағыңызды айтыңыз.",
+    "ru": "Спасибо. Слушаю ваш вопрос.",
+    "uz": "Rahmat. Savolingizni ayting.",
+}
+
+
+class CaptureSettings(_Section):
+    """Consented call capture for fine-tuning (README *Call capture*): off by default; nothing is
+    recorded without the caller's consent, everything stays encrypted on this machine."""
+
+    enabled: bool = False
+    """Store the utterances of calls whose caller consented (needs the key in key_env and a writable dir)."""
+    dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "dauys" / "capture")
+    """Where captured calls are kept (encrypted), on this server's disk."""
+    key_env: str = "DAUYS_CAPTURE_KEY"
+    """Environment variable holding the encryption key (`dauys capture key` makes one); never in a file."""
+    retention_days: int = Field(30, ge=1, le=3650)
+    """Captured calls older than this are deleted automatically (at start and hourly), and by `dauys capture purge`."""
+    ask_consent: bool = False
+    """Ask callers whose start gave no consent (`start.consent.recording`): the question follows the disclosure,
+    answered by voice (иә/жоқ, да/нет, ha/yoʻq) or keys 1/2. False: such calls are never recorded."""
+    question: dict[str, str] = Field(default_factory=lambda: dict(CAPTURE_QUESTION))
+    """The consent question by language (a language without one falls back to ru, then kk)."""
+    question_keys: dict[str, str] = Field(default_factory=lambda: dict(CAPTURE_QUESTION_KEYS))
+    """Appended to the question when the caller has a keypad (phone lines): how to answer with keys 1 and 2."""
+    thanks: dict[str, str] = Field(default_factory=lambda: dict(CAPTURE_THANKS))
+    """Said after a yes or no to the question, by language (same fallback)."""
+    queue_size: int = Field(256, ge=1, le=100000)
+    """Utterances waiting to be written (all calls); beyond it an utterance is dropped and counted."""
+    operator_key_hashes: list[str] = Field(default_factory=list)
+    """Keys of the operators who may open /review ("sha256:<hex>", `dauys hash-key --new`); none = /review is closed."""
+    holdout: float = Field(0.2, gt=0, lt=1)
+    """`dauys finetune --from-capture`: share of the calls held out to compare the served and the new model."""
+    switch_margin: float = Field(0.02, ge=0, le=1)
+    """The new model replaces the served one only when its held-out WER is lower by at least this (absolute)."""
+    model_link: Path | None = None
+    """A symbolic link that asr.model names; a winning fine-tune is linked there and the server reloaded (SIGHUP)."""
+
+    @field_validator("dir")
+    @classmethod
+    def _expand_dir(cls, v: Path) -> Path:
+        return Path(v).expanduser()
+
+    @field_validator("operator_key_hashes")
+    @classmethod
+    def _op_hashes(cls, v: list[str]) -> list[str]:
+        return ServerSettings._hashes(v)
+
+    def question_for(self, language: str, keypad: bool = False) -> tuple[str, str]:
+        lang = _fallback_language(self.question, language)
+        keys = self.question_keys.get(lang, "").strip() if keypad else ""
+        return lang, f"{self.question.get(lang, '')} {keys}".strip()
+
+    def thanks_for(self, language: str) -> tuple[str, str]:
+        lang = _fallback_language(self.thanks, language)
+        return lang, self.thanks.get(lang, "")
+
+
 class TwilioSettings(_Section):
     auth_token: SecretStr = SecretStr("")
     """The Twilio account's Auth Token. When set, /v1/twilio requires a valid X-Twilio-Signature
@@ -511,6 +583,7 @@ class Settings(_Section):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
 
     @model_validator(mode="after")
     def _attach_store(self) -> "Settings":
@@ -576,7 +649,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> dict:
             continue
         path = key[len(ENV_PREFIX):].lower().split("__")
         value = raw if path[-1] in _RAW_ENV_KEYS else _parse_env_value(raw)
-        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts", "audiosocket_allow", "disclosure_languages_auto", "catalogs") and not isinstance(value, list):
+        if path[-1] in ("languages", "api_keys", "api_key_hashes", "allowed_origins", "allowed_hosts", "audiosocket_allow", "disclosure_languages_auto", "catalogs", "operator_key_hashes") and not isinstance(value, list):
             value = [x for x in (s.strip() for s in raw.split(",")) if x]
         node = out
         for p in path[:-1]:

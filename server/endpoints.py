@@ -46,7 +46,7 @@ def as_json(status: HTTPStatus, obj) -> Response:
 
 def static(path: str) -> Response | None:
     """Serve a file of the demo (``/`` is index.html); None if there is no such file."""
-    name = "index.html" if path in ("/", "/index.html") else path.removeprefix("/web/")
+    name = {"/": "index.html", "/index.html": "index.html", "/review": "review.html"}.get(path) or path.removeprefix("/web/")
     if "/" in name or name.startswith(".") or not name:
         return None
     file = WEB_DIR / name

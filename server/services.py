@@ -35,6 +35,8 @@ class Services:
     """The TtsRouter (models/tts); None if no engine could be set up (replies are then text only)."""
     dialogue_pool: ThreadPoolExecutor | None = None
     tts_pool: ThreadPoolExecutor | None = None
+    capture: object = None
+    """The CaptureWriter (pipeline/capture.py) when capture.enabled; None otherwise."""
     load_seconds: dict[str, float] = field(default_factory=dict)
     turn: object = None
     """The learned end-of-turn model (models/turn.py, ``vad.turn_model``); None when not configured."""
@@ -174,6 +176,8 @@ class ModelHub:
         self._task: asyncio.Task | None = None
         self._switching = False
         self.retired: list[Services] = []
+        self.capture = None
+        """The process's CaptureWriter, given to every Services generation (set before start)."""
 
     def start(self) -> asyncio.Task:
         self._task = asyncio.ensure_future(self._load())
@@ -182,6 +186,7 @@ class ModelHub:
     async def _load(self) -> None:
         try:
             self.services = await asyncio.to_thread(load_services, self.settings)
+            self.services.capture = self.capture
         except ModelError as e:
             self.error = str(e)
             log.error("%s", e)

@@ -23,7 +23,7 @@ def test_readme_names_the_two_commands_and_ci_calls_the_test_one():
 def test_every_documented_setting_exists():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     defaults = load_settings(environ={}).model_dump()
-    for section, key in re.findall(r"`(server|asr|vad|session|twilio|models)\.([a-z_]+)`", readme):
+    for section, key in re.findall(r"`(server|asr|vad|session|twilio|models|capture)\.([a-z_]+)`", readme):
         assert key in defaults[section], f"README documents {section}.{key}, which does not exist"
 
 

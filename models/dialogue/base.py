@@ -32,8 +32,9 @@ class Turn:
 
 @dataclass(frozen=True)
 class Action:
-    kind: Literal["handoff", "end", "not_heard"]
-    """``not_heard`` is the pipeline's own request (the recogniser rejected the caller's speech); engines never yield it."""
+    kind: Literal["handoff", "end", "not_heard", "say"]
+    """``not_heard`` and ``say`` are the pipeline's own requests (the recogniser rejected the caller's speech;
+    a fixed text such as thanks for a consent answer, in ``reason``); engines never yield them."""
     reason: str
     """For handoff: user_request, not_understood, policy, ... ; for end: goodbye, ..."""
     data: dict = field(default_factory=dict)
