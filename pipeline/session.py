@@ -205,7 +205,7 @@ class Session:
         uid = self._next_id()
         t = self._segmenter.t if self._segmenter else 0.0
         ev = Transcript(uid, text, True, lang, confidence=1.0, t_end=round(t, 3), source="text")
-        await self._chain(self._deliver_final(ev))
+        self._chain(self._deliver_final(ev))
 
     async def _deliver_final(
         self, ev: Transcript, alternatives: tuple = (), avg_logprob: float | None = None, dialogue_text: str | None = None
@@ -228,7 +228,8 @@ class Session:
             return
         if digit in ("1", "2") and self.capture is not None and self.capture.asking:
             lang = self.language or self._last_language or self.settings.asr.default_language
-            self.spawn(self._consent_answer(f"dtmf:{digit}", "yes" if digit == "1" else "no", "dtmf", lang))
+            # in the finals' chain, so that the end of the session waits for the answer and its thanks
+            self._chain(self._consent_answer(f"dtmf:{digit}", "yes" if digit == "1" else "no", "dtmf", lang))
             return
         if digit == "0":
             self.responder.handoff("user_request", self.language or self._last_language or self.settings.asr.default_language)
@@ -386,7 +387,7 @@ class Session:
             else:
                 self._drop_speculation(utt)
                 result, audio = self.spawn(self._decode(ev.audio, Priority.FINAL)), ev.audio
-            await self._chain(self._final(utt, ev, result, audio, endpoint_at))
+            self._chain(self._final(utt, ev, result, audio, endpoint_at))
 
     async def _decode(self, audio: np.ndarray, priority: Priority):
         if priority is Priority.PARTIAL:
@@ -494,7 +495,7 @@ class Session:
         self.stats.partials += 1
         await self.emit(Transcript(utt.id, rec.text, False, rec.language, t_start=round(utt.t_start, 3)))
 
-    async def _chain(self, coro) -> None:
+    def _chain(self, coro) -> None:
         """Run ``coro`` after every earlier final has been emitted (finals stay in order)."""
         prev = self._final_chain
 
