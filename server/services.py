@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 
 from models.dialogue import load_dialogue
 from models.errors import ModelError
@@ -29,6 +29,7 @@ class Services:
     vad: SileroVad
     scheduler: AsrScheduler
     vad_pool: ThreadPoolExecutor
+    _: KW_ONLY  # the rest by name: a field added in between must not shift what comes after it
     dialogue: object = None
     """The DialogueEngine (models/dialogue)."""
     tts: object = None
@@ -77,7 +78,9 @@ def load_services(settings) -> Services:
     dialogue_pool = ThreadPoolExecutor(max_workers=settings.dialogue.workers, thread_name_prefix="dialogue")
     tts_pool = ThreadPoolExecutor(max_workers=settings.tts.workers, thread_name_prefix="tts")
     log.info("models ready: %s", ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
-    services = Services(settings, asr, vad, scheduler, pool, dialogue, tts, dialogue_pool, tts_pool, times, turn=turn)
+    services = Services(
+        settings, asr, vad, scheduler, pool, dialogue=dialogue, tts=tts, dialogue_pool=dialogue_pool, tts_pool=tts_pool, load_seconds=times, turn=turn,
+    )
     cache_fixed_speech(services)
     return services
 
