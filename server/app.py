@@ -24,6 +24,10 @@ access_log = logging.getLogger("dauys.access")
 
 VOICE_PATH = "/v1/voice"
 TWILIO_PATH = "/v1/twilio"
+# ---- carriers on their own paths (issue 17): admitted like /v1/voice (an API key or a loopback peer)
+ASTERISK_WS_PATH = "/v1/asterisk"
+"""Asterisk chan_websocket media (server/asterisk_ws.py)."""
+CARRIER_PATHS = (ASTERISK_WS_PATH,)
 
 
 class DauysServer:
@@ -54,7 +58,7 @@ class DauysServer:
 
     async def _process_request(self, connection: ServerConnection, request):
         path = urlsplit(request.path).path
-        if path in (VOICE_PATH, TWILIO_PATH):
+        if path in (VOICE_PATH, TWILIO_PATH) or path in CARRIER_PATHS:
             s = self.settings.server
             client = auth.client_address(connection.remote_address, request.headers)
             retry = self.auth_fails.retry_after(client)
@@ -166,6 +170,8 @@ class DauysServer:
                 return
             if urlsplit(ws.request.path).path == TWILIO_PATH:
                 await handle_twilio(ws, services, self.settings, self.sessions)
+            elif urlsplit(ws.request.path).path in CARRIER_PATHS:
+                await handle_carrier(ws, services, self.settings, self.sessions)
             else:
                 await handle_native(ws, services, self.settings, self.sessions)
         finally:
@@ -253,6 +259,16 @@ class DauysServer:
             self._server.close()
             await self._server.wait_closed()
         self.hub.close()
+
+
+async def handle_carrier(ws: ServerConnection, services, settings, registry) -> None:
+    """A call on one of CARRIER_PATHS, by its path."""
+    from server.asterisk_ws import handle_asterisk_ws
+    from server.transfer import for_carrier
+
+    path = urlsplit(ws.request.path).path
+    if path == ASTERISK_WS_PATH:
+        await handle_asterisk_ws(ws, services, settings, registry, transfer=for_carrier("asterisk", settings))
 
 
 async def _no_sessions(ws: ServerConnection) -> None:  # pragma: no cover - the metrics listener answers every request itself

@@ -479,6 +479,68 @@ class TwilioSettings(_Section):
         return v
 
 
+class TransferSettings(_Section):
+    """A real transfer to a human at a handoff (server/transfer.py): per carrier, off until its target is set.
+    Credentials are read from the environment variables named here, never from the file."""
+
+    timeout_s: float = Field(5.0, gt=0, le=30)
+    """Longest wait for the carrier's API; past it the transfer counts as failed and the call ends as before."""
+    send_summary: bool = True
+    """Send the (redacted) handoff summary with the transfer where the carrier can carry it."""
+    twilio_to: str = ""
+    """Twilio: the number (E.164, e.g. +77172000000) or SIP address (sip:queue@pbx.example.kz) the live call is
+    <Dial>ed to through the Calls REST API. Empty = no transfer (the stream closes and the TwiML goes on)."""
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_account_sid_env: str = "TWILIO_ACCOUNT_SID"
+    twilio_auth_token_env: str = "TWILIO_AUTH_TOKEN"
+    asterisk_ari_url: str = ""
+    """Asterisk chan_websocket: ARI's base URL (e.g. http://10.0.0.5:8088/ari); the transfer variable is set on the
+    caller's channel there before the leg hangs up. Empty = no variable (the leg just hangs up)."""
+    asterisk_ari_user_env: str = "DAUYS_ARI_USER"
+    asterisk_ari_password_env: str = "DAUYS_ARI_PASSWORD"
+    asterisk_variable: str = "DAUYS_TRANSFER"
+    """The channel variable the dialplan reads after Dial() returns."""
+    asterisk_value: str = "operator"
+    """Its value at a handoff (e.g. the queue's name)."""
+    asterisk_summary_variable: str = "DAUYS_SUMMARY"
+    """The channel variable carrying the summary (send_summary); empty = none."""
+
+    @field_validator("twilio_to")
+    @classmethod
+    def _twilio_to(cls, v: str) -> str:
+        import re
+
+        v = v.strip()
+        if v and not (re.fullmatch(r"\+[1-9][0-9]{6,14}", v) or re.fullmatch(r"sip:[^\s<>&\"']+@[^\s<>&\"']+", v)):
+            raise ValueError(f"{v!r} is neither an E.164 number (+77172000000) nor a SIP address (sip:queue@pbx.example.kz)")
+        return v
+
+    @field_validator("twilio_api_url", "asterisk_ari_url")
+    @classmethod
+    def _api_url(cls, v: str, info) -> str:
+        from urllib.parse import urlsplit
+
+        v = v.strip().rstrip("/")
+        if not v:
+            return v
+        u = urlsplit(v)
+        if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment or u.username or u.password:
+            raise ValueError(f"{v!r} is not an http(s) base URL without credentials (they come from the environment)")
+        if info.field_name == "twilio_api_url" and u.scheme != "https" and not is_local_host(u.hostname):
+            raise ValueError("must be https:// (plain http only to a loopback host, e.g. a test stand-in)")
+        return v
+
+    @field_validator("asterisk_variable", "asterisk_summary_variable")
+    @classmethod
+    def _variable(cls, v: str, info) -> str:
+        import re
+
+        v = v.strip()
+        if (v or info.field_name == "asterisk_variable") and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,79}", v):
+            raise ValueError(f"{v!r} is not a channel variable name (letters, digits, _)")
+        return v
+
+
 class ModelsSettings(_Section):
     """The model store: where `dauys models pull` puts catalog models and `catalog:<id>` settings find them."""
 
@@ -511,6 +573,7 @@ class Settings(_Section):
     twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
+    transfer: TransferSettings = Field(default_factory=TransferSettings)
 
     @model_validator(mode="after")
     def _attach_store(self) -> "Settings":
@@ -565,6 +628,7 @@ def _parse_env_value(raw: str) -> Any:
 
 _RAW_ENV_KEYS = {"auth_token", "stream_secret", "public_url", "handoff_webhook_secret", "watermark_key"}
 """Taken as written, never parsed as JSON (a token or key of digits stays a string)."""
+_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value"}  # transfer targets: "+77172000000" is a number, not JSON
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict:

@@ -210,9 +210,12 @@ class Pacer:
 class CallRunner:
     """One call: a connection (``link``), a carrier's ``codec`` and a :class:`Session`."""
 
-    def __init__(self, link, codec: Codec, services, settings, registry: dict | None = None) -> None:
+    def __init__(self, link, codec: Codec, services, settings, registry: dict | None = None, transfer=None) -> None:
         self.link = link
         self.codec = codec
+        self.transfer = transfer
+        """The carrier's transfer to a human (server/transfer.py), tried after a handoff has played; None = none."""
+        self.handoff: Handoff | None = None
         self.settings = settings
         self.session = Session(services, transport=codec.transport)
         self.registry = {} if registry is None else registry
@@ -418,6 +421,7 @@ class CallRunner:
                 if self._pacer is not None:
                     await self._pacer.finish()
                 await self._await_playback()
+                await self._transfer()
                 code, reason = (1000, "session ended") if item is None else (item.code, item.reason)
                 await self._close(code, reason)
                 return
@@ -440,6 +444,7 @@ class CallRunner:
         elif isinstance(item, Transcript):
             metrics.TRANSCRIPTS.labels("final" if item.final else "partial", item.language).inc()
         elif isinstance(item, Handoff):
+            self.handoff = item
             metrics.HANDOFFS.labels(item.reason).inc()
             self.log.info("call %s: handoff (%s)", self.call_id, item.reason)
 
@@ -468,6 +473,12 @@ class CallRunner:
                 await asyncio.wait_for(self._played.wait(), MARK_WAIT_S)
             except asyncio.TimeoutError:
                 self.log.warning("call %s: playback of %s never confirmed", self.call_id, list(getattr(self.codec, "pending_marks", ())))
+
+    async def _transfer(self) -> None:
+        """After a handoff has played: the carrier's transfer, if it has one (it logs and counts itself;
+        a failed one leaves the call to end as it would have without it)."""
+        if self.handoff is not None and self.transfer is not None and not self.peer_gone and not self.cut_off:
+            await self.transfer(self.codec, self.handoff)
 
     async def _close(self, code: int, reason: str) -> None:
         goodbye = self.codec.hangup()

@@ -1,0 +1,198 @@
+"""A real transfer to a human at a handoff: each carrier's own way of moving the live call.
+
+When the session hands off (a spoken request, DTMF 0, the misunderstanding
+policy, a failing backend) the call runner lets the handoff message play, then
+calls the carrier's transfer (below) before it ends the call as before:
+
+* Twilio: the live call is updated through the REST API, ``POST
+  {transfer.twilio_api_url}/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json``
+  with the form field ``Twiml=<Response><Dial>...</Dial></Response>`` (HTTP
+  basic auth: the account SID and auth token, from the environment variables
+  named by ``transfer.twilio_account_sid_env`` / ``twilio_auth_token_env``).
+  Twilio stops the media stream and dials ``transfer.twilio_to`` (an E.164
+  number or a ``sip:`` address; a SIP address carries the handoff summary in
+  an ``X-Dauys-Summary`` header).
+* Asterisk (chan_websocket): the variable ``transfer.asterisk_variable`` is set
+  to ``transfer.asterisk_value`` (and ``transfer.asterisk_summary_variable`` to
+  the summary) on the caller's channel through ARI, ``POST
+  {transfer.asterisk_ari_url}/channels/{id}/variable?variable=...&value=...``,
+  then the leg hangs up and the dialplan after ``Dial()`` reads the variable.
+
+Nothing is sent anywhere unless its target is configured; credentials come
+only from the environment and, like the summary and the target, never reach a
+log line.  A transfer that fails (or takes longer than ``transfer.timeout_s``)
+is logged with its reason only, counted in
+``dauys_transfers_total{carrier,result}``, and the call ends as it would have
+without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import re
+import urllib.error
+import urllib.request
+from urllib.parse import quote, urlencode, urlsplit
+from xml.sax.saxutils import escape
+
+from prometheus_client import Counter
+
+from models.net import is_local_host
+from pipeline import metrics
+from pipeline.events import Handoff
+
+log = logging.getLogger("dauys.transfer")
+
+TRANSFERS = Counter(
+    "dauys_transfers_total", "Calls transferred to a human at a handoff, by carrier and result (ok, failed, not_configured)",
+    ["carrier", "result"], registry=metrics.REGISTRY,
+)
+SUMMARY_CHARS = 400
+"""The handoff summary as carried in a SIP header or a channel variable: at most this many characters."""
+SUMMARY_HEADER = "X-Dauys-Summary"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class TransferError(Exception):
+    """Why a transfer failed, in words fit for a log line (no personal data, no secrets)."""
+
+
+def _credential(env_name: str) -> str:
+    value = os.environ.get(env_name, "").strip() if env_name else ""
+    if not value:
+        raise TransferError(f"environment variable {env_name or '(none named)'} is not set")
+    return value
+
+
+def basic_auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _request(url: str, body: bytes | None, headers: dict, timeout: float) -> int:
+    handlers = [urllib.request.ProxyHandler({})] if is_local_host(urlsplit(url).hostname) else []
+    opener = urllib.request.build_opener(*handlers)
+    req = urllib.request.Request(url, data=body if body is not None else b"", headers=headers, method="POST")
+    try:
+        with opener.open(req, timeout=timeout) as r:
+            r.read(65536)
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+async def post(url: str, body: bytes | None, headers: dict, timeout: float, what: str) -> None:
+    """POST from a worker thread; :class:`TransferError` unless a 2xx comes back."""
+    try:
+        status = await asyncio.to_thread(_request, url, body, headers, timeout)
+    except Exception as e:  # network errors, timeouts, TLS: the kind only
+        raise TransferError(f"{what}: {type(e).__name__}") from None
+    if not 200 <= status < 300:
+        raise TransferError(f"{what}: HTTP {status}")
+
+
+def short_summary(handoff: Handoff) -> str:
+    return " ".join(handoff.summary.split())[:SUMMARY_CHARS]
+
+
+# ------------------------------------------------------------------------------------ carriers
+class Transfer:
+    """The interface: ``await transfer(codec, handoff)`` -> True once the carrier has taken the call."""
+
+    carrier = ""
+
+    def __init__(self, settings) -> None:
+        self.t = settings.transfer
+
+    def configured(self) -> bool:
+        raise NotImplementedError
+
+    async def send(self, codec, handoff: Handoff) -> None:
+        raise NotImplementedError
+
+    async def __call__(self, codec, handoff: Handoff) -> bool:
+        if not self.configured():
+            TRANSFERS.labels(self.carrier, "not_configured").inc()
+            return False
+        call = getattr(codec, "call_id", None)
+        try:
+            async with asyncio.timeout(self.t.timeout_s):
+                await self.send(codec, handoff)
+        except TransferError as e:
+            problem = str(e)
+        except TimeoutError:
+            problem = f"no answer within {self.t.timeout_s:g} s"
+        except Exception as e:  # a bug must not keep the call from ending
+            problem = type(e).__name__
+            log.exception("call %s: %s transfer failed", call, self.carrier)
+        else:
+            TRANSFERS.labels(self.carrier, "ok").inc()
+            log.info("call %s: transferred (%s)", call, self.carrier)
+            return True
+        TRANSFERS.labels(self.carrier, "failed").inc()
+        log.error("call %s: %s transfer failed: %s; the call ends without it", call, self.carrier, problem)
+        return False
+
+
+def twiml_dial(to: str, summary: str | None) -> str:
+    """``<Response><Dial>`` to a number or a ``sip:`` address (which carries the summary as a header)."""
+    if to.startswith("sip:"):
+        uri = to
+        if summary:
+            uri += ("&" if "?" in uri else "?") + f"{SUMMARY_HEADER}={quote(summary, safe='')}"
+        target = f"<Sip>{escape(uri)}</Sip>"
+    else:
+        target = f"<Number>{escape(to)}</Number>"
+    return f'<?xml version="1.0" encoding="UTF-8"?><Response><Dial>{target}</Dial></Response>'
+
+
+class TwilioTransfer(Transfer):
+    """Update the live call with ``<Dial>`` TwiML (Twilio's Call resource, form-encoded)."""
+
+    carrier = "twilio"
+
+    def configured(self) -> bool:
+        return bool(self.t.twilio_to)
+
+    async def send(self, codec, handoff: Handoff) -> None:
+        call_sid = getattr(codec, "call_sid", None)
+        if not isinstance(call_sid, str) or not _SAFE_ID.match(call_sid):
+            raise TransferError("the call's CallSid is not known")
+        sid = _credential(self.t.twilio_account_sid_env)
+        token = _credential(self.t.twilio_auth_token_env)
+        url = f"{self.t.twilio_api_url.rstrip('/')}/2010-04-01/Accounts/{quote(sid, safe='')}/Calls/{quote(call_sid, safe='')}.json"
+        summary = short_summary(handoff) if self.t.send_summary else None
+        body = urlencode({"Twiml": twiml_dial(self.t.twilio_to, summary)}).encode()
+        headers = {"Authorization": basic_auth(sid, token), "Content-Type": "application/x-www-form-urlencoded", "User-Agent": "dauys-transfer"}
+        await post(url, body, headers, self.t.timeout_s, "Twilio Calls API")
+
+
+class AsteriskTransfer(Transfer):
+    """Set the transfer variable (and the summary) on the caller's channel through ARI."""
+
+    carrier = "asterisk"
+
+    def configured(self) -> bool:
+        return bool(self.t.asterisk_ari_url)
+
+    async def send(self, codec, handoff: Handoff) -> None:
+        channel = getattr(codec, "caller_channel", None)
+        if not isinstance(channel, str) or not _SAFE_ID.match(channel):
+            raise TransferError("the caller's channel id is not known (dial string v(caller=${UNIQUEID}) or Set(__DAUYS_CALLER=${UNIQUEID}))")
+        user = _credential(self.t.asterisk_ari_user_env)
+        password = _credential(self.t.asterisk_ari_password_env)
+        headers = {"Authorization": basic_auth(user, password), "User-Agent": "dauys-transfer"}
+        base = f"{self.t.asterisk_ari_url.rstrip('/')}/channels/{quote(channel, safe='')}/variable?"
+        variables = [(self.t.asterisk_variable, self.t.asterisk_value)]
+        if self.t.send_summary and self.t.asterisk_summary_variable:
+            variables.insert(0, (self.t.asterisk_summary_variable, short_summary(handoff)))  # the summary first: the flag last
+        for name, value in variables:
+            await post(base + urlencode({"variable": name, "value": value}), None, headers, self.t.timeout_s, "ARI channel variable")
+
+
+def for_carrier(carrier: str, settings) -> Transfer | None:
+    """The transfer of ``carrier`` (None where it has none)."""
+    cls = {"twilio": TwilioTransfer, "asterisk": AsteriskTransfer}.get(carrier)
+    return cls(settings) if cls is not None else None
