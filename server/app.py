@@ -27,7 +27,9 @@ TWILIO_PATH = "/v1/twilio"
 # ---- carriers on their own paths (issue 17): admitted like /v1/voice (an API key or a loopback peer)
 ASTERISK_WS_PATH = "/v1/asterisk"
 """Asterisk chan_websocket media (server/asterisk_ws.py)."""
-CARRIER_PATHS = (ASTERISK_WS_PATH,)
+FREESWITCH_PATH = "/v1/freeswitch"
+"""FreeSWITCH mod_audio_stream (server/freeswitch.py)."""
+CARRIER_PATHS = (ASTERISK_WS_PATH, FREESWITCH_PATH)
 
 
 class DauysServer:
@@ -269,6 +271,10 @@ async def handle_carrier(ws: ServerConnection, services, settings, registry) -> 
     path = urlsplit(ws.request.path).path
     if path == ASTERISK_WS_PATH:
         await handle_asterisk_ws(ws, services, settings, registry, transfer=for_carrier("asterisk", settings))
+    elif path == FREESWITCH_PATH:
+        from server.freeswitch import handle_freeswitch
+
+        await handle_freeswitch(ws, services, settings, registry, transfer=for_carrier("freeswitch", settings))
 
 
 async def _no_sessions(ws: ServerConnection) -> None:  # pragma: no cover - the metrics listener answers every request itself

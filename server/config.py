@@ -479,6 +479,19 @@ class TwilioSettings(_Section):
         return v
 
 
+class CarrierSettings(_Section):
+    """The carriers on their own WebSocket paths (issue 17) besides /v1/twilio: shared secrets where the
+    provider can send one (never logged). Admission otherwise as /v1/voice: an API key or a loopback peer."""
+
+    freeswitch_secret: SecretStr = SecretStr("")
+    """When set, the mod_audio_stream start metadata must carry "secret" equal to this, else close 1008."""
+
+    @field_validator("freeswitch_secret", mode="before")
+    @classmethod
+    def _strip(cls, v: Any) -> Any:
+        return v.strip() if isinstance(v, str) else v
+
+
 class TransferSettings(_Section):
     """A real transfer to a human at a handoff (server/transfer.py): per carrier, off until its target is set.
     Credentials are read from the environment variables named here, never from the file."""
@@ -505,6 +518,25 @@ class TransferSettings(_Section):
     asterisk_summary_variable: str = "DAUYS_SUMMARY"
     """The channel variable carrying the summary (send_summary); empty = none."""
 
+    freeswitch_dest: str = ""
+    """FreeSWITCH: the uuid_transfer destination, "<extension> [<dialplan> <context>]" (e.g. "operator XML default"),
+    sent over the event socket at a handoff. Empty = no transfer."""
+    freeswitch_esl_host: str = "127.0.0.1"
+    freeswitch_esl_port: int = Field(8021, ge=1, le=65535)
+    freeswitch_esl_password_env: str = "DAUYS_ESL_PASSWORD"
+    freeswitch_summary_variable: str = "dauys_summary"
+    """The channel variable (uuid_setvar) carrying the summary before the transfer; empty = none."""
+
+    @field_validator("freeswitch_dest")
+    @classmethod
+    def _freeswitch_dest(cls, v: str) -> str:
+        import re
+
+        v = " ".join(v.split())
+        if v and not re.fullmatch(r"[A-Za-z0-9_+*#.@:-]+( [A-Za-z0-9_.-]+){0,2}", v):
+            raise ValueError(f"{v!r} is not '<extension> [<dialplan> <context>]'")
+        return v
+
     @field_validator("twilio_to")
     @classmethod
     def _twilio_to(cls, v: str) -> str:
@@ -530,7 +562,7 @@ class TransferSettings(_Section):
             raise ValueError("must be https:// (plain http only to a loopback host, e.g. a test stand-in)")
         return v
 
-    @field_validator("asterisk_variable", "asterisk_summary_variable")
+    @field_validator("asterisk_variable", "asterisk_summary_variable", "freeswitch_summary_variable")
     @classmethod
     def _variable(cls, v: str, info) -> str:
         import re
@@ -574,6 +606,7 @@ class Settings(_Section):
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     transfer: TransferSettings = Field(default_factory=TransferSettings)
+    carriers: CarrierSettings = Field(default_factory=CarrierSettings)
 
     @model_validator(mode="after")
     def _attach_store(self) -> "Settings":
@@ -628,7 +661,7 @@ def _parse_env_value(raw: str) -> Any:
 
 _RAW_ENV_KEYS = {"auth_token", "stream_secret", "public_url", "handoff_webhook_secret", "watermark_key"}
 """Taken as written, never parsed as JSON (a token or key of digits stays a string)."""
-_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value"}  # transfer targets: "+77172000000" is a number, not JSON
+_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value", "freeswitch_dest", "freeswitch_secret"}  # transfer targets: "+77172000000" is a number, not JSON
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict:

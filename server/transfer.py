@@ -192,7 +192,111 @@ class AsteriskTransfer(Transfer):
             await post(base + urlencode({"variable": name, "value": value}), None, headers, self.t.timeout_s, "ARI channel variable")
 
 
+# ------------------------------------------------------------------------------------ FreeSWITCH ESL
+class EslClient:
+    """The inbound event socket (mod_event_socket): ``auth``, then ``api`` commands, each answered by an
+    ``api/response`` whose body starts ``+OK`` or ``-ERR``. One connection per transfer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, host: str, port: int, password: str) -> "EslClient":
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as e:
+            raise TransferError(f"event socket: {type(e).__name__}") from None
+        client = cls(reader, writer)
+        headers, _ = await client.read()
+        if headers.get("Content-Type") != "auth/request":
+            raise TransferError("event socket: no auth/request")
+        writer.write(f"auth {password}\n\n".encode())
+        headers, _ = await client.read()
+        if not headers.get("Reply-Text", "").startswith("+OK"):
+            raise TransferError("event socket: authentication refused")
+        return client
+
+    async def read(self) -> tuple[dict[str, str], str]:
+        """One message: its headers, and its body (Content-Length bytes)."""
+        headers: dict[str, str] = {}
+        try:
+            while True:
+                line = (await self.reader.readline()).decode("utf-8", "replace")
+                if not line:
+                    raise TransferError("event socket: connection closed")
+                line = line.rstrip("\n")
+                if not line:
+                    if headers:
+                        break
+                    continue
+                name, _, value = line.partition(":")
+                headers[name.strip()] = value.strip()
+            n = int(headers.get("Content-Length", "0") or 0)
+            body = (await self.reader.readexactly(n)).decode("utf-8", "replace") if n > 0 else ""
+        except (asyncio.IncompleteReadError, ValueError, ConnectionError):
+            raise TransferError("event socket: malformed reply") from None
+        return headers, body
+
+    async def api(self, command: str) -> str:
+        if "\n" in command or "\r" in command:
+            raise TransferError("event socket: a command cannot span lines")
+        self.writer.write(f"api {command}\n\n".encode())
+        while True:
+            headers, body = await self.read()
+            if headers.get("Content-Type") == "api/response":
+                break  # events or notices in between are skipped
+        if not body.startswith("+OK"):
+            raise TransferError(f"event socket: {command.split()[0]} answered {body.strip()[:60]!r}")
+        return body
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(b"exit\n\n")
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+        except (OSError, asyncio.TimeoutError):
+            pass
+
+
+class FreeSwitchTransfer(Transfer):
+    """``uuid_setvar`` the summary, then ``uuid_transfer`` the caller's channel (ESL); at other ends ``uuid_kill``."""
+
+    carrier = "freeswitch"
+
+    def configured(self) -> bool:
+        return bool(self.t.freeswitch_dest and self.t.freeswitch_esl_host)
+
+    async def _session(self, codec, commands: list[str]) -> None:
+        uuid_ = getattr(codec, "call_id", None)
+        if not isinstance(uuid_, str) or not _SAFE_ID.match(uuid_):
+            raise TransferError("the channel's uuid is not known (start metadata {\"uuid\": \"${uuid}\"})")
+        password = _credential(self.t.freeswitch_esl_password_env)
+        client = await EslClient.connect(self.t.freeswitch_esl_host, self.t.freeswitch_esl_port, password)
+        try:
+            for command in commands:
+                await client.api(command.format(uuid=uuid_))
+        finally:
+            await client.close()
+
+    async def send(self, codec, handoff: Handoff) -> None:
+        commands = []
+        if self.t.send_summary and self.t.freeswitch_summary_variable:
+            commands.append(f"uuid_setvar {{uuid}} {self.t.freeswitch_summary_variable} {short_summary(handoff).replace('{', '(').replace('}', ')')}")
+        commands.append(f"uuid_transfer {{uuid}} {self.t.freeswitch_dest}")
+        await self._session(codec, commands)
+
+    async def end(self, codec) -> None:
+        """The call ends without a handoff: hang the parked channel up (best effort, logged)."""
+        if not self.configured():
+            return
+        try:
+            async with asyncio.timeout(self.t.timeout_s):
+                await self._session(codec, ["uuid_kill {uuid}"])
+        except (TransferError, TimeoutError) as e:
+            log.warning("call %s: uuid_kill failed: %s", getattr(codec, "call_id", None), e or "timed out")
+
+
 def for_carrier(carrier: str, settings) -> Transfer | None:
     """The transfer of ``carrier`` (None where it has none)."""
-    cls = {"twilio": TwilioTransfer, "asterisk": AsteriskTransfer}.get(carrier)
+    cls = {"twilio": TwilioTransfer, "asterisk": AsteriskTransfer, "freeswitch": FreeSwitchTransfer}.get(carrier)
     return cls(settings) if cls is not None else None

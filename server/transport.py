@@ -477,8 +477,12 @@ class CallRunner:
     async def _transfer(self) -> None:
         """After a handoff has played: the carrier's transfer, if it has one (it logs and counts itself;
         a failed one leaves the call to end as it would have without it)."""
-        if self.handoff is not None and self.transfer is not None and not self.peer_gone and not self.cut_off:
+        if self.transfer is None or self.peer_gone or self.cut_off:
+            return
+        if self.handoff is not None:
             await self.transfer(self.codec, self.handoff)
+        elif hasattr(self.transfer, "end"):  # a carrier whose call outlives its media stream (FreeSWITCH)
+            await self.transfer.end(self.codec)
 
     async def _close(self, code: int, reason: str) -> None:
         goodbye = self.codec.hangup()
