@@ -29,7 +29,9 @@ ASTERISK_WS_PATH = "/v1/asterisk"
 """Asterisk chan_websocket media (server/asterisk_ws.py)."""
 FREESWITCH_PATH = "/v1/freeswitch"
 """FreeSWITCH mod_audio_stream (server/freeswitch.py)."""
-CARRIER_PATHS = (ASTERISK_WS_PATH, FREESWITCH_PATH)
+TELNYX_PATH = "/v1/telnyx"
+"""Telnyx Media Streaming (server/telnyx.py)."""
+CARRIER_PATHS = (ASTERISK_WS_PATH, FREESWITCH_PATH, TELNYX_PATH)
 
 
 class DauysServer:
@@ -275,6 +277,10 @@ async def handle_carrier(ws: ServerConnection, services, settings, registry) -> 
         from server.freeswitch import handle_freeswitch
 
         await handle_freeswitch(ws, services, settings, registry, transfer=for_carrier("freeswitch", settings))
+    elif path == TELNYX_PATH:
+        from server.telnyx import handle_telnyx
+
+        await handle_telnyx(ws, services, settings, registry, transfer=for_carrier("telnyx", settings))
 
 
 async def _no_sessions(ws: ServerConnection) -> None:  # pragma: no cover - the metrics listener answers every request itself

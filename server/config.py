@@ -485,8 +485,11 @@ class CarrierSettings(_Section):
 
     freeswitch_secret: SecretStr = SecretStr("")
     """When set, the mod_audio_stream start metadata must carry "secret" equal to this, else close 1008."""
+    telnyx_stream_token: SecretStr = SecretStr("")
+    """When set, Telnyx must present it as the streaming auth token (streaming_start's stream_auth_token:
+    the x-telnyx-streaming-auth-token header or connected field), else close 1008."""
 
-    @field_validator("freeswitch_secret", mode="before")
+    @field_validator("freeswitch_secret", "telnyx_stream_token", mode="before")
     @classmethod
     def _strip(cls, v: Any) -> Any:
         return v.strip() if isinstance(v, str) else v
@@ -527,6 +530,12 @@ class TransferSettings(_Section):
     freeswitch_summary_variable: str = "dauys_summary"
     """The channel variable (uuid_setvar) carrying the summary before the transfer; empty = none."""
 
+    telnyx_to: str = ""
+    """Telnyx: the number (E.164) or SIP URI the call is transferred to with Call Control's actions/transfer
+    (a SIP target gets the summary in an X-Dauys-Summary header). Empty = no transfer."""
+    telnyx_api_url: str = "https://api.telnyx.com"
+    telnyx_api_key_env: str = "TELNYX_API_KEY"
+
     @field_validator("freeswitch_dest")
     @classmethod
     def _freeswitch_dest(cls, v: str) -> str:
@@ -537,7 +546,7 @@ class TransferSettings(_Section):
             raise ValueError(f"{v!r} is not '<extension> [<dialplan> <context>]'")
         return v
 
-    @field_validator("twilio_to")
+    @field_validator("twilio_to", "telnyx_to")
     @classmethod
     def _twilio_to(cls, v: str) -> str:
         import re
@@ -547,7 +556,7 @@ class TransferSettings(_Section):
             raise ValueError(f"{v!r} is neither an E.164 number (+77172000000) nor a SIP address (sip:queue@pbx.example.kz)")
         return v
 
-    @field_validator("twilio_api_url", "asterisk_ari_url")
+    @field_validator("twilio_api_url", "asterisk_ari_url", "telnyx_api_url")
     @classmethod
     def _api_url(cls, v: str, info) -> str:
         from urllib.parse import urlsplit
@@ -558,7 +567,7 @@ class TransferSettings(_Section):
         u = urlsplit(v)
         if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment or u.username or u.password:
             raise ValueError(f"{v!r} is not an http(s) base URL without credentials (they come from the environment)")
-        if info.field_name == "twilio_api_url" and u.scheme != "https" and not is_local_host(u.hostname):
+        if info.field_name in ("twilio_api_url", "telnyx_api_url") and u.scheme != "https" and not is_local_host(u.hostname):
             raise ValueError("must be https:// (plain http only to a loopback host, e.g. a test stand-in)")
         return v
 
@@ -661,7 +670,7 @@ def _parse_env_value(raw: str) -> Any:
 
 _RAW_ENV_KEYS = {"auth_token", "stream_secret", "public_url", "handoff_webhook_secret", "watermark_key"}
 """Taken as written, never parsed as JSON (a token or key of digits stays a string)."""
-_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value", "freeswitch_dest", "freeswitch_secret"}  # transfer targets: "+77172000000" is a number, not JSON
+_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value", "freeswitch_dest", "freeswitch_secret", "telnyx_to", "telnyx_stream_token"}  # transfer targets: "+77172000000" is a number, not JSON
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import os
 import re
@@ -192,6 +193,27 @@ class AsteriskTransfer(Transfer):
             await post(base + urlencode({"variable": name, "value": value}), None, headers, self.t.timeout_s, "ARI channel variable")
 
 
+class TelnyxTransfer(Transfer):
+    """Call Control ``POST {telnyx_api_url}/v2/calls/{call_control_id}/actions/transfer`` (JSON, bearer key)."""
+
+    carrier = "telnyx"
+
+    def configured(self) -> bool:
+        return bool(self.t.telnyx_to)
+
+    async def send(self, codec, handoff: Handoff) -> None:
+        call = getattr(codec, "call_id", None)
+        if not isinstance(call, str) or not _SAFE_ID.match(call):
+            raise TransferError("the call's call_control_id is not known")
+        key = _credential(self.t.telnyx_api_key_env)
+        body: dict = {"to": self.t.telnyx_to}
+        if self.t.send_summary:
+            body["custom_headers"] = [{"name": SUMMARY_HEADER, "value": short_summary(handoff)}]
+        url = f"{self.t.telnyx_api_url.rstrip('/')}/v2/calls/{quote(call, safe='')}/actions/transfer"
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Accept": "application/json", "User-Agent": "dauys-transfer"}
+        await post(url, json.dumps(body, ensure_ascii=False).encode(), headers, self.t.timeout_s, "Telnyx transfer")
+
+
 # ------------------------------------------------------------------------------------ FreeSWITCH ESL
 class EslClient:
     """The inbound event socket (mod_event_socket): ``auth``, then ``api`` commands, each answered by an
@@ -298,5 +320,5 @@ class FreeSwitchTransfer(Transfer):
 
 def for_carrier(carrier: str, settings) -> Transfer | None:
     """The transfer of ``carrier`` (None where it has none)."""
-    cls = {"twilio": TwilioTransfer, "asterisk": AsteriskTransfer, "freeswitch": FreeSwitchTransfer}.get(carrier)
+    cls = {"twilio": TwilioTransfer, "asterisk": AsteriskTransfer, "freeswitch": FreeSwitchTransfer, "telnyx": TelnyxTransfer}.get(carrier)
     return cls(settings) if cls is not None else None
