@@ -31,7 +31,9 @@ FREESWITCH_PATH = "/v1/freeswitch"
 """FreeSWITCH mod_audio_stream (server/freeswitch.py)."""
 TELNYX_PATH = "/v1/telnyx"
 """Telnyx Media Streaming (server/telnyx.py)."""
-CARRIER_PATHS = (ASTERISK_WS_PATH, FREESWITCH_PATH, TELNYX_PATH)
+VONAGE_PATH = "/v1/vonage"
+"""Vonage Voice API WebSocket (server/vonage.py)."""
+CARRIER_PATHS = (ASTERISK_WS_PATH, FREESWITCH_PATH, TELNYX_PATH, VONAGE_PATH)
 
 
 class DauysServer:
@@ -281,6 +283,10 @@ async def handle_carrier(ws: ServerConnection, services, settings, registry) -> 
         from server.telnyx import handle_telnyx
 
         await handle_telnyx(ws, services, settings, registry, transfer=for_carrier("telnyx", settings))
+    elif path == VONAGE_PATH:
+        from server.vonage import handle_vonage
+
+        await handle_vonage(ws, services, settings, registry)
 
 
 async def _no_sessions(ws: ServerConnection) -> None:  # pragma: no cover - the metrics listener answers every request itself

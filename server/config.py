@@ -489,7 +489,10 @@ class CarrierSettings(_Section):
     """When set, Telnyx must present it as the streaming auth token (streaming_start's stream_auth_token:
     the x-telnyx-streaming-auth-token header or connected field), else close 1008."""
 
-    @field_validator("freeswitch_secret", "telnyx_stream_token", mode="before")
+    vonage_secret: SecretStr = SecretStr("")
+    """When set, the Vonage websocket:connected message must carry the NCCO endpoint header "secret" equal to this."""
+
+    @field_validator("freeswitch_secret", "telnyx_stream_token", "vonage_secret", mode="before")
     @classmethod
     def _strip(cls, v: Any) -> Any:
         return v.strip() if isinstance(v, str) else v
@@ -670,7 +673,7 @@ def _parse_env_value(raw: str) -> Any:
 
 _RAW_ENV_KEYS = {"auth_token", "stream_secret", "public_url", "handoff_webhook_secret", "watermark_key"}
 """Taken as written, never parsed as JSON (a token or key of digits stays a string)."""
-_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value", "freeswitch_dest", "freeswitch_secret", "telnyx_to", "telnyx_stream_token"}  # transfer targets: "+77172000000" is a number, not JSON
+_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value", "freeswitch_dest", "freeswitch_secret", "telnyx_to", "telnyx_stream_token", "vonage_secret"}  # transfer targets: "+77172000000" is a number, not JSON
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict:
