@@ -201,7 +201,7 @@ class Pacer:
                 await runner.link.send(data)
             except outgoing.SlowConsumer:
                 await runner.slow_consumer()
-            except ConnectionError:
+            except (ConnectionError, ConnectionClosed):  # a byte stream's or a WebSocket's peer is gone
                 runner.cut_off = True
             next_t += self.period
 

@@ -1,0 +1,68 @@
+"""The new carriers end to end through the real server on 127.0.0.1 (routing, admission, the shared
+runner and Pacer): a chan_websocket peer playing Asterisk's side, four calls at once, with the
+inter-frame timing of the outgoing audio measured; and the admission rules of the new paths."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+pytestmark = pytest.mark.slow
+
+START = "MEDIA_START connection_id:c{n} channel:WebSocket/dauys/0x{n} channel_id:1761245643.{n} format:slin16 optimal_frame_size:640 ptime:20"
+
+
+async def asterisk_call(url: str, n: int, frames_wanted: int, deadline_s: float) -> list[float]:
+    """One chan_websocket call: MEDIA_START, then 20 ms of silence every 20 ms (the caller listening);
+    returns the arrival times of the binary media Dauys sends."""
+    arrivals: list[float] = []
+    async with connect(url, max_size=None) as ws:
+        await ws.send(START.format(n=n))
+
+        async def rx():
+            async for msg in ws:
+                if isinstance(msg, bytes):
+                    assert len(msg) == 640, len(msg)
+                    arrivals.append(time.monotonic())
+
+        reader = asyncio.ensure_future(rx())
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < deadline_s and len(arrivals) < frames_wanted:
+            await ws.send(b"\x00" * 640)
+            i += 1
+            await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.monotonic()))
+        reader.cancel()
+    return arrivals
+
+
+async def test_four_concurrent_chan_websocket_calls_get_evenly_paced_audio(make_server):
+    server = await make_server()
+    url = f"ws://127.0.0.1:{server.port}/v1/asterisk?language=kk"
+    results = await asyncio.gather(*(asterisk_call(url, n, 200, 60) for n in range(4)))
+    for arrivals in results:
+        assert len(arrivals) >= 150, len(arrivals)  # the spoken AI disclosure, at least 3 s of it
+        gaps = np.diff(arrivals[10:150]) * 1000
+        assert abs(np.median(gaps) - 20.0) < 1.5, np.median(gaps)
+        assert np.percentile(np.abs(gaps - 20.0), 90) < 8.0, np.percentile(np.abs(gaps - 20.0), 90)
+        assert gaps.max() < 250, gaps.max()  # generous: the CPU is shared; a real gap would be seconds
+    await asyncio.sleep(0.5)
+    assert not server.sessions  # every call ended when its peer closed
+
+
+async def test_new_paths_are_admitted_like_the_native_one(make_server):
+    server = await make_server(server={"api_keys": ["k" * 20], "host": "127.0.0.1"})
+    for path in ("/v1/asterisk", "/v1/freeswitch", "/v1/telnyx", "/v1/vonage"):
+        with pytest.raises(InvalidStatus) as e:
+            async with connect(f"ws://127.0.0.1:{server.port}{path}"):
+                pass
+        assert e.value.response.status_code == 401, path
+        async with connect(f"ws://127.0.0.1:{server.port}{path}?token={'k' * 20}") as ws:
+            await ws.send(json.dumps({"event": "nope"}))
+            await ws.close()
