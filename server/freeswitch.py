@@ -18,7 +18,7 @@ Wire format (mod_audio_stream's README; Dauys's own text messages marked *):
   it as JSON ``{"uuid", "language"?, "secret"?, "rate"?}`` (*); DTMF, which
   the module does not forward itself, arrives through the dialplan's
   ``bind_digit_action`` running ``uuid_audio_stream <uuid> send_text
-  {"event":"dtmf","digit":"0"}`` (*); ``stop``'s metadata may be
+  {"dtmf":"0"}`` (or ``{"event":"dtmf","digit":"0"}``) (*); ``stop``'s metadata may be
   ``{"event":"stop"}`` (*).  Anything else is ``unknown_type``.
 * in, BINARY: the caller's audio, L16 mono at the ``start`` rate (8k or 16k;
   the query parameter ``rate`` or the metadata's ``rate`` tells Dauys which).
@@ -103,6 +103,8 @@ class FreeSwitchCodec(Codec):
         if not isinstance(msg, dict):
             raise ProtocolError("invalid_json", "not a JSON object")
         event = msg.get("event")
+        if event is None and "dtmf" in msg:  # {"dtmf": "0"}: the comma-free form bind_digit_action can send
+            event, msg = "dtmf", {"digit": msg["dtmf"]}
         if event == "dtmf":
             digit = msg.get("digit")
             return [Dtmf(digit)] if isinstance(digit, str) and len(digit) == 1 else [ProtocolError("invalid_message", "dtmf without a digit")]

@@ -37,6 +37,7 @@ def test_metadata_starts_the_call_and_audio_frames_go_out_as_stream_audio():
     assert codec.decode(meta(language="KK", rate=16000)) == [CallId(CALL), CallStart(Start(pcm16, pcm16, "kk", keypad=True), language_fallback=True)]
     assert codec.decode(b"\x01\x00" * 320) == [Audio(b"\x01\x00" * 320)]
     assert codec.decode(json.dumps({"event": "dtmf", "digit": "0"})) == [Dtmf("0")]
+    assert codec.decode('{"dtmf":"5"}') == [Dtmf("5")]  # the comma-free form of bind_digit_action
     out = codec.encode(AudioFrame("r1", b"\x02" * 1000))
     assert len(out) == 1
     msg = json.loads(out[0])
