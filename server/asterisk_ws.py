@@ -92,6 +92,11 @@ class AsteriskWebSocketCodec(Codec):
 
     transport = "asterisk_ws"
     pace_s = FRAME_S
+    pace_lead_s = 0.06
+    """Sent this far ahead of real time: the platform's buffer against jitter, emptied by its clear command at a barge-in."""
+
+    def timed(self, message: str | bytes) -> bool:
+        return isinstance(message, bytes)
 
     def __init__(self, language: str = "auto", caller_channel: str | None = None) -> None:
         self.language = language

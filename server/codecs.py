@@ -106,11 +106,18 @@ class Codec:
     Where it has none, protocol errors are still counted in ``dauys_errors_total``."""
     pace_s: float | None = None
     """Outgoing audio is paced by the runner's writer, one message every ``pace_s`` s (AudioSocket)."""
+    pace_lead_s = 0.0
+    """How far ahead of real time paced audio may go out (what the carrier buffers against network
+    jitter; only where it can take it back at a barge-in with a clear command)."""
     call_id: str | None = None
 
     def too_large(self, message: str | bytes, max_frame_bytes: int) -> bool:
         """Is this message above the server's frame limit (then ``frame_too_large``, close 1009)?"""
         return False
+
+    def timed(self, message: str | bytes) -> bool:
+        """Is this outgoing message media (one slot of the pacer's clock), not a control message?"""
+        return True
 
     def decode(self, message: str | bytes) -> list[Input]:
         raise NotImplementedError

@@ -56,6 +56,11 @@ class TelnyxCodec(Codec):
 
     transport = "telnyx"
     pace_s = FRAME_S
+    pace_lead_s = 0.1
+    """Sent this far ahead of real time: the platform's buffer against jitter, emptied by its clear command at a barge-in."""
+
+    def timed(self, message: str | bytes) -> bool:
+        return isinstance(message, str) and message.startswith('{"event": "media"')
     frame_bytes = 160
 
     def __init__(self, language: str = "auto", stream_token: str = "", header_token: str | None = None) -> None:

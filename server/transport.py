@@ -160,14 +160,18 @@ class StreamLink:
 
 # ------------------------------------------------------------------------------------ pacing
 class Pacer:
-    """The writer's clock for phone carriers: queued messages go out exactly every ``period`` s
-    (monotonic clock, the grid restarted after idle), with only ``depth`` queued (what a barge-in
-    cannot take back). Once the peer is cut off the queue keeps draining, unpaced, and nothing
-    goes out (the rest of a reply would otherwise hold the call for its length)."""
+    """The writer's clock for phone carriers: queued media messages go out exactly every ``period`` s
+    (monotonic clock, the grid restarted after idle), at most ``lead`` s ahead of it (a carrier across
+    the internet keeps that much in its own buffer against network jitter, and takes it back with its
+    clear command at a barge-in), with only ``depth`` queued (what a barge-in cannot take back here).
+    Control messages (the codec's ``timed(message)`` is False: marks, clear, flush) go out in their
+    place in the queue without taking a slot of the grid. Once the peer is cut off the queue keeps
+    draining, unpaced, and nothing goes out (the rest of a reply would otherwise hold the call for its length)."""
 
-    def __init__(self, runner: "CallRunner", period: float, depth: int = PACER_DEPTH) -> None:
+    def __init__(self, runner: "CallRunner", period: float, depth: int = PACER_DEPTH, lead: float = 0.0) -> None:
         self.runner = runner
         self.period = period
+        self.lead = lead
         self._q: asyncio.Queue = asyncio.Queue(depth)
         self.task = asyncio.ensure_future(self._run())
 
@@ -192,18 +196,21 @@ class Pacer:
                 return
             if runner.cut_off:
                 continue
-            now = time.monotonic()
-            if next_t < now - self.period:  # idle since the last frame: restart the grid
-                next_t = now
-            if next_t > now:
-                await asyncio.sleep(next_t - now)
+            timed = runner.codec.timed(data)
+            if timed:
+                now = time.monotonic()
+                if next_t < now - self.period:  # idle since the last frame: restart the grid
+                    next_t = now
+                if next_t - self.lead > now:
+                    await asyncio.sleep(next_t - self.lead - now)
             try:
                 await runner.link.send(data)
             except outgoing.SlowConsumer:
                 await runner.slow_consumer()
             except (ConnectionError, ConnectionClosed):  # a byte stream's or a WebSocket's peer is gone
                 runner.cut_off = True
-            next_t += self.period
+            if timed:
+                next_t += self.period
 
 
 # ------------------------------------------------------------------------------------ the runner
@@ -412,7 +419,7 @@ class CallRunner:
     async def _write(self) -> None:
         s, codec = self.session, self.codec
         if codec.pace_s is not None:
-            self._pacer = Pacer(self, codec.pace_s)
+            self._pacer = Pacer(self, codec.pace_s, lead=codec.pace_lead_s)
         while True:
             item = await s.outbox.get()
             if item is None or isinstance(item, Close):

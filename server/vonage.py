@@ -64,6 +64,11 @@ class VonageCodec(Codec):
 
     transport = "vonage"
     pace_s = FRAME_S
+    pace_lead_s = 0.1
+    """Sent this far ahead of real time: the platform's buffer against jitter, emptied by its clear command at a barge-in."""
+
+    def timed(self, message: str | bytes) -> bool:
+        return isinstance(message, bytes)
 
     def __init__(self, language: str = "auto", secret: str = "") -> None:
         self.language = language
