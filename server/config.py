@@ -533,6 +533,14 @@ class TransferSettings(_Section):
     freeswitch_summary_variable: str = "dauys_summary"
     """The channel variable (uuid_setvar) carrying the summary before the transfer; empty = none."""
 
+    asterisk_ami_host: str = ""
+    """Asterisk AudioSocket: the manager interface (AMI) host; at a handoff the same variables are set on the
+    channel whose asterisk_uuid_variable holds the call's AudioSocket UUID. Empty = none (the leg just hangs up)."""
+    asterisk_ami_port: int = Field(5038, ge=1, le=65535)
+    asterisk_ami_user_env: str = "DAUYS_AMI_USER"
+    asterisk_ami_secret_env: str = "DAUYS_AMI_SECRET"
+    asterisk_uuid_variable: str = "DAUYS_UUID"
+    """The channel variable the dialplan sets to the UUID it gives AudioSocket()."""
     telnyx_to: str = ""
     """Telnyx: the number (E.164) or SIP URI the call is transferred to with Call Control's actions/transfer
     (a SIP target gets the summary in an X-Dauys-Summary header). Empty = no transfer."""
@@ -574,13 +582,13 @@ class TransferSettings(_Section):
             raise ValueError("must be https:// (plain http only to a loopback host, e.g. a test stand-in)")
         return v
 
-    @field_validator("asterisk_variable", "asterisk_summary_variable", "freeswitch_summary_variable")
+    @field_validator("asterisk_variable", "asterisk_summary_variable", "freeswitch_summary_variable", "asterisk_uuid_variable")
     @classmethod
     def _variable(cls, v: str, info) -> str:
         import re
 
         v = v.strip()
-        if (v or info.field_name == "asterisk_variable") and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,79}", v):
+        if (v or info.field_name in ("asterisk_variable", "asterisk_uuid_variable")) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,79}", v):
             raise ValueError(f"{v!r} is not a channel variable name (letters, digits, _)")
         return v
 

@@ -214,6 +214,112 @@ class TelnyxTransfer(Transfer):
         await post(url, json.dumps(body, ensure_ascii=False).encode(), headers, self.t.timeout_s, "Telnyx transfer")
 
 
+# ------------------------------------------------------------------------------------ Asterisk AMI (AudioSocket)
+class AmiClient:
+    """The Asterisk Manager Interface: ``Key: Value`` lines, a blank line ends a message; every action
+    carries an ``ActionID`` its ``Response`` (and the events of a list) repeat. One connection per transfer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self._n = 0
+
+    @classmethod
+    async def connect(cls, host: str, port: int, user: str, secret: str) -> "AmiClient":
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as e:
+            raise TransferError(f"AMI: {type(e).__name__}") from None
+        client = cls(reader, writer)
+        banner = await reader.readline()
+        if not banner.startswith(b"Asterisk Call Manager"):
+            raise TransferError("AMI: not an Asterisk Call Manager")
+        await client.action("Login", Username=user, Secret=secret)
+        return client
+
+    async def read(self) -> dict[str, list[str]]:
+        msg: dict[str, list[str]] = {}
+        try:
+            while True:
+                line = (await self.reader.readline()).decode("utf-8", "replace")
+                if not line:
+                    raise TransferError("AMI: connection closed")
+                line = line.rstrip("\r\n")
+                if not line:
+                    if msg:
+                        return msg
+                    continue
+                key, _, value = line.partition(":")
+                msg.setdefault(key.strip(), []).append(value.strip())
+        except (ConnectionError, ValueError):
+            raise TransferError("AMI: malformed reply") from None
+
+    async def action(self, name: str, **fields: str) -> list[dict[str, list[str]]]:
+        """Send an action; its response, then (for a list) its events up to the list's end."""
+        self._n += 1
+        action_id = f"dauys-{self._n}"
+        lines = [f"Action: {name}", f"ActionID: {action_id}"] + [f"{k}: {v}" for k, v in fields.items()]
+        if any("\r" in v or "\n" in v for v in lines):
+            raise TransferError("AMI: a field cannot span lines")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        out: list[dict[str, list[str]]] = []
+        listing = False
+        while True:
+            msg = await self.read()
+            if msg.get("ActionID", [""])[0] != action_id:
+                continue  # unsolicited events
+            if "Response" in msg:
+                if msg["Response"][0] not in ("Success", "Follows"):
+                    raise TransferError(f"AMI: {name} answered {msg.get('Message', ['?'])[0][:60]!r}")
+                listing = msg.get("EventList", [""])[0].lower() == "start" or "will follow" in msg.get("Message", [""])[0]
+                if not listing:
+                    return [msg]
+            elif listing:
+                if msg.get("EventList", [""])[0].lower() == "complete" or msg.get("Event", [""])[0].endswith("Complete"):
+                    return out
+                out.append(msg)
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(b"Action: Logoff\r\n\r\n")
+            self.writer.close()
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+        except (OSError, asyncio.TimeoutError):
+            pass
+
+
+class AudioSocketTransfer(Transfer):
+    """AudioSocket cannot carry a variable: through AMI, find the channel whose ``asterisk_uuid_variable``
+    is this call's AudioSocket UUID (``Status`` with ``Variables``), then ``Setvar`` on it."""
+
+    carrier = "audiosocket"
+
+    def configured(self) -> bool:
+        return bool(self.t.asterisk_ami_host)
+
+    async def send(self, codec, handoff: Handoff) -> None:
+        call = getattr(codec, "call_id", None)
+        if not isinstance(call, str) or not _SAFE_ID.match(call):
+            raise TransferError("the call's AudioSocket UUID is not known")
+        user = _credential(self.t.asterisk_ami_user_env)
+        secret = _credential(self.t.asterisk_ami_secret_env)
+        client = await AmiClient.connect(self.t.asterisk_ami_host, self.t.asterisk_ami_port, user, secret)
+        try:
+            wanted = f"{self.t.asterisk_uuid_variable}={call}".lower()
+            channels = [
+                ev["Channel"][0] for ev in await client.action("Status", Variables=self.t.asterisk_uuid_variable)
+                if "Channel" in ev and any(v.lower() == wanted for v in ev.get("Variable", []))
+            ]
+            if len(channels) != 1:
+                raise TransferError(f"AMI: {len(channels)} channels have {self.t.asterisk_uuid_variable} = this call's UUID")
+            variables = [(self.t.asterisk_variable, self.t.asterisk_value)]
+            if self.t.send_summary and self.t.asterisk_summary_variable:
+                variables.insert(0, (self.t.asterisk_summary_variable, short_summary(handoff)))
+            for name, value in variables:
+                await client.action("Setvar", Channel=channels[0], Variable=name, Value=value)
+        finally:
+            await client.close()
+
+
 # ------------------------------------------------------------------------------------ FreeSWITCH ESL
 class EslClient:
     """The inbound event socket (mod_event_socket): ``auth``, then ``api`` commands, each answered by an
@@ -320,5 +426,8 @@ class FreeSwitchTransfer(Transfer):
 
 def for_carrier(carrier: str, settings) -> Transfer | None:
     """The transfer of ``carrier`` (None where it has none)."""
-    cls = {"twilio": TwilioTransfer, "asterisk": AsteriskTransfer, "freeswitch": FreeSwitchTransfer, "telnyx": TelnyxTransfer}.get(carrier)
+    cls = {
+        "twilio": TwilioTransfer, "asterisk": AsteriskTransfer, "audiosocket": AudioSocketTransfer,
+        "freeswitch": FreeSwitchTransfer, "telnyx": TelnyxTransfer,
+    }.get(carrier)
     return cls(settings) if cls is not None else None
