@@ -274,9 +274,9 @@ class CallRunner:
             if not self.output_done.is_set() and (s.ended or self._outbox_closed):
                 # a normal end: let the writer deliver the last events and close
                 try:
-                    await asyncio.wait_for(self.output_done.wait(), TEARDOWN_S)
+                    await asyncio.wait_for(self.output_done.wait(), self._teardown_s())
                 except asyncio.TimeoutError:
-                    self.log.warning("call %s: output not delivered within %.0f s; cut", self.call_id, TEARDOWN_S)
+                    self.log.warning("call %s: output not delivered within %.0f s; cut", self.call_id, self._teardown_s())
             writer.cancel()
             if self._pacer is not None:
                 self._pacer.task.cancel()
@@ -289,6 +289,11 @@ class CallRunner:
                 "call %s closed: %d utterances, %d finals, %d partials, %d discarded%s", self.call_id,
                 st.utterances, st.finals, st.partials, st.discarded, self._closing_note(),
             )
+
+    def _teardown_s(self) -> float:
+        """The end of a call may wait for the writer this long: :data:`TEARDOWN_S`, plus a transfer's time limit."""
+        t = getattr(getattr(self.transfer, "t", None), "timeout_s", 0.0)
+        return TEARDOWN_S + (t if isinstance(t, (int, float)) else 0.0)
 
     def _closing_note(self) -> str:
         heard, not_heard = getattr(self.codec, "heard", None), getattr(self.codec, "not_heard", None)
@@ -475,6 +480,7 @@ class CallRunner:
 
     async def _await_playback(self) -> None:
         """Let the carrier play what it has queued (a handoff message) before the call closes."""
+        self._update_played()  # flush() may have asked for a confirmation (chan_websocket REPORT_QUEUE_DRAINED)
         if self.codec.awaiting_playback and not self.peer_gone:
             try:
                 await asyncio.wait_for(self._played.wait(), MARK_WAIT_S)

@@ -256,3 +256,25 @@ async def test_dtmf_0_on_chan_websocket_sets_the_variable_then_hangs_up(quiet, s
     assert [parse_qs(urlsplit(r["path"]).query)["variable"] for r in ari.requests] == [["DAUYS_SUMMARY"], ["DAUYS_TRANSFER"]]
     commands = [m for m in link.sent if isinstance(m, str)]
     assert commands[-2:] == ['{"command": "REPORT_QUEUE_DRAINED"}', '{"command": "HANGUP"}']
+
+
+async def test_chan_websocket_hangs_up_only_after_asterisk_says_the_queue_drained(quiet, stand_in, credentials):
+    from tests.carriers.test_transport import MemoryLink
+
+    settings = make_settings()
+    link = MemoryLink([json.dumps({"event": "MEDIA_START", "channel_id": "1.2", "format": "ulaw", "optimal_frame_size": 160}),
+                       b"\xff" * 160, json.dumps({"event": "DTMF_END", "digit": "0"})])
+    drained_at = []
+
+    async def asterisk():  # QUEUE_DRAINED 0.5 s after it was asked for
+        while '{"command": "REPORT_QUEUE_DRAINED"}' not in link.sent:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        drained_at.append(len(link.sent))
+        link.incoming.put_nowait(json.dumps({"event": "QUEUE_DRAINED"}))
+
+    helper = asyncio.ensure_future(asterisk())
+    await _run(link, AsteriskWebSocketCodec(), quiet, settings, for_carrier("asterisk", settings))
+    helper.cancel()
+    assert drained_at, "REPORT_QUEUE_DRAINED never sent"
+    assert link.sent.index('{"command": "HANGUP"}') >= drained_at[0]  # HANGUP went out after QUEUE_DRAINED came
