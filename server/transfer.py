@@ -98,6 +98,22 @@ def short_summary(handoff: Handoff) -> str:
     return " ".join(handoff.summary.split())[:SUMMARY_CHARS]
 
 
+SIP_HEADER_CHARS = 900
+"""A SIP header carries the summary percent-encoded (UTF-8), cut to this many characters on a
+character boundary (Twilio allows 1024 bytes of custom headers in all)."""
+
+
+def sip_header_value(summary: str, limit: int = SIP_HEADER_CHARS) -> str:
+    out, n = [], 0
+    for ch in summary:
+        piece = quote(ch, safe="")
+        if n + len(piece) > limit:
+            break
+        out.append(piece)
+        n += len(piece)
+    return "".join(out)
+
+
 # ------------------------------------------------------------------------------------ carriers
 class Transfer:
     """The interface: ``await transfer(codec, handoff)`` -> True once the carrier has taken the call."""
@@ -142,7 +158,7 @@ def twiml_dial(to: str, summary: str | None) -> str:
     if to.startswith("sip:"):
         uri = to
         if summary:
-            uri += ("&" if "?" in uri else "?") + f"{SUMMARY_HEADER}={quote(summary, safe='')}"
+            uri += ("&" if "?" in uri else "?") + f"{SUMMARY_HEADER}={sip_header_value(summary)}"
         target = f"<Sip>{escape(uri)}</Sip>"
     else:
         target = f"<Number>{escape(to)}</Number>"
@@ -208,7 +224,7 @@ class TelnyxTransfer(Transfer):
         key = _credential(self.t.telnyx_api_key_env)
         body: dict = {"to": self.t.telnyx_to}
         if self.t.send_summary:
-            body["custom_headers"] = [{"name": SUMMARY_HEADER, "value": short_summary(handoff)}]
+            body["custom_headers"] = [{"name": SUMMARY_HEADER, "value": sip_header_value(short_summary(handoff))}]
         url = f"{self.t.telnyx_api_url.rstrip('/')}/v2/calls/{quote(call, safe='')}/actions/transfer"
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Accept": "application/json", "User-Agent": "dauys-transfer"}
         await post(url, json.dumps(body, ensure_ascii=False).encode(), headers, self.t.timeout_s, "Telnyx transfer")

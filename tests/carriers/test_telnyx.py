@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -133,7 +134,9 @@ async def test_call_control_transfer_with_the_summary_header(api, monkeypatch):
     (req,) = api.requests
     assert req["path"] == "/v2/calls/v3%3AMdI91X4lWFEs7IgbBEOT9M4AigoY08M0WWZFISt1Yw2axZ_IiE4pqg/actions/transfer"
     assert req["headers"]["Authorization"] == "Bearer KEYabc" and req["headers"]["Content-Type"] == "application/json"
-    assert json.loads(req["body"]) == {"to": "sip:queue@pbx.example.kz", "custom_headers": [{"name": "X-Dauys-Summary", "value": HANDOFF.summary}]}
+    body = json.loads(req["body"])
+    assert body["to"] == "sip:queue@pbx.example.kz" and body["custom_headers"][0]["name"] == "X-Dauys-Summary"
+    assert unquote(body["custom_headers"][0]["value"]) == HANDOFF.summary and body["custom_headers"][0]["value"].isascii()
     monkeypatch.delenv("TELNYX_API_KEY")
     assert not await TelnyxTransfer(settings)(codec, HANDOFF) and len(api.requests) == 1
 

@@ -129,6 +129,15 @@ async def test_twilio_sip_target_carries_the_summary_in_a_header(stand_in, crede
     assert "caller" not in parse_qs(api2.requests[0]["body"].decode())["Twiml"][0]
 
 
+def test_the_sip_header_value_is_ascii_and_bounded_on_a_character_boundary():
+    from urllib.parse import unquote
+
+    from server.transfer import sip_header_value
+
+    value = sip_header_value("қ" * 1000)
+    assert value.isascii() and len(value) <= 900 and unquote(value) == "қ" * (len(value) // 6)
+
+
 def test_twiml_escapes_what_it_carries():
     twiml = twiml_dial("sip:a@b", "x</Sip><Redirect>http://evil</Redirect>&")
     sip = ET.fromstring(twiml).find("Dial/Sip")
