@@ -66,3 +66,71 @@ async def test_new_paths_are_admitted_like_the_native_one(make_server):
         async with connect(f"ws://127.0.0.1:{server.port}{path}?token={'k' * 20}") as ws:
             await ws.send(json.dumps({"event": "nope"}))
             await ws.close()
+
+
+def _telnyx_start() -> list:
+    return [json.dumps({"event": "connected", "version": "1.0.0"}),
+            json.dumps({"event": "start", "sequence_number": "1", "stream_id": "S1", "start": {
+                "call_control_id": "v3:abc", "custom_parameters": {"language": "kk"}, "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1}}})]
+
+
+def _telnyx_media() -> str:
+    import base64
+
+    return json.dumps({"event": "media", "media": {"track": "inbound", "payload": base64.b64encode(b"\xff" * 160).decode()}})
+
+
+def _telnyx_audio(msg) -> int | None:
+    import base64
+
+    if isinstance(msg, str) and json.loads(msg)["event"] == "media":
+        return len(base64.b64decode(json.loads(msg)["media"]["payload"]))
+    return None
+
+
+def _fs_audio(msg) -> int | None:
+    import base64
+
+    if isinstance(msg, str) and json.loads(msg).get("type") == "streamAudio":
+        return len(base64.b64decode(json.loads(msg)["data"]["audioData"]))
+    return None
+
+
+CARRIERS = {
+    # path: (opening messages, one 20 ms caller frame, the size of an outgoing audio message or None, its expected size)
+    "/v1/telnyx": (_telnyx_start(), _telnyx_media(), _telnyx_audio, 160),
+    "/v1/vonage": ([json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=16000", "language": "kk", "call_uuid": "u1"})],
+                   b"\x00" * 640, lambda m: len(m) if isinstance(m, bytes) else None, 640),
+    "/v1/freeswitch": ([json.dumps({"uuid": "f1", "language": "kk", "rate": 8000})], b"\x00" * 320, _fs_audio, 320),
+}
+
+
+@pytest.mark.parametrize("path", list(CARRIERS))
+async def test_each_cloud_and_freeswitch_carrier_speaks_paced_20_ms_audio(make_server, path):
+    opening, frame, audio_size, size = CARRIERS[path]
+    server = await make_server()
+    arrivals: list[float] = []
+    async with connect(f"ws://127.0.0.1:{server.port}{path}", max_size=None) as ws:
+        for m in opening:
+            await ws.send(m)
+
+        async def rx():
+            async for msg in ws:
+                n = audio_size(msg)
+                if n is not None:
+                    assert n == size, (path, n)
+                    arrivals.append(time.monotonic())
+
+        reader = asyncio.ensure_future(rx())
+        t0 = time.monotonic()
+        i = 0
+        while time.monotonic() - t0 < 30 and len(arrivals) < 120:
+            await ws.send(frame)
+            i += 1
+            await asyncio.sleep(max(0.0, t0 + i * 0.02 - time.monotonic()))
+        reader.cancel()
+    assert len(arrivals) >= 120, (path, len(arrivals))
+    gaps = np.diff(arrivals[20:120]) * 1000  # past the lead sent ahead at the start
+    assert abs(np.median(gaps) - 20.0) < 1.5 and gaps.max() < 250, (path, np.median(gaps), gaps.max())
+    await asyncio.sleep(0.5)
+    assert not server.sessions
