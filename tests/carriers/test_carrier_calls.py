@@ -66,6 +66,18 @@ async def test_new_paths_are_admitted_like_the_native_one(make_server):
         async with connect(f"ws://127.0.0.1:{server.port}{path}?token={'k' * 20}") as ws:
             await ws.send(json.dumps({"event": "nope"}))
             await ws.close()
+    # Asterisk's websocket_client.conf can send only basic auth: the password is the key
+    import base64
+
+    def basic(password: str) -> dict:
+        return {"Authorization": "Basic " + base64.b64encode(f"asterisk:{password}".encode()).decode()}
+
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/asterisk", additional_headers=basic("k" * 20)) as ws:
+        await ws.close()
+    with pytest.raises(InvalidStatus) as e:
+        async with connect(f"ws://127.0.0.1:{server.port}/v1/asterisk", additional_headers=basic("wrong-key-wrong-key")):
+            pass
+    assert e.value.response.status_code == 401
 
 
 def _telnyx_start() -> list:
