@@ -17,6 +17,19 @@ calls the carrier's transfer (below) before it ends the call as before:
   the summary) on the caller's channel through ARI, ``POST
   {transfer.asterisk_ari_url}/channels/{id}/variable?variable=...&value=...``,
   then the leg hangs up and the dialplan after ``Dial()`` reads the variable.
+* Asterisk (AudioSocket): the protocol carries no variable, so the same
+  variables are set through the manager interface (AMI, ``transfer.asterisk_ami_host``):
+  ``Status`` with ``Variables`` finds the one channel whose
+  ``transfer.asterisk_uuid_variable`` holds the call's AudioSocket UUID, then
+  ``Setvar``; then the leg hangs up (0x00) and the dialplan after ``AudioSocket()``
+  reads the variable.
+* FreeSWITCH (mod_audio_stream): over the event socket (ESL),
+  ``uuid_setvar <uuid> dauys_summary ...`` then ``uuid_transfer <uuid>
+  {transfer.freeswitch_dest}``; a call that ends otherwise gets ``uuid_kill``.
+* Telnyx: Call Control ``POST {transfer.telnyx_api_url}/v2/calls/{call_control_id}/actions/transfer``
+  ``{"to": transfer.telnyx_to, "custom_headers": [X-Dauys-Summary]}`` with the
+  API key from ``transfer.telnyx_api_key_env``.
+* Vonage: none (its transfer needs the application's JWT): the NCCO goes on.
 
 Nothing is sent anywhere unless its target is configured; credentials come
 only from the environment and, like the summary and the target, never reach a
