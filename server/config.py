@@ -521,6 +521,9 @@ class TransferSettings(_Section):
     """The channel variable the dialplan reads after Dial() returns."""
     asterisk_value: str = "operator"
     """Its value at a handoff (e.g. the queue's name)."""
+    asterisk_done_value: str = "done"
+    """asterisk_variable's value when Dauys ends a call itself without a handoff (a goodbye, the time limit), so
+    the dialplan can send every other case, a failed transfer included, to a person. Empty = not set."""
     asterisk_summary_variable: str = "DAUYS_SUMMARY"
     """The channel variable carrying the summary (send_summary); empty = none."""
 
@@ -681,7 +684,7 @@ def _parse_env_value(raw: str) -> Any:
 
 _RAW_ENV_KEYS = {"auth_token", "stream_secret", "public_url", "handoff_webhook_secret", "watermark_key"}
 """Taken as written, never parsed as JSON (a token or key of digits stays a string)."""
-_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value", "freeswitch_dest", "freeswitch_secret", "telnyx_to", "telnyx_stream_token", "vonage_secret"}  # transfer targets: "+77172000000" is a number, not JSON
+_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value", "asterisk_done_value", "freeswitch_dest", "freeswitch_secret", "telnyx_to", "telnyx_stream_token", "vonage_secret"}  # transfer targets: "+77172000000" is a number, not JSON
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict:

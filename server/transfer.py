@@ -142,6 +142,28 @@ class Transfer:
     async def send(self, codec, handoff: Handoff) -> None:
         raise NotImplementedError
 
+    def handoff_variables(self, handoff: Handoff) -> list[tuple[str, str]]:
+        """The Asterisk variables a handoff sets: the summary first, the transfer flag last."""
+        variables = [(self.t.asterisk_variable, self.t.asterisk_value)]
+        if self.t.send_summary and self.t.asterisk_summary_variable:
+            variables.insert(0, (self.t.asterisk_summary_variable, short_summary(handoff)))
+        return variables
+
+    async def set_variables(self, codec, variables: list[tuple[str, str]]) -> None:
+        raise NotImplementedError
+
+    async def end_variables(self, codec) -> None:
+        """A call Dauys ends without a handoff (a goodbye, the time limit): ``asterisk_variable`` =
+        ``asterisk_done_value``, so a dialplan can send every other case (a handoff, or a failed
+        transfer) to a person. Best effort: logged, never counted as a transfer."""
+        if not self.configured() or not self.t.asterisk_done_value:
+            return
+        try:
+            async with asyncio.timeout(self.t.timeout_s):
+                await self.set_variables(codec, [(self.t.asterisk_variable, self.t.asterisk_done_value)])
+        except (TransferError, TimeoutError) as e:
+            log.warning("call %s: %s variable at the end of the call not set: %s", getattr(codec, "call_id", None), self.carrier, e or "timed out")
+
     async def __call__(self, codec, handoff: Handoff) -> bool:
         if not self.configured():
             TRANSFERS.labels(self.carrier, "not_configured").inc()
@@ -208,6 +230,9 @@ class AsteriskTransfer(Transfer):
         return bool(self.t.asterisk_ari_url)
 
     async def send(self, codec, handoff: Handoff) -> None:
+        await self.set_variables(codec, self.handoff_variables(handoff))
+
+    async def set_variables(self, codec, variables: list[tuple[str, str]]) -> None:
         channel = getattr(codec, "caller_channel", None)
         if not isinstance(channel, str) or not _SAFE_ID.match(channel):
             raise TransferError("the caller's channel id is not known (dial string v(caller=${UNIQUEID}) or Set(__DAUYS_CALLER=${UNIQUEID}))")
@@ -215,11 +240,11 @@ class AsteriskTransfer(Transfer):
         password = _credential(self.t.asterisk_ari_password_env)
         headers = {"Authorization": basic_auth(user, password), "User-Agent": "dauys-transfer"}
         base = f"{self.t.asterisk_ari_url.rstrip('/')}/channels/{quote(channel, safe='')}/variable?"
-        variables = [(self.t.asterisk_variable, self.t.asterisk_value)]
-        if self.t.send_summary and self.t.asterisk_summary_variable:
-            variables.insert(0, (self.t.asterisk_summary_variable, short_summary(handoff)))  # the summary first: the flag last
         for name, value in variables:
             await post(base + urlencode({"variable": name, "value": value}), None, headers, self.t.timeout_s, "ARI channel variable")
+
+    async def end(self, codec) -> None:
+        await self.end_variables(codec)
 
 
 class TelnyxTransfer(Transfer):
@@ -326,6 +351,12 @@ class AudioSocketTransfer(Transfer):
         return bool(self.t.asterisk_ami_host)
 
     async def send(self, codec, handoff: Handoff) -> None:
+        await self.set_variables(codec, self.handoff_variables(handoff))
+
+    async def end(self, codec) -> None:
+        await self.end_variables(codec)
+
+    async def set_variables(self, codec, variables: list[tuple[str, str]]) -> None:
         call = getattr(codec, "call_id", None)
         if not isinstance(call, str) or not _SAFE_ID.match(call):
             raise TransferError("the call's AudioSocket UUID is not known")
@@ -340,9 +371,6 @@ class AudioSocketTransfer(Transfer):
             ]
             if len(channels) != 1:
                 raise TransferError(f"AMI: {len(channels)} channels have {self.t.asterisk_uuid_variable} = this call's UUID")
-            variables = [(self.t.asterisk_variable, self.t.asterisk_value)]
-            if self.t.send_summary and self.t.asterisk_summary_variable:
-                variables.insert(0, (self.t.asterisk_summary_variable, short_summary(handoff)))
             for name, value in variables:
                 await client.action("Setvar", Channel=channels[0], Variable=name, Value=value)
         finally:

@@ -140,3 +140,14 @@ async def test_dtmf_0_sets_the_variable_then_hangs_up(quiet, ami_credentials):
     ami.close()
     assert [a["Variable"] for a in ami.actions if a["Action"] == "Setvar"] == ["DAUYS_SUMMARY", "DAUYS_TRANSFER"]
     assert link.sent == [frame(KIND_HANGUP)]  # then the leg hangs up and the dialplan reads DAUYS_TRANSFER
+
+
+async def test_the_end_of_a_call_without_handoff_sets_done(ami_credentials):
+    ami = StandInAmi(*ami_credentials, {"PJSIP/trunk-00000001": str(CALL)})
+    port = await ami.start()
+    settings = make_settings(transfer={"asterisk_ami_host": "127.0.0.1", "asterisk_ami_port": port})
+    await for_carrier("audiosocket", settings).end(codec())
+    quiet = make_settings(transfer={"asterisk_ami_host": "127.0.0.1", "asterisk_ami_port": port, "asterisk_done_value": ""})
+    await for_carrier("audiosocket", quiet).end(codec())  # turned off: nothing is sent
+    ami.close()
+    assert [(a["Variable"], a["Value"]) for a in ami.actions if a["Action"] == "Setvar"] == [("DAUYS_TRANSFER", "done")]

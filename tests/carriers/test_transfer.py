@@ -287,3 +287,28 @@ async def test_chan_websocket_hangs_up_only_after_asterisk_says_the_queue_draine
     helper.cancel()
     assert drained_at, "REPORT_QUEUE_DRAINED never sent"
     assert link.sent.index('{"command": "HANGUP"}') >= drained_at[0]  # HANGUP went out after QUEUE_DRAINED came
+
+
+async def test_a_call_dauys_ends_itself_is_marked_done_so_everything_else_goes_to_a_person(quiet, stand_in, credentials):
+    from tests.carriers.test_transport import MemoryLink
+
+    ari = stand_in(status=204, body=b"")
+    settings = make_settings(transfer={"asterisk_ari_url": ari.url + "/ari"}, server={"max_session_s": 1.0})
+    link = MemoryLink([PLAIN_START_WITH_CALLER, b"\xff" * 160])
+
+    async def asterisk():
+        while '{"command": "REPORT_QUEUE_DRAINED"}' not in link.sent and "REPORT_QUEUE_DRAINED" not in link.sent:
+            await asyncio.sleep(0.01)
+        link.incoming.put_nowait("QUEUE_DRAINED")
+
+    helper = asyncio.ensure_future(asterisk())
+    before = (count("asterisk", "ok"), count("asterisk", "failed"))
+    await _run(link, AsteriskWebSocketCodec(caller_channel="1761245643.1"), quiet, settings, for_carrier("asterisk", settings))
+    helper.cancel()
+    (req,) = ari.requests
+    assert parse_qs(urlsplit(req["path"]).query) == {"variable": ["DAUYS_TRANSFER"], "value": ["done"]}
+    assert link.sent[-1] == "HANGUP"
+    assert (count("asterisk", "ok"), count("asterisk", "failed")) == before  # not a transfer
+
+
+PLAIN_START_WITH_CALLER = "MEDIA_START connection_id:c1 channel:WebSocket/dauys/0x1 channel_id:1761245643.2 format:ulaw optimal_frame_size:160 ptime:20"
