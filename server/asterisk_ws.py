@@ -245,7 +245,7 @@ class AsteriskWebSocketCodec(Codec):
 async def handle_asterisk_ws(ws, services, settings, registry: dict | None = None, transfer=None) -> None:
     """One chan_websocket call on an accepted WebSocket (/v1/asterisk)."""
     query = parse_qs(urlsplit(ws.request.path).query)
-    language = (query.get("language") or [settings.server.audiosocket_language])[0].lower()
+    language = (query.get("language") or [settings.carriers.language])[0].lower()
     codec = AsteriskWebSocketCodec(language, (query.get(CALLER_PARAMETER) or [None])[0])
     link = WebSocketLink(ws, settings.server.send_timeout_s)
     await CallRunner(link, codec, services, settings, registry, transfer=transfer).run()

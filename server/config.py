@@ -483,6 +483,9 @@ class CarrierSettings(_Section):
     """The carriers on their own WebSocket paths (issue 17) besides /v1/twilio: shared secrets where the
     provider can send one (never logged). Admission otherwise as /v1/voice: an API key or a loopback peer."""
 
+    language: str = "auto"
+    """Session language of calls on these paths when the platform does not name one (a `language` URL
+    parameter, custom parameter, header or metadata field does); a language not configured falls back to auto."""
     freeswitch_secret: SecretStr = SecretStr("")
     """When set, the mod_audio_stream start metadata must carry "secret" equal to this, else close 1008."""
     telnyx_stream_token: SecretStr = SecretStr("")

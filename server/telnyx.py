@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
@@ -210,6 +211,7 @@ class TelnyxCodec(Codec):
 async def handle_telnyx(ws, services, settings, registry: dict | None = None, transfer=None) -> None:
     """One Telnyx media stream on an accepted WebSocket (/v1/telnyx)."""
     values = ws.request.headers.get_all(TOKEN_FIELD)
-    codec = TelnyxCodec(settings.server.audiosocket_language, settings.carriers.telnyx_stream_token.get_secret_value(), values[0] if len(values) == 1 else None)
+    language = (parse_qs(urlsplit(ws.request.path).query).get("language") or [settings.carriers.language])[0].lower()
+    codec = TelnyxCodec(language, settings.carriers.telnyx_stream_token.get_secret_value(), values[0] if len(values) == 1 else None)
     link = WebSocketLink(ws, settings.server.send_timeout_s)
     await CallRunner(link, codec, services, settings, registry, transfer=transfer).run()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import time
+from urllib.parse import parse_qs, urlsplit
 
 from models.audio import Encoding
 from pipeline.errors import ProtocolError
@@ -184,6 +185,7 @@ class VonageCodec(Codec):
 
 async def handle_vonage(ws, services, settings, registry: dict | None = None, transfer=None) -> None:
     """One Vonage WebSocket leg (/v1/vonage)."""
-    codec = VonageCodec(settings.server.audiosocket_language, settings.carriers.vonage_secret.get_secret_value())
+    language = (parse_qs(urlsplit(ws.request.path).query).get("language") or [settings.carriers.language])[0].lower()
+    codec = VonageCodec(language, settings.carriers.vonage_secret.get_secret_value())
     link = WebSocketLink(ws, settings.server.send_timeout_s)
     await CallRunner(link, codec, services, settings, registry, transfer=transfer).run()

@@ -146,3 +146,23 @@ async def test_each_cloud_and_freeswitch_carrier_speaks_paced_20_ms_audio(make_s
     assert abs(np.median(gaps) - 20.0) < 1.5 and gaps.max() < 250, (path, np.median(gaps), gaps.max())
     await asyncio.sleep(0.5)
     assert not server.sessions
+
+
+@pytest.mark.parametrize("path,opening", [
+    ("/v1/vonage?language=ru", [json.dumps({"event": "websocket:connected", "content-type": "audio/l16;rate=8000"})]),
+    ("/v1/telnyx?language=ru", [json.dumps({"event": "start", "stream_id": "S", "start": {"call_control_id": "c", "media_format": {"encoding": "PCMA", "sample_rate": 8000}}})]),
+    ("/v1/asterisk?language=ru", ["MEDIA_START connection_id:c channel:WebSocket/x channel_id:1.1 format:alaw optimal_frame_size:160 ptime:20"]),
+    ("/v1/freeswitch?language=ru&rate=16000", [json.dumps({"uuid": "u"})]),
+])
+async def test_the_url_names_the_language_when_the_platform_does_not(make_server, path, opening):
+    server = await make_server()
+    async with connect(f"ws://127.0.0.1:{server.port}{path}") as ws:
+        for m in opening:
+            await ws.send(m)
+        for _ in range(100):
+            started = [s.started for s in server.sessions.values() if s.started is not None]
+            if started:
+                break
+            await asyncio.sleep(0.02)
+        assert [s.language for s in started] == ["ru"], path
+        await ws.close()
