@@ -101,6 +101,49 @@ def mulaw_encode(samples: np.ndarray) -> bytes:
     return _ULAW_ENCODE[idx].tobytes()
 
 
+# --------------------------------------------------------------------------
+# G.711 A-law (ITU-T G.711, the Sun reference implementation's arithmetic):
+# European and Kazakh trunks (E1) carry A-law; carriers hand it over as-is
+# (Asterisk chan_websocket ``alaw``, Telnyx ``PCMA``).
+# --------------------------------------------------------------------------
+def _build_alaw_decode_table() -> np.ndarray:
+    a = np.arange(256, dtype=np.int32) ^ 0x55
+    t = (a & 0x0F) << 4
+    seg = (a & 0x70) >> 4
+    t = np.where(seg == 0, t + 8, np.where(seg == 1, t + 0x108, (t + 0x108) << np.maximum(seg - 1, 0)))
+    return np.where(a & 0x80, t, -t).astype(np.int16)
+
+
+_ALAW_DECODE = _build_alaw_decode_table()
+
+
+def _build_alaw_encode_table() -> np.ndarray:
+    """A-law code for every 16-bit sample value (index = sample + 32768): the 13-bit arithmetic of
+    the Sun/ITU reference encoder (also CPython's audioop.lin2alaw), bit for bit."""
+    v = np.arange(-32768, 32768, dtype=np.int32) >> 3
+    mask = np.where(v >= 0, 0xD5, 0x55)
+    v = np.where(v >= 0, v, -v - 1)
+    seg_end = np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF])
+    seg = np.searchsorted(seg_end, v, side="left")
+    shift = np.where(seg < 2, 1, seg)
+    aval = np.where(seg >= 8, 0x7F, (seg << 4) | ((v >> shift) & 0x0F))
+    return (aval ^ mask).astype(np.uint8)
+
+
+_ALAW_ENCODE = _build_alaw_encode_table()
+
+
+def alaw_decode(data: bytes) -> np.ndarray:
+    """G.711 A-law bytes -> int16 samples."""
+    return _ALAW_DECODE[np.frombuffer(data, dtype=np.uint8)]
+
+
+def alaw_encode(samples: np.ndarray) -> bytes:
+    """int16 samples -> G.711 A-law bytes."""
+    idx = samples.astype(np.int32) + 32768
+    return _ALAW_ENCODE[idx].tobytes()
+
+
 def float_to_int16(samples: np.ndarray) -> np.ndarray:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype(np.int16)
 

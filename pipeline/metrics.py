@@ -7,7 +7,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 SESSIONS_ACTIVE = Gauge("dauys_sessions_active", "Sessions in progress", registry=REGISTRY)
 SESSIONS_TOTAL = Counter("dauys_sessions_total", "Sessions started", ["transport"], registry=REGISTRY)
 SESSIONS_REFUSED = Counter(
-    "dauys_sessions_refused_total", "Connections refused (auth, origin, throttled, key_limit, not_allowed, capacity, not_ready, shutting_down)", ["reason"], registry=REGISTRY
+    "dauys_sessions_refused_total", "Connections refused (auth, origin, throttled, key_limit, not_allowed, capacity, not_ready, shutting_down, unsupported_media)", ["reason"], registry=REGISTRY
 )
 ERRORS = Counter("dauys_errors_total", "Errors, by code (PROTOCOL.md error codes; slow_consumer when a client is cut off)", ["code"], registry=REGISTRY)
 TRANSCRIPTS = Counter("dauys_transcripts_total", "Transcripts sent", ["kind", "language"], registry=REGISTRY)

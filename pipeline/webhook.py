@@ -5,7 +5,7 @@ failing backend; any transport) the server POSTs one JSON object:
 
     {"event": "handoff", "id": "<uuid, the same on every try>",
      "session_id": "...", "carrier_call_id": "CA... | AudioSocket UUID | null",
-     "transport": "native | twilio | audiosocket", "language": "kk",
+     "transport": "native | twilio | audiosocket | asterisk_ws | freeswitch | telnyx | vonage", "language": "kk",
      "reason": "user_request", "summary": "<redacted>", "timestamp": "2026-...Z"}
 
 signed with HMAC-SHA256 over the raw body bytes with

@@ -27,6 +27,16 @@ VOICE_PATH = "/v1/voice"
 TWILIO_PATH = "/v1/twilio"
 REVIEW_PATH = review.REVIEW_WS_PATH
 PURGE_EVERY_S = 3600.0
+# ---- carriers on their own paths (issue 17): admitted like /v1/voice (an API key or a loopback peer)
+ASTERISK_WS_PATH = "/v1/asterisk"
+"""Asterisk chan_websocket media (server/asterisk_ws.py)."""
+FREESWITCH_PATH = "/v1/freeswitch"
+"""FreeSWITCH mod_audio_stream (server/freeswitch.py)."""
+TELNYX_PATH = "/v1/telnyx"
+"""Telnyx Media Streaming (server/telnyx.py)."""
+VONAGE_PATH = "/v1/vonage"
+"""Vonage Voice API WebSocket (server/vonage.py)."""
+CARRIER_PATHS = (ASTERISK_WS_PATH, FREESWITCH_PATH, TELNYX_PATH, VONAGE_PATH)
 
 
 class DauysServer:
@@ -61,7 +71,7 @@ class DauysServer:
 
     async def _process_request(self, connection: ServerConnection, request):
         path = urlsplit(request.path).path
-        if path in (VOICE_PATH, TWILIO_PATH):
+        if path in (VOICE_PATH, TWILIO_PATH) or path in CARRIER_PATHS:
             s = self.settings.server
             client = auth.client_address(connection.remote_address, request.headers)
             retry = self.auth_fails.retry_after(client)
@@ -191,6 +201,8 @@ class DauysServer:
                 return
             if urlsplit(ws.request.path).path == TWILIO_PATH:
                 await handle_twilio(ws, services, self.settings, self.sessions)
+            elif urlsplit(ws.request.path).path in CARRIER_PATHS:
+                await handle_carrier(ws, services, self.settings, self.sessions)
             else:
                 await handle_native(ws, services, self.settings, self.sessions)
         finally:
@@ -317,6 +329,28 @@ def _model_target(model: str) -> str:
         return str(p.resolve()) if p.exists() else model
     except OSError:
         return model
+
+
+async def handle_carrier(ws: ServerConnection, services, settings, registry) -> None:
+    """A call on one of CARRIER_PATHS, by its path."""
+    from server.asterisk_ws import handle_asterisk_ws
+    from server.transfer import for_carrier
+
+    path = urlsplit(ws.request.path).path
+    if path == ASTERISK_WS_PATH:
+        await handle_asterisk_ws(ws, services, settings, registry, transfer=for_carrier("asterisk", settings))
+    elif path == FREESWITCH_PATH:
+        from server.freeswitch import handle_freeswitch
+
+        await handle_freeswitch(ws, services, settings, registry, transfer=for_carrier("freeswitch", settings))
+    elif path == TELNYX_PATH:
+        from server.telnyx import handle_telnyx
+
+        await handle_telnyx(ws, services, settings, registry, transfer=for_carrier("telnyx", settings))
+    elif path == VONAGE_PATH:
+        from server.vonage import handle_vonage
+
+        await handle_vonage(ws, services, settings, registry)
 
 
 async def _no_sessions(ws: ServerConnection) -> None:  # pragma: no cover - the metrics listener answers every request itself

@@ -8,7 +8,9 @@ linear 16-bit 8 kHz audio, 0x11-0x18 the same at 12, 16, 24, 32, 44.1, 48,
 Replies go back as 0x10 frames of exactly 320 bytes (20 ms), paced on a
 monotonic clock, with only a few frames queued so barge-in is quick.  A
 handoff hangs up (0x00) once its message has been sent, so the dialplan
-continues (e.g. to a Queue()).  DTMF 0 asks for the operator.
+continues (e.g. to a Queue()); with ``transfer.asterisk_ami_host`` set, the
+transfer variable is first set on the caller's channel through AMI
+(server/transfer.py, :class:`AudioSocketTransfer`).  DTMF 0 asks for the operator.
 
 The protocol has neither authentication nor encryption: peers outside
 ``server.audiosocket_allow`` are disconnected before anything is read.
@@ -24,6 +26,7 @@ from collections import OrderedDict
 from pipeline import metrics
 from server import auth
 from server.codecs import FRAME_BYTES, KIND_HANGUP, AudioSocketCodec, frame
+from server.transfer import for_carrier
 from server.transport import PACER_DEPTH, CallRunner, StreamLink
 
 log = logging.getLogger("dauys.audiosocket")
@@ -38,7 +41,7 @@ async def run_call(reader, writer, services, settings, registry: dict | None = N
     """One AudioSocket call on an accepted TCP connection."""
     link = StreamLink(reader, writer, settings.server.send_timeout_s, WRITE_LIMIT)
     codec = AudioSocketCodec(settings.server.audiosocket_language, settings.server.audiosocket_consent)
-    await CallRunner(link, codec, services, settings, registry).run()
+    await CallRunner(link, codec, services, settings, registry, transfer=for_carrier("audiosocket", settings)).run()
 
 
 REFUSAL_LOG_S = 60.0

@@ -3,6 +3,7 @@ who may see internals (/metrics, /readyz details); throttling of failed authenti
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -31,6 +32,9 @@ def presented_key(path: str, headers) -> str | None:
     bearer = bearer_key(headers)
     if bearer is not None:
         return bearer
+    basic = basic_password(headers)
+    if basic is not None:  # platforms that can send only HTTP basic auth (Asterisk's websocket_client.conf)
+        return basic
     token = parse_qs(urlsplit(path).query).get("token")
     return token[0] if token else None
 
@@ -129,6 +133,20 @@ def client_address(remote, headers) -> str:
 def bearer_key(headers) -> str | None:
     auth = headers.get("Authorization", "")
     return auth[7:].strip() if auth.lower().startswith("bearer ") else None
+
+
+def basic_password(headers) -> str | None:
+    """The password of ``Authorization: Basic`` (any user name): an API key from a platform that can send
+    only basic auth, e.g. Asterisk's ``websocket_client.conf`` ``username``/``password``."""
+    auth = headers.get("Authorization", "")
+    if not auth.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return password if sep else None
 
 
 def trusted(remote, headers, s) -> bool:

@@ -106,11 +106,18 @@ class Codec:
     Where it has none, protocol errors are still counted in ``dauys_errors_total``."""
     pace_s: float | None = None
     """Outgoing audio is paced by the runner's writer, one message every ``pace_s`` s (AudioSocket)."""
+    pace_lead_s = 0.0
+    """How far ahead of real time paced audio may go out (what the carrier buffers against network
+    jitter; only where it can take it back at a barge-in with a clear command)."""
     call_id: str | None = None
 
     def too_large(self, message: str | bytes, max_frame_bytes: int) -> bool:
         """Is this message above the server's frame limit (then ``frame_too_large``, close 1009)?"""
         return False
+
+    def timed(self, message: str | bytes) -> bool:
+        """Is this outgoing message media (one slot of the pacer's clock), not a control message?"""
+        return True
 
     def decode(self, message: str | bytes) -> list[Input]:
         raise NotImplementedError
@@ -177,15 +184,22 @@ class TwilioCodec(Codec):
 
     In: ``connected``, ``start`` (``customParameters.language``; ``customParameters.secret``
     must equal ``stream_secret`` when one is set), ``media`` (base64 mu-law 8 kHz), ``dtmf``,
-    ``mark`` (playback reached a reply's end), ``stop``.  Out: ``media``, ``mark``
-    ``dauys-ai:<reply_id>`` after each reply, ``clear`` on barge-in (marks not acknowledged
-    then count as not heard).  Twilio has no error message: errors are only counted.
+    ``mark`` (playback reached a reply's end), ``stop``.  Out: ``media`` in 20 ms pieces on the
+    runner's clock (up to ``pace_lead_s`` ahead), ``mark`` ``dauys-ai:<reply_id>`` after each
+    reply, ``clear`` on barge-in (marks not acknowledged then count as not heard).  Twilio has no
+    error message: errors are only counted.
     """
 
     transport = "twilio"
+    pace_s = 0.020
+    pace_lead_s = 0.2
+    """Twilio keeps 200 ms in its buffer against internet jitter; ``clear`` takes it back at a barge-in."""
 
     def __init__(self, stream_secret: str = "") -> None:
         self.stream_secret = stream_secret
+        self.frame_bytes = 160
+        """20 ms of the stream's audio: reply audio goes out in these pieces on the runner's clock."""
+        self._carry = b""
         self.stream_sid: str | None = None
         self.call_sid = None
         """As Twilio sent it (logged); CallId carries it only when it is a string."""
@@ -267,26 +281,47 @@ class TwilioCodec(Codec):
             rate = 8000  # Twilio sends 8000; a hostile value must not reach the resampler
         enc = Encoding.MULAW if not isinstance(fmt, dict) or "mulaw" in str(fmt.get("encoding", "audio/x-mulaw")) else Encoding.PCM_S16LE
         audio = AudioFormat(enc, rate, 1)
+        self.frame_bytes = int(rate * 0.020) * enc.sample_width
         return out + [CallStart(Start(audio, audio, language, keypad=True, consent=consent), language_fallback=True)]
 
     def on_mark(self, name: str) -> None:
         if self.pending_marks.pop(name, None) is not None:
             self.heard.append(name)
 
+    def timed(self, message: str | bytes) -> bool:
+        return isinstance(message, str) and message.startswith('{"event": "media"')
+
+    def _media(self, data: bytes) -> str:
+        return json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": base64.b64encode(data).decode()}})
+
     def encode(self, item) -> list[str | bytes]:
         if isinstance(item, AudioFrame):
             if not self.stream_sid:
                 return []
-            return [json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": base64.b64encode(item.data).decode()}})]
+            data = self._carry + item.data
+            n = len(data) // self.frame_bytes * self.frame_bytes
+            self._carry = data[n:]
+            return [self._media(data[off : off + self.frame_bytes]) for off in range(0, n, self.frame_bytes)]
         if isinstance(item, AudioEnd):
             if item.interrupted:
+                self.drop_audio()
                 self.not_heard.extend(self.pending_marks)
                 self.pending_marks.clear()
                 return [json.dumps({"event": "clear", "streamSid": self.stream_sid})]
             name = MARK_PREFIX + item.reply_id
             self.pending_marks[name] = time.monotonic()
-            return [json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})]
+            return self.flush() + [json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})]
         return []  # the other events have no Twilio message (handoff: the stream closes; errors: counted)
+
+    def flush(self) -> list[str | bytes]:
+        """The reply's last piece (Twilio takes any length: no padding)."""
+        if not self._carry or not self.stream_sid:
+            return []
+        last, self._carry = self._carry, b""
+        return [self._media(last)]
+
+    def drop_audio(self) -> None:
+        self._carry = b""
 
 
 # ------------------------------------------------------------------------------------ AudioSocket

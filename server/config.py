@@ -551,6 +551,126 @@ class TwilioSettings(_Section):
         return v
 
 
+class CarrierSettings(_Section):
+    """The carriers on their own WebSocket paths (issue 17) besides /v1/twilio: shared secrets where the
+    provider can send one (never logged). Admission otherwise as /v1/voice: an API key or a loopback peer."""
+
+    language: str = "auto"
+    """Session language of calls on these paths when the platform does not name one (a `language` URL
+    parameter, custom parameter, header or metadata field does); a language not configured falls back to auto."""
+    freeswitch_secret: SecretStr = SecretStr("")
+    """When set, the mod_audio_stream start metadata must carry "secret" equal to this, else close 1008."""
+    telnyx_stream_token: SecretStr = SecretStr("")
+    """When set, Telnyx must present it as the streaming auth token (streaming_start's stream_auth_token:
+    the x-telnyx-streaming-auth-token header or connected field), else close 1008."""
+
+    vonage_secret: SecretStr = SecretStr("")
+    """When set, the Vonage websocket:connected message must carry the NCCO endpoint header "secret" equal to this."""
+
+    @field_validator("freeswitch_secret", "telnyx_stream_token", "vonage_secret", mode="before")
+    @classmethod
+    def _strip(cls, v: Any) -> Any:
+        return v.strip() if isinstance(v, str) else v
+
+
+class TransferSettings(_Section):
+    """A real transfer to a human at a handoff (server/transfer.py): per carrier, off until its target is set.
+    Credentials are read from the environment variables named here, never from the file."""
+
+    timeout_s: float = Field(5.0, gt=0, le=30)
+    """Longest wait for the carrier's API; past it the transfer counts as failed and the call ends as before."""
+    send_summary: bool = True
+    """Send the (redacted) handoff summary with the transfer where the carrier can carry it."""
+    twilio_to: str = ""
+    """Twilio: the number (E.164, e.g. +77172000000) or SIP address (sip:queue@pbx.example.kz) the live call is
+    <Dial>ed to through the Calls REST API. Empty = no transfer (the stream closes and the TwiML goes on)."""
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_account_sid_env: str = "TWILIO_ACCOUNT_SID"
+    twilio_auth_token_env: str = "TWILIO_AUTH_TOKEN"
+    asterisk_ari_url: str = ""
+    """Asterisk chan_websocket: ARI's base URL (e.g. http://10.0.0.5:8088/ari); the transfer variable is set on the
+    caller's channel there before the leg hangs up. Empty = no variable (the leg just hangs up)."""
+    asterisk_ari_user_env: str = "DAUYS_ARI_USER"
+    asterisk_ari_password_env: str = "DAUYS_ARI_PASSWORD"
+    asterisk_variable: str = "DAUYS_TRANSFER"
+    """The channel variable the dialplan reads after Dial() returns."""
+    asterisk_value: str = "operator"
+    """Its value at a handoff (e.g. the queue's name)."""
+    asterisk_done_value: str = "done"
+    """asterisk_variable's value when Dauys ends a call itself without a handoff (a goodbye, the time limit), so
+    the dialplan can send every other case, a failed transfer included, to a person. Empty = not set."""
+    asterisk_summary_variable: str = "DAUYS_SUMMARY"
+    """The channel variable carrying the summary (send_summary); empty = none."""
+
+    freeswitch_dest: str = ""
+    """FreeSWITCH: the uuid_transfer destination, "<extension> [<dialplan> <context>]" (e.g. "operator XML default"),
+    sent over the event socket at a handoff. Empty = no transfer."""
+    freeswitch_esl_host: str = "127.0.0.1"
+    freeswitch_esl_port: int = Field(8021, ge=1, le=65535)
+    freeswitch_esl_password_env: str = "DAUYS_ESL_PASSWORD"
+    freeswitch_summary_variable: str = "dauys_summary"
+    """The channel variable (uuid_setvar) carrying the summary before the transfer; empty = none."""
+
+    asterisk_ami_host: str = ""
+    """Asterisk AudioSocket: the manager interface (AMI) host; at a handoff the same variables are set on the
+    channel whose asterisk_uuid_variable holds the call's AudioSocket UUID. Empty = none (the leg just hangs up)."""
+    asterisk_ami_port: int = Field(5038, ge=1, le=65535)
+    asterisk_ami_user_env: str = "DAUYS_AMI_USER"
+    asterisk_ami_secret_env: str = "DAUYS_AMI_SECRET"
+    asterisk_uuid_variable: str = "DAUYS_UUID"
+    """The channel variable the dialplan sets to the UUID it gives AudioSocket()."""
+    telnyx_to: str = ""
+    """Telnyx: the number (E.164) or SIP URI the call is transferred to with Call Control's actions/transfer
+    (a SIP target gets the summary in an X-Dauys-Summary header). Empty = no transfer."""
+    telnyx_api_url: str = "https://api.telnyx.com"
+    telnyx_api_key_env: str = "TELNYX_API_KEY"
+
+    @field_validator("freeswitch_dest")
+    @classmethod
+    def _freeswitch_dest(cls, v: str) -> str:
+        import re
+
+        v = " ".join(v.split())
+        if v and not re.fullmatch(r"[A-Za-z0-9_+*#.@:-]+( [A-Za-z0-9_.-]+){0,2}", v):
+            raise ValueError(f"{v!r} is not '<extension> [<dialplan> <context>]'")
+        return v
+
+    @field_validator("twilio_to", "telnyx_to")
+    @classmethod
+    def _twilio_to(cls, v: str) -> str:
+        import re
+
+        v = v.strip()
+        if v and not (re.fullmatch(r"\+[1-9][0-9]{6,14}", v) or re.fullmatch(r"sip:[^\s<>&\"']+@[^\s<>&\"']+", v)):
+            raise ValueError(f"{v!r} is neither an E.164 number (+77172000000) nor a SIP address (sip:queue@pbx.example.kz)")
+        return v
+
+    @field_validator("twilio_api_url", "asterisk_ari_url", "telnyx_api_url")
+    @classmethod
+    def _api_url(cls, v: str, info) -> str:
+        from urllib.parse import urlsplit
+
+        v = v.strip().rstrip("/")
+        if not v:
+            return v
+        u = urlsplit(v)
+        if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment or u.username or u.password:
+            raise ValueError(f"{v!r} is not an http(s) base URL without credentials (they come from the environment)")
+        if info.field_name in ("twilio_api_url", "telnyx_api_url") and u.scheme != "https" and not is_local_host(u.hostname):
+            raise ValueError("must be https:// (plain http only to a loopback host, e.g. a test stand-in)")
+        return v
+
+    @field_validator("asterisk_variable", "asterisk_summary_variable", "freeswitch_summary_variable", "asterisk_uuid_variable")
+    @classmethod
+    def _variable(cls, v: str, info) -> str:
+        import re
+
+        v = v.strip()
+        if (v or info.field_name in ("asterisk_variable", "asterisk_uuid_variable")) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,79}", v):
+            raise ValueError(f"{v!r} is not a channel variable name (letters, digits, _)")
+        return v
+
+
 class ModelsSettings(_Section):
     """The model store: where `dauys models pull` puts catalog models and `catalog:<id>` settings find them."""
 
@@ -584,6 +704,8 @@ class Settings(_Section):
     compliance: ComplianceSettings = Field(default_factory=ComplianceSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    transfer: TransferSettings = Field(default_factory=TransferSettings)
+    carriers: CarrierSettings = Field(default_factory=CarrierSettings)
 
     @model_validator(mode="after")
     def _attach_store(self) -> "Settings":
@@ -638,6 +760,7 @@ def _parse_env_value(raw: str) -> Any:
 
 _RAW_ENV_KEYS = {"auth_token", "stream_secret", "public_url", "handoff_webhook_secret", "watermark_key"}
 """Taken as written, never parsed as JSON (a token or key of digits stays a string)."""
+_RAW_ENV_KEYS |= {"twilio_to", "asterisk_value", "asterisk_done_value", "freeswitch_dest", "freeswitch_secret", "telnyx_to", "telnyx_stream_token", "vonage_secret"}  # transfer targets: "+77172000000" is a number, not JSON
 
 
 def env_overrides(environ: dict[str, str] | None = None) -> dict:

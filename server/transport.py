@@ -160,14 +160,18 @@ class StreamLink:
 
 # ------------------------------------------------------------------------------------ pacing
 class Pacer:
-    """The writer's clock for phone carriers: queued messages go out exactly every ``period`` s
-    (monotonic clock, the grid restarted after idle), with only ``depth`` queued (what a barge-in
-    cannot take back). Once the peer is cut off the queue keeps draining, unpaced, and nothing
-    goes out (the rest of a reply would otherwise hold the call for its length)."""
+    """The writer's clock for phone carriers: queued media messages go out exactly every ``period`` s
+    (monotonic clock, the grid restarted after idle), at most ``lead`` s ahead of it (a carrier across
+    the internet keeps that much in its own buffer against network jitter, and takes it back with its
+    clear command at a barge-in), with only ``depth`` queued (what a barge-in cannot take back here).
+    Control messages (the codec's ``timed(message)`` is False: marks, clear, flush) go out in their
+    place in the queue without taking a slot of the grid. Once the peer is cut off the queue keeps
+    draining, unpaced, and nothing goes out (the rest of a reply would otherwise hold the call for its length)."""
 
-    def __init__(self, runner: "CallRunner", period: float, depth: int = PACER_DEPTH) -> None:
+    def __init__(self, runner: "CallRunner", period: float, depth: int = PACER_DEPTH, lead: float = 0.0) -> None:
         self.runner = runner
         self.period = period
+        self.lead = lead
         self._q: asyncio.Queue = asyncio.Queue(depth)
         self.task = asyncio.ensure_future(self._run())
 
@@ -192,27 +196,33 @@ class Pacer:
                 return
             if runner.cut_off:
                 continue
-            now = time.monotonic()
-            if next_t < now - self.period:  # idle since the last frame: restart the grid
-                next_t = now
-            if next_t > now:
-                await asyncio.sleep(next_t - now)
+            timed = runner.codec.timed(data)
+            if timed:
+                now = time.monotonic()
+                if next_t < now - self.period:  # idle since the last frame: restart the grid
+                    next_t = now
+                if next_t - self.lead > now:
+                    await asyncio.sleep(next_t - self.lead - now)
             try:
                 await runner.link.send(data)
             except outgoing.SlowConsumer:
                 await runner.slow_consumer()
-            except ConnectionError:
+            except (ConnectionError, ConnectionClosed):  # a byte stream's or a WebSocket's peer is gone
                 runner.cut_off = True
-            next_t += self.period
+            if timed:
+                next_t += self.period
 
 
 # ------------------------------------------------------------------------------------ the runner
 class CallRunner:
     """One call: a connection (``link``), a carrier's ``codec`` and a :class:`Session`."""
 
-    def __init__(self, link, codec: Codec, services, settings, registry: dict | None = None) -> None:
+    def __init__(self, link, codec: Codec, services, settings, registry: dict | None = None, transfer=None) -> None:
         self.link = link
         self.codec = codec
+        self.transfer = transfer
+        """The carrier's transfer to a human (server/transfer.py), tried after a handoff has played; None = none."""
+        self.handoff: Handoff | None = None
         self.settings = settings
         self.session = Session(services, transport=codec.transport)
         self.registry = {} if registry is None else registry
@@ -264,9 +274,9 @@ class CallRunner:
             if not self.output_done.is_set() and (s.ended or self._outbox_closed):
                 # a normal end: let the writer deliver the last events and close
                 try:
-                    await asyncio.wait_for(self.output_done.wait(), TEARDOWN_S)
+                    await asyncio.wait_for(self.output_done.wait(), self._teardown_s())
                 except asyncio.TimeoutError:
-                    self.log.warning("call %s: output not delivered within %.0f s; cut", self.call_id, TEARDOWN_S)
+                    self.log.warning("call %s: output not delivered within %.0f s; cut", self.call_id, self._teardown_s())
             writer.cancel()
             if self._pacer is not None:
                 self._pacer.task.cancel()
@@ -279,6 +289,11 @@ class CallRunner:
                 "call %s closed: %d utterances, %d finals, %d partials, %d discarded%s", self.call_id,
                 st.utterances, st.finals, st.partials, st.discarded, self._closing_note(),
             )
+
+    def _teardown_s(self) -> float:
+        """The end of a call may wait for the writer this long: :data:`TEARDOWN_S`, plus a transfer's time limit."""
+        t = getattr(getattr(self.transfer, "t", None), "timeout_s", 0.0)
+        return TEARDOWN_S + (t if isinstance(t, (int, float)) else 0.0)
 
     def _closing_note(self) -> str:
         heard, not_heard = getattr(self.codec, "heard", None), getattr(self.codec, "not_heard", None)
@@ -409,7 +424,7 @@ class CallRunner:
     async def _write(self) -> None:
         s, codec = self.session, self.codec
         if codec.pace_s is not None:
-            self._pacer = Pacer(self, codec.pace_s)
+            self._pacer = Pacer(self, codec.pace_s, lead=codec.pace_lead_s)
         while True:
             item = await s.outbox.get()
             if item is None or isinstance(item, Close):
@@ -418,6 +433,7 @@ class CallRunner:
                 if self._pacer is not None:
                     await self._pacer.finish()
                 await self._await_playback()
+                await self._transfer()
                 code, reason = (1000, "session ended") if item is None else (item.code, item.reason)
                 await self._close(code, reason)
                 return
@@ -440,6 +456,7 @@ class CallRunner:
         elif isinstance(item, Transcript):
             metrics.TRANSCRIPTS.labels("final" if item.final else "partial", item.language).inc()
         elif isinstance(item, Handoff):
+            self.handoff = item
             metrics.HANDOFFS.labels(item.reason).inc()
             self.log.info("call %s: handoff (%s)", self.call_id, item.reason)
 
@@ -463,11 +480,22 @@ class CallRunner:
 
     async def _await_playback(self) -> None:
         """Let the carrier play what it has queued (a handoff message) before the call closes."""
+        self._update_played()  # flush() may have asked for a confirmation (chan_websocket REPORT_QUEUE_DRAINED)
         if self.codec.awaiting_playback and not self.peer_gone:
             try:
                 await asyncio.wait_for(self._played.wait(), MARK_WAIT_S)
             except asyncio.TimeoutError:
                 self.log.warning("call %s: playback of %s never confirmed", self.call_id, list(getattr(self.codec, "pending_marks", ())))
+
+    async def _transfer(self) -> None:
+        """After a handoff has played: the carrier's transfer, if it has one (it logs and counts itself;
+        a failed one leaves the call to end as it would have without it)."""
+        if self.transfer is None or self.peer_gone or self.cut_off:
+            return
+        if self.handoff is not None:
+            await self.transfer(self.codec, self.handoff)
+        elif hasattr(self.transfer, "end"):  # a carrier whose call outlives its media stream (FreeSWITCH)
+            await self.transfer.end(self.codec)
 
     async def _close(self, code: int, reason: str) -> None:
         goodbye = self.codec.hangup()

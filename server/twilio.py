@@ -10,7 +10,8 @@ Outbound: ``media`` with the reply audio, a ``mark`` named
 name), ``clear`` on barge-in (unacknowledged marks count as not heard).
 A handoff waits until its message has played (its mark comes back), then
 closes the stream, so the TwiML continues with the next verb (e.g. ``<Dial>``
-to the operators' queue).  SignalWire and Fonoster speak the same messages.
+to the operators' queue); with ``transfer.twilio_to`` set, the live call is first
+updated through the REST API to ``<Dial>`` it (server/transfer.py).  SignalWire and Fonoster speak the same messages.
 Twilio has no error message: a bad message is counted in
 ``dauys_errors_total{code}``, logged (once per code and call), and the stream goes on.
 
@@ -23,10 +24,11 @@ from __future__ import annotations
 from websockets.asyncio.server import ServerConnection
 
 from server.codecs import TwilioCodec
+from server.transfer import for_carrier
 from server.transport import CallRunner, WebSocketLink
 
 
 async def handle_twilio(ws: ServerConnection, services, settings, registry: dict | None = None) -> None:
     link = WebSocketLink(ws, settings.server.send_timeout_s)
     codec = TwilioCodec(settings.twilio.stream_secret.get_secret_value())
-    await CallRunner(link, codec, services, settings, registry).run()
+    await CallRunner(link, codec, services, settings, registry, transfer=for_carrier("twilio", settings)).run()

@@ -267,3 +267,45 @@ def test_audiosocket_decode_never_raises_on_garbage(chunks):
     valid(codec.eof())
     (err,) = AudioSocketCodec().decode("text frames do not exist here")
     assert isinstance(err, ProtocolError) and err.code == "invalid_message"
+
+
+def test_twilio_sends_reply_audio_in_20_ms_pieces_and_the_tail_before_the_mark():
+    codec = TwilioCodec()
+    codec.decode(twilio_start())
+    out = [json.loads(m) for m in codec.encode(AudioFrame("r1", b"\x01" * 400))]
+    assert [len(base64.b64decode(m["media"]["payload"])) for m in out] == [160, 160]
+    assert all(codec.timed(json.dumps(m)) for m in out)
+    tail, mark = (json.loads(m) for m in codec.encode(AudioEnd("r1", False)))
+    assert len(base64.b64decode(tail["media"]["payload"])) == 80 and mark["event"] == "mark" and not codec.timed(json.dumps(mark))
+    codec.encode(AudioFrame("r2", b"\x02" * 100))
+    assert [json.loads(m)["event"] for m in codec.encode(AudioEnd("r2", True))] == ["clear"] and codec.flush() == []
+
+
+# ------------------------------------------------------------------------------ the newer carriers
+# (each has its own file with round trips and a fuzz test of its documented messages; here every codec
+# faces the same hostile input: any text, any bytes, any JSON object with any event name)
+def _new_codecs():
+    from server.asterisk_ws import AsteriskWebSocketCodec
+    from server.freeswitch import FreeSwitchCodec
+    from server.telnyx import TelnyxCodec
+    from server.vonage import VonageCodec
+
+    return [AsteriskWebSocketCodec, FreeSwitchCodec, TelnyxCodec, VonageCodec]
+
+
+HOSTILE = st.one_of(
+    st.text(max_size=120), st.binary(max_size=700), JSON.map(json.dumps),
+    st.fixed_dictionaries({"event": st.text(max_size=30) | JSON}, optional={"start": JSON, "media": JSON, "digit": JSON, "format": JSON}).map(json.dumps),
+)
+
+
+@FUZZ
+@given(st.integers(0, 3), st.lists(HOSTILE, max_size=12), st.lists(st.sampled_from(EVENTS + [AudioFrame("r1", b"\x00" * 97), AudioEnd("r9", True)]), max_size=6))
+def test_every_new_codec_takes_hostile_input_without_raising(which, messages, items):
+    codec = _new_codecs()[which]()
+    for message in messages:
+        valid(codec.decode(message))
+    valid(codec.eof())
+    for item in items:
+        assert all(isinstance(out, (str, bytes)) for out in codec.encode(item))
+    assert all(isinstance(out, (str, bytes)) for out in codec.flush())
