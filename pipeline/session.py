@@ -458,6 +458,8 @@ class Session:
         except Exception as e:
             log.error("session %s: final decode of %s failed: %s", self.id, utt.id, type(e).__name__)
             await self.emit(ErrorEvent("asr_failed", f"recognition of utterance {utt.id} failed"))
+            if ev.t - utt.t_start >= self.settings.session.not_heard_min_s:  # a question: never left in silence
+                self.responder.not_heard(utt.id, self.language or self._last_language or self.settings.asr.default_language, "asr_failed")
             return
         answer = await self._short_answer(rec, audio)
         if answer is not None:  # a short reply to a clarifying question, understood by scoring the answer words
