@@ -109,9 +109,9 @@ LOOP_LAG = Histogram(
     "dauys_event_loop_lag_seconds", "How late the event loop ran a 100 ms timer (blocking work on the loop shows here)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=REGISTRY,
 )
-_LAG_WINDOW_S = 60.0
+_LAG_WINDOW_S = 10.0
 _lags: list[tuple[float, float]] = []
-LOOP_LAG_MAX = Gauge("dauys_event_loop_lag_max_seconds", "The largest event-loop lag over the last 60 s", registry=REGISTRY)
+LOOP_LAG_MAX = Gauge("dauys_event_loop_lag_max_seconds", "The largest event-loop lag over the last 10 s", registry=REGISTRY)
 LOOP_LAG_MAX.set_function(lambda: max((lag for _, lag in _lags), default=0.0))
 
 

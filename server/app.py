@@ -175,6 +175,7 @@ class DauysServer:
     async def start(self) -> None:
         s = self.settings.server
         self.hub.start()
+        self._loop_lag = asyncio.ensure_future(metrics.watch_loop_lag())  # dauys_event_loop_lag_seconds
         self._server = await serve(
             self._handler,
             s.host,
@@ -244,6 +245,8 @@ class DauysServer:
         await self.stop()
 
     async def stop(self) -> None:
+        if getattr(self, "_loop_lag", None) is not None:
+            self._loop_lag.cancel()
         if self._audiosocket is not None:
             self._audiosocket.close()
         if self._metrics is not None:
