@@ -542,7 +542,23 @@ class Responder:
         t_start = 0.0
         tts = self.services.tts
         pool = self.services.tts_pool
-        embedder = None
+        marking: dict = {"embedder": None}
+
+        def mark_step(gen):
+            """The next chunk of speech, watermarked (every synthesised sample) and in the output format."""
+            chunk = _step(gen)
+            if chunk is _DONE:
+                return _DONE
+            out = bytearray()
+            embedder = marking["embedder"]
+            if embedder is None or embedder.rate != chunk.rate:
+                start_s = 0.0
+                if embedder is not None:  # the voice changed rate mid-reply: keep the carrier in phase
+                    out += conv.convert(AudioChunk(embedder.flush(), embedder.rate))
+                    start_s = embedder.position / embedder.rate
+                embedder = marking["embedder"] = watermark.Embedder(chunk.rate, self._payload(reply_id), start_s=start_s, key=self._wm_key)
+            out += conv.convert(AudioChunk(embedder.process(chunk.samples), chunk.rate))
+            return bytes(out)
         if tts is None:  # no speech engine: the reply stays text only
             while await sentences.get() is not None:
                 pass
@@ -559,23 +575,16 @@ class Responder:
                 done = ready.pop(sentence, None) if ready and lang == language else None
                 gen = iter(done) if done is not None else tts.synthesize(sentence, lang)
                 while True:
-                    try:
-                        chunk = _step(gen) if done is not None else await self._tts_step(pool, gen)
+                    try:  # synthesis, watermark and conversion off the event loop (a sentence's marking takes tens of ms)
+                        data = await self._tts_step(pool, mark_step, gen)
                     except Exception as e:  # no voice could say it (no fallback, or the fallback failed too)
                         metrics.TTS_FAILURES.inc()
                         log.error("session %s: speech of reply %s failed: %s", self.session.id, reply_id, str(e).splitlines()[0] if str(e) else type(e).__name__)
                         failed = True
                         break
-                    if chunk is _DONE:
+                    if data is _DONE:
                         break
-                    if embedder is None or embedder.rate != chunk.rate:  # every synthesized sample is marked
-                        start_s = 0.0
-                        if embedder is not None:  # the voice changed rate mid-reply: keep the carrier in phase
-                            pending += conv.convert(AudioChunk(embedder.flush(), embedder.rate))
-                            start_s = embedder.position / embedder.rate
-                        embedder = watermark.Embedder(chunk.rate, self._payload(reply_id), start_s=start_s, key=self._wm_key)
-                    chunk = AudioChunk(embedder.process(chunk.samples), chunk.rate)
-                    pending += conv.convert(chunk)
+                    pending += data
                     if not may_send.done():
                         continue
                     if not started:
@@ -583,6 +592,7 @@ class Responder:
                         t_start = time.monotonic()
                         await self._audio_start(reply_id, out_fmt, models, interruptible)
                     sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=False, timing=timing, interruptible=interruptible)
+            embedder = marking["embedder"]
             if embedder is not None:  # the embedder lags by < 24 ms: the reply's last samples
                 pending += conv.convert(AudioChunk(embedder.flush(), embedder.rate), last=True)
             await may_send
@@ -600,13 +610,13 @@ class Responder:
                 self.session.outbox_put_nowait(AudioEnd(reply_id, True))
             raise
 
-    async def _tts_step(self, pool, gen):
+    async def _tts_step(self, pool, fn, *args):
         """One synthesis step in the TTS pool; while its queue is full, wait and ask again (each
         step is bounded by the engine's own timeout, so the wait is too)."""
         loop = asyncio.get_running_loop()
         while True:
             try:
-                return await loop.run_in_executor(pool, _step, gen)
+                return await loop.run_in_executor(pool, fn, *args)
             except PoolFull:
                 await asyncio.sleep(_RETRY_S)
 
