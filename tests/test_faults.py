@@ -368,3 +368,48 @@ def test_vad_model_failing_to_load_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in p.stderr
     errors = [line for line in p.stderr.splitlines() if line.startswith("dauys: error")]
     assert len(errors) == 1 and "VAD" in errors[0], p.stderr
+
+
+# ------------------------------------------------------------------------------ a fast sender
+@pytest.mark.slow
+async def test_audio_faster_than_real_time_for_minutes_is_held_back_and_loses_no_final(make_server, question_kk):
+    """Five minutes of a caller's line (a question every 15 s) sent as fast as the socket takes it:
+    the server reads no faster than it can process (the audio queue stays within its bound, memory
+    stays flat) and every question still gets its final."""
+    import psutil
+
+    from pipeline.session import AUDIO_QUEUE_SIZE
+
+    server = await make_server(session={"spoken_disclosure": False})
+    gap = np.zeros(int(15 * 16000) - len(question_kk), np.float32)
+    n = 20
+    line = np.concatenate([np.zeros(8000, np.float32)] + [np.concatenate([question_kk, gap]) for _ in range(n)])
+    assert len(line) / 16000 >= 300
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    peak = {"queue": 0, "rss": rss0}
+    call = await open_call(server, pacing="none")
+    stop = asyncio.Event()
+
+    async def watch():
+        while not stop.is_set():
+            for s in list(server.sessions.values()):
+                peak["queue"] = max(peak["queue"], s._audio_q.qsize())
+            peak["rss"] = max(peak["rss"], proc.memory_info().rss)
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await send_audio(call.ws, line, realtime=False, frame_ms=100)
+        await call.ws.send(json.dumps({"type": "end"}))
+        await call.until(lambda e: e["type"] == "session_end", timeout=300)
+    finally:
+        stop.set()
+        await watcher
+        await call.ws.close()
+    heard = [e for e in call.events if (e["type"] == "transcript" and e["final"]) or e["type"] == "speech_discarded"]
+    assert len([e for e in call.events if e["type"] == "speech_started"]) >= n
+    assert len(heard) == len([e for e in call.events if e["type"] == "speech_started"])  # every utterance decided, none lost
+    assert sum(1 for e in heard if e["type"] == "transcript") >= n - 2
+    assert 0 < peak["queue"] <= AUDIO_QUEUE_SIZE  # within its bound: the socket's backpressure held the sender
+    assert peak["rss"] - rss0 < 300 * 2**20  # generous: the line itself is 19 MB of float32
