@@ -242,6 +242,11 @@ class Session:
         """The session is winding down (ending, or the caller hung up): no new replies start."""
         return self._closing
 
+    def in_flight(self) -> list[asyncio.Future]:
+        """What the caller is owed now: finals already endpointed (and the replies they start), the
+        reply being spoken. A graceful shutdown waits for these (``server.shutdown_grace_s``)."""
+        return [t for t in (self._final_chain, self.responder.current) if t is not None and not t.done()]
+
     @property
     def in_utterance(self) -> bool:
         """The caller is speaking now (an utterance has started and not yet ended)."""

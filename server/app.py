@@ -231,10 +231,16 @@ class DauysServer:
             self._server.close(close_connections=False)
         if self._audiosocket is not None:
             self._audiosocket.close()
-        speaking = [s.responder.current for s in self.sessions.values() if s.responder.current is not None and not s.responder.current.done()]
-        if speaking:
-            log.info("shutdown: waiting up to %.0fs for %d replies in progress", grace_s, len(speaking))
-            await asyncio.wait(speaking, timeout=grace_s)
+        # finals already endpointed, the replies they start, replies being spoken: until none is left
+        # (a final's reply starts after it) or grace_s is over
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        owed = [t for s in self.sessions.values() for t in s.in_flight()]
+        if owed:
+            log.info("shutdown: waiting up to %.0fs for %d finals and replies in progress", grace_s, len(owed))
+        while owed and loop.time() < deadline:
+            await asyncio.wait(owed, timeout=deadline - loop.time())
+            owed = [t for s in self.sessions.values() for t in s.in_flight()]
         # behind what each session has queued (the end of a reply's audio, its audio_end): close 1001
         for session in list(self.sessions.values()):
             session.outbox_put_nowait(Close(1001, "server shutting down"))
