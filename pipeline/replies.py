@@ -382,7 +382,7 @@ class Responder:
         intent = detect_handoff(text) if action is None else None
         t0 = time.perf_counter()
         pieces: list[str] = []
-        hold = {"armed": True, "task": None, "utterance": utterance_id, "language": language}
+        hold = {"armed": True, "task": None, "utterance": utterance_id, "language": language, "reply_id": f"{reply_id}-hold"}
         """session.hold ("one moment"): said at most once, before the first text, if it is slow in coming."""
         try:
             buf = SentenceBuffer()
@@ -507,7 +507,7 @@ class Responder:
         hold["armed"] = False
         language = hold["language"]
         text = self.settings.session.hold_text(language)
-        reply_id = f"{self.current_id}-hold"
+        reply_id = hold["reply_id"]
         metrics.HOLD_NOTICES.inc()
 
         async def say() -> None:

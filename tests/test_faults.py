@@ -183,6 +183,39 @@ async def test_piper_worker_that_cannot_restart_falls_back_to_espeak_then_recove
         await call.ws.close()
 
 
+@pytest.mark.slow
+async def test_speech_that_no_voice_can_say_ends_marked_interrupted_and_the_call_goes_on(make_server):
+    """No fallback voice (tts.fallback = none) and the voice fails midway: the reply's audio ends
+    with ``interrupted: true`` instead of hanging or killing the call; the next reply is whole."""
+    from models.tts import TtsRouter
+    from models.tts.base import TtsError
+    from models.tts.espeak import EspeakTts
+
+    class Failing(EspeakTts):
+        broken = False
+
+        def synthesize_sentence(self, sentence, language=None, config=None):
+            if self.broken:
+                raise TtsError("the voice process crashed")
+            return super().synthesize_sentence(sentence, language, config)
+
+    voice = Failing()
+    router = TtsRouter({"kk": voice}, fallback=None)
+    server = await make_server(services_with={"tts": router}, session={"spoken_disclosure": False})
+    failures = metric("dauys_tts_failures_total")
+    call = await open_call(server)
+    try:
+        events, end = await _kill_after_first_audio(call, QUESTION_KK, lambda: setattr(voice, "broken", True))
+        assert end["interrupted"] is True and not [e for e in events if e["type"] == "error"]
+        assert metric("dauys_tts_failures_total") == failures + 1
+        voice.broken = False
+        events, reply = await call.ask(QUESTION_KK)
+        ends = [e for e in events if e["type"] == "audio_end" and e["reply_id"] == reply["reply_id"]]
+        assert ends[0]["interrupted"] is False and len(call.audio[reply["reply_id"]]) > 16000
+    finally:
+        await call.ws.close()
+
+
 # ------------------------------------------------------------------------------ ASR decode raising
 async def test_a_failing_decode_gets_asr_failed_and_please_repeat_and_the_call_goes_on(make_server, services, question_kk):
     failing = threading.Event()
