@@ -335,6 +335,36 @@ async def test_busy_dialogue_workers_say_one_moment_then_answer_never_silence(ma
         pool.shutdown(wait=False)
 
 
+async def test_busy_tts_workers_delay_speech_but_every_reply_is_spoken_whole(make_server):
+    """One TTS thread, no queue, a slow voice, three callers at once: steps refused by the full pool
+    wait and ask again; every reply is spoken to its end, none is cut or lost."""
+    from models.tts import TtsRouter
+    from models.tts.espeak import EspeakTts
+
+    class Slow(EspeakTts):
+        def synthesize_sentence(self, sentence, language=None, config=None):
+            time.sleep(0.3)
+            return super().synthesize_sentence(sentence, language, config)
+
+    pool = WorkerPool(1, max_threads=1, max_queue=0, stuck_after_s=30, name="tts")
+    metrics.watch_pools(tts=pool)
+    server = await make_server(services_with={"tts": TtsRouter({"kk": Slow()}, fallback=None), "tts_pool": pool}, session={"spoken_disclosure": False})
+    calls = [await open_call(server, pacing="none") for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(c.ask(QUESTION_KK, timeout=120) for c in calls))
+        sizes = set()
+        for call, (events, reply) in zip(calls, results):
+            end = next(e for e in events if e["type"] == "audio_end" and e["reply_id"] == reply["reply_id"])
+            assert end["interrupted"] is False and not [e for e in events if e["type"] == "error"]
+            sizes.add(len(call.audio[reply["reply_id"]]))
+        assert len(sizes) == 1 and sizes.pop() > 16000  # the same answer, whole, for each caller
+        assert pool.stats()["refused_total"] >= 1  # the pool was full: steps waited outside it
+    finally:
+        for c in calls:
+            await c.ws.close()
+        pool.shutdown(wait=False)
+
+
 async def test_a_dialogue_step_waiting_for_a_worker_past_the_timeout_hands_off(make_server, services):
     engine = StandIn(services.dialogue)
     pool = WorkerPool(1, max_threads=1, max_queue=0, stuck_after_s=60, name="dialogue")  # cannot grow
