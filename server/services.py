@@ -199,7 +199,8 @@ class ModelHub:
             log.error("%s", e)
         except Exception as e:  # any other failure at start: still one line and exit 2, never a traceback
             self.error = f"the models could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
-            log.error("%s", self.error, exc_info=True)
+            log.error("%s", self.error)
+            log.debug("the models could not be loaded", exc_info=True)  # the traceback at --log-level debug
         finally:
             self._ready.set()
 

@@ -422,7 +422,7 @@ def test_vad_model_failing_to_load_is_one_line_and_exit_2(tmp_path):
     bad = tmp_path / "silero_vad_v6.onnx"
     bad.write_bytes(b"not an onnx model")
     code = (
-        "import sys, models.vad as v; v.silero_path = lambda: sys.argv[1]; sys.argv = sys.argv[:1] + ['serve', '--port', '0'];"
+        "import sys, models.vad as v; bad = sys.argv[1]; v.silero_path = lambda: bad; sys.argv = sys.argv[:1] + ['serve', '--port', '0'];"
         "from server.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     env = dict(os.environ, DAUYS_ASR__DOWNLOAD="false", PYTHONPATH=str(ROOT))
@@ -430,7 +430,7 @@ def test_vad_model_failing_to_load_is_one_line_and_exit_2(tmp_path):
     assert p.returncode == 2, p.stdout + p.stderr
     assert "Traceback" not in p.stderr
     errors = [line for line in p.stderr.splitlines() if line.startswith("dauys: error")]
-    assert len(errors) == 1 and "VAD" in errors[0], p.stderr
+    assert len(errors) == 1 and "Silero VAD model" in errors[0] and "could not be loaded" in errors[0] and str(bad) in errors[0], p.stderr
 
 
 # ------------------------------------------------------------------------------ a fast sender
