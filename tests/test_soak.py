@@ -4,6 +4,7 @@
 machine is shared)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ def tiny_voice(tmp_path_factory) -> Path:
 
 def test_two_minutes_of_four_callers_lose_nothing_and_leak_nothing(tiny_voice, tmp_path):
     log = tmp_path / "server.log"
-    env = {"DAUYS_ASR__CACHE_DIR": str(CACHE_DIR), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    env = dict(os.environ, DAUYS_ASR__CACHE_DIR=str(CACHE_DIR))
     p = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_soak.py"), "--minutes", "2", "--callers", "4", "--probe-every", "15",
          "--tts-voice", f"kk={tiny_voice}", "--server-log", str(log), "--json"],
