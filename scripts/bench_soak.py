@@ -194,6 +194,11 @@ class Line:
         return mark
 
 
+def over(line: Line) -> bool:
+    """The server ended the call (a handoff, a goodbye)."""
+    return any(e["type"] in ("handoff", "session_end") for e in line.events)
+
+
 class Soak:
     def __init__(self, args, url: str, pid: int | None, questions, typed) -> None:
         self.args, self.url, self.pid = args, url, pid
@@ -247,6 +252,9 @@ class Soak:
             await asyncio.sleep(0.5)
             handed_off = False
             for n in range(rng.randint(2, 4)):
+                if over(line):  # handed off by the dialogue (a misunderstood turn too many, a request for a person)
+                    handed_off = True
+                    break
                 if time.monotonic() >= self.end or line.closed:
                     break
                 q = first if n == 0 else rng.choice([x for x in self.questions if x.lang == lang] or self.questions)
@@ -350,7 +358,8 @@ class Soak:
         )
         if not reply or not await line.played(reply["reply_id"], 60):
             turn.lost_reply = True
-            turn.detail = "typed question unanswered"
+            seen = [e["type"] + (f"({e.get('reply_id') or e.get('utterance_id') or ''})" if e["type"] != "transcript" else "") for e in line.events[start:]]
+            turn.detail = f"typed question unanswered ({'final' if final else 'no final'}; then {' '.join(seen[-8:])})"
 
     async def finish(self, line: Line, how: str, lang: str) -> None:
         start = len(line.events)
