@@ -455,18 +455,32 @@ class Responder:
             await asyncio.gather(speaker, *([hold["task"]] if hold["task"] is not None else []), return_exceptions=True)
             if "gen" in locals():  # stops an LLM's generation thread
                 self._close_later(gen)
+            if may_send.done() and reply_id in self.interrupted and not self.session.closing:
+                # the caller spoke over "connecting you to an operator" (or the goodbye): the barge-in
+                # cuts the sentence, not the decision, which the reply already announced
+                event = self._conclude(action, language)
+                if event is not None:
+                    self.session.outbox_put_nowait(event)
             raise
-        if action is not None and action.kind == "handoff":
+        event = self._conclude(action, language)
+        if event is not None:
+            await self.session.emit(event)
+
+    def _conclude(self, action: Action | None, language: str) -> Handoff | None:
+        """What a reply's action does once it is said: a handoff (the signed record, the end of the
+        call; returns the ``handoff`` event to send, which the session's end waits for) or a goodbye."""
+        if action is not None and action.kind == "handoff" and self.finished is None:
             self.finished = "handoff"
             summary = self.summary(language, action)
-            await self.session.emit(Handoff(action.reason, language, summary))
             from pipeline import webhook
 
             webhook.notify_handoff(self.settings, self.session, action.reason, language, summary)  # off the call's path
-            self.session.request_end("handoff")
-        elif action is not None and action.kind == "end":
+            self.session.request_end("handoff")  # its end() drains this reply first: the event goes before session_end
+            return Handoff(action.reason, language, summary)
+        if action is not None and action.kind == "end" and self.finished is None:
             self.finished = "end"
             self.session.request_end("goodbye")
+        return None
 
     async def _dialogue_step(self, gen, hold: dict):
         """One step of the engine's generator in the dialogue pool, bounded by ``dialogue.timeout_s``

@@ -476,3 +476,24 @@ async def test_audio_faster_than_real_time_for_minutes_is_held_back_and_loses_no
     assert sum(1 for e in heard if e["type"] == "transcript") >= n - 2
     assert 0 < peak["queue"] <= AUDIO_QUEUE_SIZE  # within its bound: the socket's backpressure held the sender
     assert peak["rss"] - rss0 < 300 * 2**20  # generous: the line itself is 19 MB of float32
+
+
+# ------------------------------------------------------------------------------ speaking over a handoff
+async def test_speaking_over_the_handoff_sentence_still_hands_off(make_server, question_kk):
+    """The caller asked for a person and talks over "connecting you to an operator": the sentence
+    stops (barge-in), but the handoff itself (the event, the record, the end of the call) is not lost."""
+    server = await make_server(session={"spoken_disclosure": False})
+    call = await open_call(server)
+    try:
+        await call.ws.send(json.dumps({"type": "text", "text": "оператор"}))
+        reply = await call.until(lambda e: e["type"] == "reply")
+        assert reply["dialogue"]["act"] == "handoff"
+        await call.until(lambda e: e["type"] == "audio_start" and e["reply_id"] == reply["reply_id"])
+        await send_audio(call.ws, np.concatenate([question_kk, np.zeros(16000, np.float32)]), realtime=True)
+        handoff = await call.until(lambda e: e["type"] in ("handoff", "session_end"), timeout=30)
+        assert handoff["type"] == "handoff" and handoff["reason"] == "user_request", call.events
+        end = next(e for e in call.events if e["type"] == "audio_end" and e["reply_id"] == reply["reply_id"])
+        assert end["interrupted"] is True  # the sentence was cut, the handoff was not
+        await call.until(lambda e: e["type"] == "session_end")
+    finally:
+        await call.ws.close()
