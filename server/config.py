@@ -64,7 +64,7 @@ class ServerSettings(_Section):
     send_timeout_s: float = Field(10.0, gt=0)
     """A client that takes none of its pending output for this long is cut off (close 1008)."""
     shutdown_grace_s: float = Field(15.0, ge=0)
-    """On SIGTERM, replies being spoken may finish for this long before sessions close with 1001."""
+    """On SIGTERM, finals already endpointed, their replies and replies being spoken may finish for this long before sessions close with 1001."""
     ready_wait_s: float = Field(120.0, ge=0)
     """How long a connection made while models load waits before close 1013."""
     audiosocket_port: int | None = Field(None, ge=0, le=65535)
