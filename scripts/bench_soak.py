@@ -36,7 +36,10 @@ Figures per window (``--window-min``: 10 minutes, 1 in runs under 20 minutes)
   ``asr_failed`` error for it within ``--reply-timeout`` s (a rejected question is reported as
   discarded, not lost: the server decided about it);
 * replies lost: a final (or a typed question) with no ``reply`` and its ``audio_end`` within
-  ``--reply-timeout`` s, a DTMF 0 or "оператор" with no ``handoff``, a call without ``session_end``;
+  ``--reply-timeout`` s, a DTMF 0 or "оператор" with no ``handoff``, a call without ``session_end``
+  (a question put while the server was handing the call off -- the rejected speech of a caller
+  who is not understood ends in a handoff that can still be playing -- is not answered, by design,
+  and is not counted);
 * RSS and open descriptors of the server and of its children (sampled at the window's end),
   the largest event-loop lag seen in the window.
 
@@ -326,6 +329,9 @@ class Soak:
         uid = heard["utterance_id"]
         reply = await line.wait(lambda e: e["type"] == "reply" and e["utterance_id"] == uid and (e.get("dialogue") or {}).get("act") != "hold", timeout, start)
         if reply is None:
+            if over(line):  # said while the call was being handed off: not answered, by design
+                turn.detail = "after the handoff"
+                return True
             turn.lost_reply = True
             turn.detail = f"no reply to {uid} ({q.name})"
             return False
@@ -356,7 +362,9 @@ class Soak:
             lambda e: e["type"] == "reply" and e["utterance_id"] == final["utterance_id"] and (e.get("dialogue") or {}).get("act") != "hold",
             self.args.reply_timeout, start,
         )
-        if not reply or not await line.played(reply["reply_id"], 60):
+        if not reply and over(line):  # typed while the call was being handed off: not answered, by design
+            turn.detail = "after the handoff"
+        elif not reply or not await line.played(reply["reply_id"], 60):
             turn.lost_reply = True
             seen = [e["type"] + (f"({e.get('reply_id') or e.get('utterance_id') or ''})" if e["type"] != "transcript" else "") for e in line.events[start:]]
             turn.detail = f"typed question unanswered ({'final' if final else 'no final'}; then {' '.join(seen[-8:])})"
