@@ -479,6 +479,7 @@ async def test_audio_faster_than_real_time_for_minutes_is_held_back_and_loses_no
 
 
 # ------------------------------------------------------------------------------ speaking over a handoff
+@pytest.mark.slow
 async def test_speaking_over_the_handoff_sentence_still_hands_off(make_server, question_kk):
     """The caller asked for a person and talks over "connecting you to an operator": the sentence
     stops (barge-in), but the handoff itself (the event, the record, the end of the call) is not lost."""
