@@ -39,7 +39,13 @@ class SileroVad:
         opts.inter_op_num_threads = 1
         opts.intra_op_num_threads = 1
         opts.log_severity_level = 4
-        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"], sess_options=opts)
+        try:
+            self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"], sess_options=opts)
+        except Exception as e:  # a damaged file, an onnxruntime that cannot run it: one line, not a traceback
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise ModelError(
+                f"Silero VAD model {path} could not be loaded ({detail}): reinstall faster-whisper (`pip install --force-reinstall faster-whisper`)"
+            ) from None
 
     def stream(self) -> "VadStream":
         return VadStream(self)

@@ -98,3 +98,89 @@ def watch_tts_cache(cache) -> None:
     for what in ("hits", "misses", "bytes"):
         TTS_CACHE.labels(what).set_function(lambda w=what: getattr(cache, w))
     TTS_CACHE.labels("sentences").set_function(lambda: len(cache))
+
+
+# ---------------------------------------------------------------- faults (README: What happens when things fail)
+DIALOGUE_TIMEOUTS = Counter(
+    "dauys_dialogue_timeouts_total",
+    "Dialogue steps that took longer than dialogue.timeout_s (any backend; waiting for a worker included): the caller was handed off",
+    registry=REGISTRY,
+)
+HOLD_NOTICES = Counter(
+    "dauys_hold_notices_total", "Times a caller heard session.hold (\"one moment\") because an answer took session.hold_after_s", registry=REGISTRY,
+)
+TTS_FAILURES = Counter(
+    "dauys_tts_failures_total", "Replies whose speech failed midway (no fallback voice could say a sentence): ended with audio_end interrupted", registry=REGISTRY,
+)
+LOG_ERRORS = Counter(
+    "dauys_log_errors_total", "Log lines that could not be written (e.g. a full disk: ENOSPC); the call goes on", registry=REGISTRY,
+)
+LOOP_LAG = Histogram(
+    "dauys_event_loop_lag_seconds", "How late the event loop ran a 100 ms timer (blocking work on the loop shows here)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=REGISTRY,
+)
+_LAG_WINDOW_S = 10.0
+_lags: list[tuple[float, float]] = []
+LOOP_LAG_MAX = Gauge("dauys_event_loop_lag_max_seconds", "The largest event-loop lag over the last 10 s", registry=REGISTRY)
+LOOP_LAG_MAX.set_function(lambda: max((lag for _, lag in _lags), default=0.0))
+
+
+async def watch_loop_lag(interval_s: float = 0.1) -> None:
+    """Run for the server's life: measure how late the loop wakes a timer (LOOP_LAG, LOOP_LAG_MAX)."""
+    import asyncio
+    import time
+
+    while True:
+        t = time.monotonic()
+        await asyncio.sleep(interval_s)
+        now = time.monotonic()
+        lag = max(0.0, now - t - interval_s)
+        LOOP_LAG.observe(lag)
+        _lags.append((now, lag))
+        while _lags and _lags[0][0] < now - _LAG_WINDOW_S:
+            _lags.pop(0)
+
+
+class _FaultCollector:
+    """Counters and gauges read from the engines at each scrape (models/ cannot import this module):
+    worker pools (models/workers.py), Piper worker restarts, TTS fallbacks."""
+
+    def __init__(self) -> None:
+        self.pools: dict = {}
+        self.tts = None
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        threads = GaugeMetricFamily("dauys_worker_threads", "Dialogue and TTS worker threads by state (idle, busy, stuck: past its timeout, replaced)", labels=["pool", "state"])
+        queued = GaugeMetricFamily("dauys_worker_queue_depth", "Steps waiting for a dialogue or TTS worker thread", labels=["pool"])
+        stuck = CounterMetricFamily("dauys_worker_stuck", "Steps that ran past their pool's timeout (their threads were replaced)", labels=["pool"])
+        refused = CounterMetricFamily("dauys_worker_refused", "Steps refused because the pool's queue was full (the caller waited and retried)", labels=["pool"])
+        for name, pool in self.pools.items():
+            s = pool.stats()
+            for state in ("idle", "busy", "stuck"):
+                threads.add_metric([name, state], s[state])
+            queued.add_metric([name], s["queued"])
+            stuck.add_metric([name], s["stuck_total"])
+            refused.add_metric([name], s["refused_total"])
+        yield from (threads, queued, stuck, refused)
+        restarts = CounterMetricFamily("dauys_tts_worker_restarts", "Piper worker processes restarted (died, or stopped after a timeout)")
+        fallbacks = CounterMetricFamily("dauys_tts_fallbacks", "Sentences a Piper voice failed on and espeak-ng spoke instead")
+        tts = self.tts
+        restarts.add_metric([], sum(getattr(e, "restarts", 0) for e in tts.engines()) if tts is not None else 0)
+        fallbacks.add_metric([], getattr(tts, "fallbacks", 0) if tts is not None else 0)
+        yield from (restarts, fallbacks)
+
+
+_FAULTS = _FaultCollector()
+REGISTRY.register(_FAULTS)
+
+
+def watch_pools(**pools) -> None:
+    """Report these worker pools (name=pool) at each scrape."""
+    _FAULTS.pools.update(pools)
+
+
+def watch_tts(router) -> None:
+    """Report ``router``'s (models.tts.TtsRouter) Piper restarts and fallbacks at each scrape."""
+    _FAULTS.tts = router

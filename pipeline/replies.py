@@ -22,6 +22,7 @@ from models import __version__
 from models.audio import AudioChunk, OutputConverter
 from models.dialogue.base import Action, DialogueState, Turn
 from models.text import MIN_CHARS, SentenceBuffer, split_sentences
+from models.workers import PoolFull
 from pipeline import metrics, watermark
 from pipeline.events import AudioEnd, AudioStart, Handoff, Reply
 from pipeline.policy import detect_handoff
@@ -69,6 +70,15 @@ class _Speculation:
     task: asyncio.Task | None = None
     work_s: list = field(default_factory=lambda: [0.0])
     """Worker seconds spent on it so far (a miss counts them as wasted)."""
+
+
+class DialogueTimeout(Exception):
+    """A dialogue step took longer than ``dialogue.timeout_s`` (waiting for a worker included)."""
+
+
+_LIST_ITERATOR = type(iter([]))
+_RETRY_S = 0.1
+"""How long a step refused by a full worker pool waits before it asks again."""
 
 
 def _step(gen):
@@ -361,12 +371,13 @@ class Responder:
             await asyncio.wait(set(previous))
         prepared = None
         if spec is not None:  # this turn's reply, prepared at the caller's pause (usually done by now)
-            try:
-                prepared = await spec.task
+            try:  # bounded: a speculation stuck in the engine must not hold the reply
+                prepared = await asyncio.wait_for(asyncio.shield(spec.task), self.settings.dialogue.timeout_s)
             except asyncio.CancelledError:
                 if not spec.task.cancelled():
                     raise  # this reply itself was cancelled
-            except Exception:
+            except Exception:  # failed or timed out: the engine answers afresh (under its own bound)
+                spec.task.cancel()
                 prepared = None
         if self.finished is not None or (self.session.closing and (action is None or action.kind in ("not_heard", "say"))):
             return  # handed off or said goodbye: later turns are not answered
@@ -388,6 +399,8 @@ class Responder:
         intent = detect_handoff(text) if action is None else None
         t0 = time.perf_counter()
         pieces: list[str] = []
+        hold = {"armed": True, "task": None, "utterance": utterance_id, "language": language, "reply_id": f"{reply_id}-hold"}
+        """session.hold ("one moment"): said at most once, before the first text, if it is slow in coming."""
         try:
             buf = SentenceBuffer()
             if intent is not None:
@@ -414,18 +427,23 @@ class Responder:
                 gen = iter(prepared.items)
             else:
                 gen = engine.respond(list(self.history), language, self.state)
-            pool = self.services.dialogue_pool
+            inline = prepared is not None or isinstance(gen, _LIST_ITERATOR)  # fixed texts need no worker
             while True:
                 try:
-                    item = _step(gen) if prepared is not None else await loop.run_in_executor(pool, _step, gen)
-                except Exception as e:  # a failing backend must not leave the caller in silence
-                    log.error("session %s: dialogue backend failed: %s", self.session.id, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                    item = _step(gen) if inline else await self._dialogue_step(gen, hold)
+                except Exception as e:  # a failing or hung backend must not leave the caller in silence
+                    timed_out = isinstance(e, DialogueTimeout)
+                    reason = "dialogue_timeout" if timed_out else "dialogue_error"
+                    if timed_out:
+                        metrics.DIALOGUE_TIMEOUTS.inc()
+                        self._close_later(gen)
+                    log.error("session %s: dialogue backend %s: %s", self.session.id, "timed out" if timed_out else "failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
                     handoff_text = self.settings.session.handoff_text(language)
                     pieces.append((" " if pieces else "") + handoff_text)
                     for s in buf.feed(" " + handoff_text):
                         await sentences.put(s)
-                    action = Action("handoff", "dialogue_error")
-                    self.state.act = {"act": "handoff", "reason": "dialogue_error"}
+                    action = Action("handoff", reason)
+                    self.state.act = {"act": "handoff", "reason": reason}
                     break
                 if item is _DONE:
                     break
@@ -439,6 +457,8 @@ class Responder:
                 await sentences.put(s)
             await sentences.put(None)
             reply_text = "".join(pieces).strip()
+            if hold["task"] is not None:  # "one moment" is being said: the answer follows it
+                await asyncio.gather(hold["task"], return_exceptions=True)
             self.history.append(Turn("assistant", reply_text, language))
             timing["reply"] = time.perf_counter()
             metrics.FINAL_TO_REPLY.observe(timing["reply"] - t0)
@@ -451,21 +471,95 @@ class Responder:
             await speaker
         except asyncio.CancelledError:
             speaker.cancel()
-            await asyncio.gather(speaker, return_exceptions=True)
-            if "gen" in locals() and hasattr(gen, "close"):  # stops an LLM's generation thread
-                loop.run_in_executor(self.services.dialogue_pool, _close, gen)
+            if hold["task"] is not None:
+                hold["task"].cancel()
+            await asyncio.gather(speaker, *([hold["task"]] if hold["task"] is not None else []), return_exceptions=True)
+            if "gen" in locals():  # stops an LLM's generation thread
+                self._close_later(gen)
+            if may_send.done() and reply_id in self.interrupted and not self.session.closing:
+                # the caller spoke over "connecting you to an operator" (or the goodbye): the barge-in
+                # cuts the sentence, not the decision, which the reply already announced
+                event = self._conclude(action, language)
+                if event is not None:
+                    self.session.outbox_put_nowait(event)
             raise
-        if action is not None and action.kind == "handoff":
+        event = self._conclude(action, language)
+        if event is not None:
+            await self.session.emit(event)
+
+    def _conclude(self, action: Action | None, language: str) -> Handoff | None:
+        """What a reply's action does once it is said: a handoff (the signed record, the end of the
+        call; returns the ``handoff`` event to send, which the session's end waits for) or a goodbye."""
+        if action is not None and action.kind == "handoff" and self.finished is None:
             self.finished = "handoff"
             summary = self.summary(language, action)
-            await self.session.emit(Handoff(action.reason, language, summary))
             from pipeline import webhook
 
             webhook.notify_handoff(self.settings, self.session, action.reason, language, summary)  # off the call's path
-            self.session.request_end("handoff")
-        elif action is not None and action.kind == "end":
+            self.session.request_end("handoff")  # its end() drains this reply first: the event goes before session_end
+            return Handoff(action.reason, language, summary)
+        if action is not None and action.kind == "end" and self.finished is None:
             self.finished = "end"
             self.session.request_end("goodbye")
+        return None
+
+    async def _dialogue_step(self, gen, hold: dict):
+        """One step of the engine's generator in the dialogue pool, bounded by ``dialogue.timeout_s``
+        (waiting for a free worker included; raises :class:`DialogueTimeout`). While the first text is
+        slow in coming (``session.hold_after_s``: busy workers, a slow backend) the caller hears
+        ``session.hold`` once, so a wait is never silence."""
+        loop = asyncio.get_running_loop()
+        pool = self.services.dialogue_pool
+        t0 = loop.time()
+        deadline = t0 + self.settings.dialogue.timeout_s
+        hold_at = t0 + self.settings.session.hold_after_s if hold["armed"] and self.settings.session.hold_text(hold["language"]) else None
+        while True:
+            try:
+                fut = loop.run_in_executor(pool, _step, gen)
+                break
+            except PoolFull:  # every worker busy and the queue full: wait outside it
+                if hold_at is not None and loop.time() >= hold_at:
+                    self._hold(hold)
+                if loop.time() >= deadline:
+                    raise DialogueTimeout(f"no dialogue worker free within {self.settings.dialogue.timeout_s:g} s") from None
+                await asyncio.sleep(_RETRY_S)
+        try:
+            if hold_at is not None and hold["task"] is None:
+                done, _ = await asyncio.wait({fut}, timeout=max(0.0, min(hold_at, deadline) - loop.time()))
+                if not done:
+                    self._hold(hold)
+            item = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise DialogueTimeout(f"no reply within dialogue.timeout_s = {self.settings.dialogue.timeout_s:g} s") from None
+        if isinstance(item, str):
+            hold["armed"] = False  # the answer has begun
+        return item
+
+    def _hold(self, hold: dict) -> None:
+        """Say ``session.hold`` ("one moment") as a reply of its own (``dialogue.act`` hold), once per reply."""
+        if hold["task"] is not None or not hold["armed"]:
+            return
+        hold["armed"] = False
+        language = hold["language"]
+        text = self.settings.session.hold_text(language)
+        reply_id = hold["reply_id"]
+        metrics.HOLD_NOTICES.inc()
+
+        async def say() -> None:
+            models = {"tts": self._tts_id(language)}
+            await self.session.emit(Reply(hold["utterance"], reply_id, text, language, provenance=self.provenance(reply_id, models), dialogue={"act": "hold"}))
+            await self._speak_only(reply_id, [(language, text)])
+
+        hold["task"] = asyncio.ensure_future(say())
+
+    def _close_later(self, gen) -> None:
+        """Close a generator whose step timed out, once that step is over (best effort)."""
+        if not hasattr(gen, "close"):
+            return
+        try:
+            asyncio.get_running_loop().run_in_executor(self.services.dialogue_pool, _close, gen)
+        except (PoolFull, RuntimeError):
+            pass
 
     async def _speak(
         self, reply_id: str, sentences: asyncio.Queue, language: str, may_send: asyncio.Future, models: dict, timing: dict | None = None,
@@ -474,7 +568,6 @@ class Responder:
         """Synthesise sentences as they come; send paced audio once ``may_send`` is set
         (``interruptible``: whether the caller's voice may cut it, carried by every frame;
         ``ready``: speech already synthesised, by sentence, used once instead of synthesising it)."""
-        loop = asyncio.get_running_loop()
         out_fmt = self.session.started.output
         conv = OutputConverter(out_fmt.encoding, out_fmt.sample_rate)
         frame_bytes = out_fmt.encoding.sample_width * out_fmt.sample_rate * FRAME_MS // 1000
@@ -484,31 +577,49 @@ class Responder:
         t_start = 0.0
         tts = self.services.tts
         pool = self.services.tts_pool
-        embedder = None
+        marking: dict = {"embedder": None}
+
+        def mark_step(gen):
+            """The next chunk of speech, watermarked (every synthesised sample) and in the output format."""
+            chunk = _step(gen)
+            if chunk is _DONE:
+                return _DONE
+            out = bytearray()
+            embedder = marking["embedder"]
+            if embedder is None or embedder.rate != chunk.rate:
+                start_s = 0.0
+                if embedder is not None:  # the voice changed rate mid-reply: keep the carrier in phase
+                    out += conv.convert(AudioChunk(embedder.flush(), embedder.rate))
+                    start_s = embedder.position / embedder.rate
+                embedder = marking["embedder"] = watermark.Embedder(chunk.rate, self._payload(reply_id), start_s=start_s, key=self._wm_key)
+            out += conv.convert(AudioChunk(embedder.process(chunk.samples), chunk.rate))
+            return bytes(out)
         if tts is None:  # no speech engine: the reply stays text only
             while await sentences.get() is not None:
                 pass
             return
+        failed = False
         try:
             while True:
                 sentence = await sentences.get()
-                if sentence is None:
+                if sentence is None or failed:
+                    if sentence is not None:  # the speech failed: the rest of the text is not spoken
+                        continue
                     break
                 sentence, lang = sentence if isinstance(sentence, tuple) else (sentence, language)  # (text, language): the disclosure
                 done = ready.pop(sentence, None) if ready and lang == language else None
                 gen = iter(done) if done is not None else tts.synthesize(sentence, lang)
                 while True:
-                    chunk = _step(gen) if done is not None else await loop.run_in_executor(pool, _step, gen)
-                    if chunk is _DONE:
+                    try:  # synthesis, watermark and conversion off the event loop (a sentence's marking takes tens of ms)
+                        data = await self._tts_step(pool, mark_step, gen)
+                    except Exception as e:  # no voice could say it (no fallback, or the fallback failed too)
+                        metrics.TTS_FAILURES.inc()
+                        log.error("session %s: speech of reply %s failed: %s", self.session.id, reply_id, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                        failed = True
                         break
-                    if embedder is None or embedder.rate != chunk.rate:  # every synthesized sample is marked
-                        start_s = 0.0
-                        if embedder is not None:  # the voice changed rate mid-reply: keep the carrier in phase
-                            pending += conv.convert(AudioChunk(embedder.flush(), embedder.rate))
-                            start_s = embedder.position / embedder.rate
-                        embedder = watermark.Embedder(chunk.rate, self._payload(reply_id), start_s=start_s, key=self._wm_key)
-                    chunk = AudioChunk(embedder.process(chunk.samples), chunk.rate)
-                    pending += conv.convert(chunk)
+                    if data is _DONE:
+                        break
+                    pending += data
                     if not may_send.done():
                         continue
                     if not started:
@@ -516,6 +627,7 @@ class Responder:
                         t_start = time.monotonic()
                         await self._audio_start(reply_id, out_fmt, models, interruptible)
                     sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=False, timing=timing, interruptible=interruptible)
+            embedder = marking["embedder"]
             if embedder is not None:  # the embedder lags by < 24 ms: the reply's last samples
                 pending += conv.convert(AudioChunk(embedder.flush(), embedder.rate), last=True)
             await may_send
@@ -525,13 +637,23 @@ class Responder:
                 await self._audio_start(reply_id, out_fmt, models, interruptible)
             sent_s = await self._send_paced(reply_id, pending, frame_bytes, out_fmt, t_start, sent_s, final=True, timing=timing, interruptible=interruptible)
             self.speaking = False
-            await self.session.emit(AudioEnd(reply_id, False))
+            await self.session.emit(AudioEnd(reply_id, failed))  # a failed speech ends marked as interrupted
         except asyncio.CancelledError:
             self.speaking = False
             if started:
                 self.interrupted.add(reply_id)
                 self.session.outbox_put_nowait(AudioEnd(reply_id, True))
             raise
+
+    async def _tts_step(self, pool, fn, *args):
+        """One synthesis step in the TTS pool; while its queue is full, wait and ask again (each
+        step is bounded by the engine's own timeout, so the wait is too)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                return await loop.run_in_executor(pool, fn, *args)
+            except PoolFull:
+                await asyncio.sleep(_RETRY_S)
 
     async def _audio_start(self, reply_id: str, out_fmt, models: dict, interruptible: bool = True) -> None:
         # never start talking over a caller who is speaking (a reply to an earlier utterance

@@ -304,6 +304,11 @@ class Session:
         """The session is winding down (ending, or the caller hung up): no new replies start."""
         return self._closing
 
+    def in_flight(self) -> list[asyncio.Future]:
+        """What the caller is owed now: finals already endpointed (and the replies they start), the
+        reply being spoken. A graceful shutdown waits for these (``server.shutdown_grace_s``)."""
+        return [t for t in (self._final_chain, self.responder.current) if t is not None and not t.done()]
+
     @property
     def in_utterance(self) -> bool:
         """The caller is speaking now (an utterance has started and not yet ended)."""
@@ -520,6 +525,8 @@ class Session:
         except Exception as e:
             log.error("session %s: final decode of %s failed: %s", self.id, utt.id, type(e).__name__)
             await self.emit(ErrorEvent("asr_failed", f"recognition of utterance {utt.id} failed"))
+            if ev.t - utt.t_start >= self.settings.session.not_heard_min_s:  # a question: never left in silence
+                self.responder.not_heard(utt.id, self.language or self._last_language or self.settings.asr.default_language, "asr_failed")
             return
         if self.capture is not None:
             self.capture.audio(utt.id, audio)  # kept only when the call is being captured

@@ -218,6 +218,7 @@ class DauysServer:
             self.hub.capture = self.capture
             self._purger = asyncio.ensure_future(self._purge_loop())
         self.hub.start()
+        self._loop_lag = asyncio.ensure_future(metrics.watch_loop_lag())  # dauys_event_loop_lag_seconds
         self._server = await serve(
             self._handler,
             s.host,
@@ -291,10 +292,16 @@ class DauysServer:
             self._server.close(close_connections=False)
         if self._audiosocket is not None:
             self._audiosocket.close()
-        speaking = [s.responder.current for s in self.sessions.values() if s.responder.current is not None and not s.responder.current.done()]
-        if speaking:
-            log.info("shutdown: waiting up to %.0fs for %d replies in progress", grace_s, len(speaking))
-            await asyncio.wait(speaking, timeout=grace_s)
+        # finals already endpointed, the replies they start, replies being spoken: until none is left
+        # (a final's reply starts after it) or grace_s is over
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        owed = [t for s in self.sessions.values() for t in s.in_flight()]
+        if owed:
+            log.info("shutdown: waiting up to %.0fs for %d finals and replies in progress", grace_s, len(owed))
+        while owed and loop.time() < deadline:
+            await asyncio.wait(owed, timeout=deadline - loop.time())
+            owed = [t for s in self.sessions.values() for t in s.in_flight()]
         # behind what each session has queued (the end of a reply's audio, its audio_end): close 1001
         for session in list(self.sessions.values()):
             session.outbox_put_nowait(Close(1001, "server shutting down"))
@@ -309,6 +316,8 @@ class DauysServer:
             self._purger.cancel()
         if self.capture is not None:
             await asyncio.to_thread(self.capture.flush, 10.0)
+        if getattr(self, "_loop_lag", None) is not None:
+            self._loop_lag.cancel()
         if self._audiosocket is not None:
             self._audiosocket.close()
         if self._metrics is not None:

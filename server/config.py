@@ -64,7 +64,7 @@ class ServerSettings(_Section):
     send_timeout_s: float = Field(10.0, gt=0)
     """A client that takes none of its pending output for this long is cut off (close 1008)."""
     shutdown_grace_s: float = Field(15.0, ge=0)
-    """On SIGTERM, replies being spoken may finish for this long before sessions close with 1001."""
+    """On SIGTERM, finals already endpointed, their replies and replies being spoken may finish for this long before sessions close with 1001."""
     ready_wait_s: float = Field(120.0, ge=0)
     """How long a connection made while models load waits before close 1013."""
     audiosocket_port: int | None = Field(None, ge=0, le=65535)
@@ -297,6 +297,11 @@ class DialogueSettings(_Section):
     timeout_s: float = Field(20.0, gt=0)
     workers: int = Field(2, ge=1)
     """Threads stepping dialogue generators (a bounded pool shared by all sessions)."""
+    max_threads: int = Field(8, ge=1)
+    """Threads at most, stuck ones included: a step that runs past timeout_s is answered with a handoff
+    and its thread replaced (models/workers.py), so a hung backend cannot starve the other calls."""
+    max_queue: int = Field(16, ge=0)
+    """Steps that may wait for a free thread; further callers wait outside the queue (hearing session.hold)."""
     speculative: bool = True
     """Speculative replies: once the speculative decode at the caller's first pause is in, prepare the
     reply to it (dialogue and the first sentence's speech) while the endpoint is still being
@@ -370,12 +375,26 @@ class SessionSettings(_Section):
         }
     )
     """Said when the caller spoke (at least not_heard_min_s) and nothing could be recognised, by language."""
+    hold: dict[str, str] = Field(
+        default_factory=lambda: {
+            "kk": "Бір сәт күте тұрыңыз.",
+            "ru": "Одну минуту, пожалуйста.",
+            "uz": "Bir daqiqa kuting, iltimos.",
+            "en": "One moment, please.",
+        }
+    )
+    """Said once when the answer takes session.hold_after_s (busy workers, a slow backend), by language."""
+    hold_after_s: float = Field(2.0, ge=0)
+    """How long the caller waits in silence for an answer before hearing session.hold; 0 = never."""
     not_heard_min_s: float = Field(0.8, ge=0)
     """Speech the recogniser rejected that is at least this long gets not_heard (and counts as a
     misunderstood turn); shorter bursts (a cough, a click, line noise) stay silent."""
 
     def handoff_text(self, language: str) -> str:
         return self.handoff.get(language) or self.handoff.get("ru") or next(iter(self.handoff.values()), "")
+
+    def hold_text(self, language: str) -> str:
+        return self.hold.get(_fallback_language(self.hold, language), "") if self.hold_after_s > 0 else ""
 
     def not_heard_text(self, language: str) -> str:
         return self.not_heard.get(_fallback_language(self.not_heard, language), "")

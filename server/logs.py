@@ -63,8 +63,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class _Handler(logging.StreamHandler):
+    """A stream handler whose write errors (a full disk: ENOSPC, a closed pipe) are counted
+    (``dauys_log_errors_total``) and dropped: logging never breaks a call, and a full disk does
+    not get a traceback per line written to it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        from pipeline import metrics
+
+        metrics.LOG_ERRORS.inc()
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     from pipeline.privacy import RedactingFilter
 

@@ -15,6 +15,7 @@ from models.scheduler import AsrScheduler
 from models.turn import load_turn_model
 from models.vad import SileroVad
 from models.whisper import WhisperEngine, load_whisper
+from models.workers import WorkerPool
 from pipeline import metrics
 
 log = logging.getLogger("dauys.models")
@@ -34,8 +35,8 @@ class Services:
     """The DialogueEngine (models/dialogue)."""
     tts: object = None
     """The TtsRouter (models/tts); None if no engine could be set up (replies are then text only)."""
-    dialogue_pool: ThreadPoolExecutor | None = None
-    tts_pool: ThreadPoolExecutor | None = None
+    dialogue_pool: WorkerPool | None = None
+    tts_pool: WorkerPool | None = None
     capture: object = None
     """The CaptureWriter (pipeline/capture.py) when capture.enabled; None otherwise."""
     load_seconds: dict[str, float] = field(default_factory=dict)
@@ -71,12 +72,13 @@ def load_services(settings) -> Services:
     times["dialogue"] = time.perf_counter() - t
     t = time.perf_counter()
     tts = load_tts(settings.tts)
+    if tts is not None:
+        metrics.watch_tts(tts)
     if tts is not None and settings.asr.warmup:
         tts.warmup(settings.asr.default_language)
     times["tts"] = time.perf_counter() - t
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vad")
-    dialogue_pool = ThreadPoolExecutor(max_workers=settings.dialogue.workers, thread_name_prefix="dialogue")
-    tts_pool = ThreadPoolExecutor(max_workers=settings.tts.workers, thread_name_prefix="tts")
+    dialogue_pool, tts_pool = make_pools(settings)
     log.info("models ready: %s", ", ".join(f"{k} {v:.2f}s" for k, v in times.items()))
     services = Services(
         settings, asr, vad, scheduler, pool, dialogue=dialogue, tts=tts, dialogue_pool=dialogue_pool, tts_pool=tts_pool, load_seconds=times, turn=turn,
@@ -85,12 +87,22 @@ def load_services(settings) -> Services:
     return services
 
 
+def make_pools(settings) -> tuple[WorkerPool, WorkerPool]:
+    """The dialogue and TTS worker pools (models/workers.py): bounded, and a stuck step's thread is replaced."""
+    d, t = settings.dialogue, settings.tts
+    dialogue_pool = WorkerPool(d.workers, max_threads=max(d.workers, d.max_threads), max_queue=d.max_queue, stuck_after_s=d.timeout_s, name="dialogue")
+    # synthesis steps are bounded by the engines' own timeouts (Piper, espeak-ng: 30 s)
+    tts_pool = WorkerPool(t.workers, max_threads=4 * t.workers, max_queue=64, stuck_after_s=30.0, name="tts")
+    metrics.watch_pools(dialogue=dialogue_pool, tts=tts_pool)
+    return dialogue_pool, tts_pool
+
+
 def fixed_texts(settings, dialogue) -> list[tuple[str, str]]:
     """(language, text) said word for word: the disclosures, "please repeat" and handoff sentences
     of the settings, and what the dialogue engine says as written (``spoken_texts``, where it has it)."""
     session = settings.session
     out = [session.disclosure_for(lang) for lang in session.disclosure]
-    out += list(session.not_heard.items()) + list(session.handoff.items())
+    out += list(session.not_heard.items()) + list(session.handoff.items()) + list(session.hold.items())
     spoken = getattr(dialogue, "spoken_texts", None)
     if spoken is not None:
         out += spoken()
@@ -193,6 +205,10 @@ class ModelHub:
         except ModelError as e:
             self.error = str(e)
             log.error("%s", e)
+        except Exception as e:  # any other failure at start: still one line and exit 2, never a traceback
+            self.error = f"the models could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+            log.error("%s", self.error)
+            log.debug("the models could not be loaded", exc_info=True)  # the traceback at --log-level debug
         finally:
             self._ready.set()
 

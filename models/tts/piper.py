@@ -150,6 +150,8 @@ class _PiperWorker:
         o = self.owner
         if not self.alive:
             o.check_start_backoff()
+            if self.info:  # it ran before: it died, or was stopped after a timeout
+                o.restarts += 1
             try:
                 self.start()
             except TtsError as e:
@@ -298,6 +300,8 @@ class PiperTts(SentenceEngine):
         for w in self._workers:
             self._idle.put(w)
         self._closed = False
+        self.restarts = 0
+        """Worker processes restarted after dying or being stopped (a timeout, a protocol error)."""
         self._start_failure: tuple[float, str] | None = None
         self._finalizer = weakref.finalize(self, _stop_workers, self._workers)
 

@@ -82,6 +82,7 @@ class Synthesis(Iterator[AudioChunk]):
                 if fallback is None:
                     raise
                 log.warning("tts: %s failed (%s); speaking this sentence with %s", engine.model_id, e, fallback.model_id_for(lang))
+                router.fallbacks += 1
                 engine = fallback
                 chunks = list(engine.synthesize_sentence(sentence, lang, config))
             self._mark(engine)
@@ -123,6 +124,8 @@ class TtsRouter:
         self.fallback = fallback
         self.default_config = default_config or SynthesisConfig()
         self.max_sentence_chars = max_sentence_chars
+        self.fallbacks = 0
+        """Sentences a voice failed on and the fallback spoke instead."""
         self.cache: SpeechCache | None = None
         """Speech of the operator's fixed texts (:meth:`cache_texts`); None = every sentence is synthesised."""
 
