@@ -267,6 +267,8 @@ async def bench(args, server: ServerProcess | None) -> dict:
     pad_s = round(settings.vad.speech_pad_ms / 1000 / WINDOW_S) * WINDOW_S
     kinds = ReplyKinds(settings.session.handoff)
     url = server.wait_ready(args.start_timeout) if server is not None else args.url
+    if server is not None and settings.tts.prefill and settings.tts.cache_mb > 0:
+        server.wait_settled()
     info = await ready_info(url)
     warm = next((q for q in args.single if q.lang == "ru"), args.single[0])
     say(f"[{args.config}] warm-up call ({warm.name}, untimed)")

@@ -10,7 +10,9 @@ What it does
 * Starts the real server (``python -m server serve --port 0``, with
   ``DAUYS_ASR__DOWNLOAD=false``) and waits for its ``dauys: ready:`` line, or
   uses ``--url`` -- the server plumbing is ``scripts/benchlib``'s.
-  One untimed warm-up call is made first.
+  One untimed warm-up call is made first, once the server has made the
+  speech of its fixed texts (`tts.prefill`, a few CPU seconds in the
+  background after start-up, which would otherwise slow the first calls).
 * The questions: knowledge-base questions (models/data/demo_bank_kb.yaml)
   synthesised with ``espeak-ng -v kk|ru -s 140`` (``benchlib.espeak``), four in Kazakh and
   four in Russian, plus the real Kazakh recordings of the shared clip
@@ -718,6 +720,8 @@ async def bench(args, server: ServerProcess | None) -> dict:
     if server is not None:
         url = server.wait_ready(args.start_timeout)
         pid = server.pid
+        if settings.tts.prefill and settings.tts.cache_mb > 0:
+            server.wait_settled()
     else:
         url, pid = args.url, args.server_pid
     info = await ready_info(url)

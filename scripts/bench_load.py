@@ -209,6 +209,8 @@ async def bench(args) -> dict:
         try:
             if server is not None:
                 url = await asyncio.to_thread(server.wait_ready, args.start_timeout)
+                if settings.tts.prefill and settings.tts.cache_mb > 0:
+                    await asyncio.to_thread(server.wait_settled)
                 pid = server.pid
             else:
                 url, pid = args.url, args.server_pid

@@ -66,6 +66,22 @@ class ServerProcess:
         say(self.ready_line)
         return self.url
 
+    PREFILLED = "fixed sentences pre-synthesised"
+    """The server's log line once the speech of its fixed texts is made (tts.prefill, in the background)."""
+
+    def wait_settled(self, timeout: float = 120.0) -> None:
+        """Wait until the server's background start-up work is over: the fixed texts' speech
+        (``tts.prefill``; seconds of CPU) would otherwise compete with the first timed calls. Returns
+        at once when the server does not prefill (no such line comes: it waits ``timeout`` at most)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not any(self.PREFILLED in ln for ln in self.lines):
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None:
+                    say("the server's fixed-text speech was not reported made; going on")
+                    return
+                self._changed.wait(min(left, 0.5))
+
     def tail(self, n: int = 25) -> str:
         return "\n".join("    " + ln for ln in self.lines[-n:])
 
