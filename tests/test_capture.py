@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -332,7 +333,6 @@ def test_sighup_reload_sees_a_repointed_model_link(tmp_path):
 
 
 def test_switch_repoints_the_link_atomically_and_sends_sighup(tmp_path):
-    import signal
 
     from server.cli import _switch
 
@@ -342,11 +342,14 @@ def test_switch_repoints_the_link_atomically_and_sends_sighup(tmp_path):
     link = tmp_path / "current"
     link.symlink_to(old)
     settings = make_settings(asr={"model": str(link)}, capture={"model_link": str(link)})
-    server = subprocess.Popen(["sleep", "30"])  # stands in for the server: SIGHUP ends it
+    # stands in for the server: its own SIGHUP handler exits 42 (a plain `sleep` would inherit an ignored
+    # SIGHUP from a run under nohup and never end)
+    server = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\nsignal.signal(signal.SIGHUP, lambda *a: sys.exit(42))\ntime.sleep(30)"])
+    time.sleep(0.5)  # its handler in place
     decision = {"switch": True, "reason": "better", "model": str(new)}
     _switch(decision, settings.capture, settings, server.pid)
     assert os.readlink(link) == str(new) and decision["linked"] == str(link) and decision["reloaded_pid"] == server.pid
-    assert server.wait(10) == -signal.SIGHUP
+    assert server.wait(10) == 42
     unlinked = {"switch": True, "reason": "better", "model": str(new)}
     _switch(unlinked, make_settings().capture, settings, None)
     assert unlinked["switch"] is False and "set capture.model_link" in unlinked["reason"]

@@ -280,11 +280,13 @@ class StandIn:
 
 async def test_a_hung_dialogue_backend_hands_off_and_cannot_starve_other_calls(make_server, services):
     engine = StandIn(services.dialogue)
-    pool = WorkerPool(1, max_threads=3, max_queue=4, stuck_after_s=1.0, name="dialogue")
+    # a thread is taken as stuck well before a step times out, so the third caller's step waits at most
+    # about stuck_after_s for a fresh thread, however loaded the machine (a 1 s / 1 s pair raced under load)
+    pool = WorkerPool(1, max_threads=3, max_queue=4, stuck_after_s=0.3, name="dialogue")
     metrics.watch_pools(dialogue=pool)
     server = await make_server(
         services_with={"dialogue": engine, "dialogue_pool": pool},
-        dialogue={"timeout_s": 1.0, "workers": 1}, session={"spoken_disclosure": False, "hold_after_s": 0},
+        dialogue={"timeout_s": 2.0, "workers": 1}, session={"spoken_disclosure": False, "hold_after_s": 0},
     )
     timeouts = metric("dauys_dialogue_timeouts_total")
     calls = [await open_call(server, pacing="none") for _ in range(3)]
