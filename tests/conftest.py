@@ -4,11 +4,13 @@ The plain helpers (clips, espeak, settings, server classes) are in tests/helpers
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -57,7 +59,13 @@ async def make_server(services):
         if server._audiosocket is not None:
             server._audiosocket.close()
         server._server.close()
-        await server._server.wait_closed()
+        try:
+            # bounded: a connection handler that never returns hung a whole CI run once (after
+            # test_a_fault_in_one_session_closes_it_with_1011_and_spares_the_other); it is reported,
+            # and the run goes on
+            await asyncio.wait_for(server._server.wait_closed(), 60)
+        except TimeoutError:
+            warnings.warn(f"test server on port {server.port}: connection handlers still running 60 s after close", stacklevel=1)
 
 
 @pytest.fixture(scope="session")
