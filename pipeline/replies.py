@@ -374,8 +374,8 @@ class Responder:
             try:  # bounded: a speculation stuck in the engine must not hold the reply
                 prepared = await asyncio.wait_for(asyncio.shield(spec.task), self.settings.dialogue.timeout_s)
             except asyncio.CancelledError:
-                if not spec.task.cancelled():
-                    raise  # this reply itself was cancelled
+                if not spec.task.cancelled() or self.session.ended:
+                    raise  # this reply itself was cancelled (or the session closed, cancelling both)
             except Exception:  # failed or timed out: the engine answers afresh (under its own bound)
                 spec.task.cancel()
                 prepared = None
