@@ -208,7 +208,9 @@ class Soak:
         self.questions, self.typed = questions, typed
         self.turns: list[Turn] = []
         self.samples: list[dict] = []
-        self.calls = {"made": 0, "ended": 0, "handoffs": 0, "refused": 0, "no_session_end": 0}
+        self.calls = {"made": 0, "ended": 0, "handoffs": 0, "refused": 0, "refused_while_probing": 0, "no_session_end": 0}
+        self.probing_until = 0.0
+        """A caller refused before this (monotonic) time met the prober's filler in the last slot (a race the probe makes)."""
         self.probes = {"refused_1013": 0, "admitted": 0, "other": 0}
         self.in_call: list[bool] = [False] * args.callers
         self.gate = asyncio.Lock()
@@ -224,7 +226,7 @@ class Soak:
                 await self.call(k, rng)
             except Exception as e:  # refused, or the connection failed: counted, and the caller calls again
                 say(f"caller {k}: {type(e).__name__}: {str(e)[:120]}")
-                self.calls["refused"] += 1
+                self.calls["refused_while_probing" if time.monotonic() < self.probing_until else "refused"] += 1
                 await asyncio.sleep(1.0)
 
     async def call(self, k: int, rng: random.Random) -> None:
@@ -400,10 +402,12 @@ class Soak:
                     continue
                 # server.max_sessions is callers + 1 (a caller who has just hung up may hold its slot a
                 # moment longer): a filler takes the last slot, then the newcomer must get 1013
+                self.probing_until = time.monotonic() + 30.0
                 filler = await self._attempt(connect, ConnectionClosed, keep=True)
                 if not isinstance(filler, str):
                     self.probes[await self._attempt(connect, ConnectionClosed)] += 1
                     await filler.close()
+                self.probing_until = time.monotonic() + 1.0  # a redial already under way when the filler left
 
     async def _attempt(self, connect, closed, keep: bool = False):
         try:
