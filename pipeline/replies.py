@@ -371,10 +371,12 @@ class Responder:
             await asyncio.wait(set(previous))
         prepared = None
         if spec is not None:  # this turn's reply, prepared at the caller's pause (usually done by now)
-            try:  # bounded: a speculation stuck in the engine must not hold the reply
-                prepared = await asyncio.wait_for(asyncio.shield(spec.task), self.settings.dialogue.timeout_s)
+            try:  # bounded: a speculation stuck in the engine must not hold the reply (asyncio.timeout, not
+                # wait_for: on 3.11 wait_for swallows a cancel that lands as the awaited task finishes)
+                async with asyncio.timeout(self.settings.dialogue.timeout_s):
+                    prepared = await asyncio.shield(spec.task)
             except asyncio.CancelledError:
-                if not spec.task.cancelled() or self.session.ended:
+                if asyncio.current_task().cancelling() or self.session.ended:
                     raise  # this reply itself was cancelled (or the session closed, cancelling both)
             except Exception:  # failed or timed out: the engine answers afresh (under its own bound)
                 spec.task.cancel()
@@ -395,7 +397,8 @@ class Responder:
         models = {"asr": self.services.asr.model_id, "dialogue": engine.model_id, "tts": self._tts_id(language)}
         timing = {"speech_end": speech_end}  # perf_counter() marks for the latency metrics
         ready = {prepared.first: prepared.audio} if prepared is not None and prepared.first is not None else None
-        speaker = asyncio.ensure_future(self._speak(reply_id, sentences, language, may_send, models, timing, ready=ready))
+        # a task of the session: closing it cancels the speech directly, whatever this reply is waiting on
+        speaker = self.session.spawn(self._speak(reply_id, sentences, language, may_send, models, timing, ready=ready))
         intent = detect_handoff(text) if action is None else None
         t0 = time.perf_counter()
         pieces: list[str] = []
@@ -528,8 +531,11 @@ class Responder:
                 done, _ = await asyncio.wait({fut}, timeout=max(0.0, min(hold_at, deadline) - loop.time()))
                 if not done:
                     self._hold(hold)
-            item = await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
+            # asyncio.timeout_at, not wait_for: on 3.11 wait_for returns the step's result and swallows the
+            # session's cancel when both land at once, and the reply then waits forever on a closed outbox
+            async with asyncio.timeout_at(deadline):
+                item = await fut
+        except TimeoutError:
             raise DialogueTimeout(f"no reply within dialogue.timeout_s = {self.settings.dialogue.timeout_s:g} s") from None
         if isinstance(item, str):
             hold["armed"] = False  # the answer has begun
@@ -550,7 +556,7 @@ class Responder:
             await self.session.emit(Reply(hold["utterance"], reply_id, text, language, provenance=self.provenance(reply_id, models), dialogue={"act": "hold"}))
             await self._speak_only(reply_id, [(language, text)])
 
-        hold["task"] = asyncio.ensure_future(say())
+        hold["task"] = self.session.spawn(say())
 
     def _close_later(self, gen) -> None:
         """Close a generator whose step timed out, once that step is over (best effort)."""

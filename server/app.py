@@ -58,6 +58,7 @@ class DauysServer:
         self.capture = None
         """The CaptureWriter when capture.enabled (its store serves /review and is purged by retention)."""
         self._purger: asyncio.Future | None = None
+        self._loop_lag: asyncio.Future | None = None
         self._asr_target = _model_target(settings.asr.model)
 
     @property
@@ -316,7 +317,7 @@ class DauysServer:
             self._purger.cancel()
         if self.capture is not None:
             await asyncio.to_thread(self.capture.flush, 10.0)
-        if getattr(self, "_loop_lag", None) is not None:
+        if self._loop_lag is not None:
             self._loop_lag.cancel()
         if self._audiosocket is not None:
             self._audiosocket.close()

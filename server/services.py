@@ -218,8 +218,9 @@ class ModelHub:
 
     async def wait(self, timeout: float) -> Services | None:
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
             return None
         return self.services
 

@@ -336,8 +336,9 @@ class AmiClient:
         try:
             self.writer.write(b"Action: Logoff\r\n\r\n")
             self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-        except (OSError, asyncio.TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
+        except (OSError, TimeoutError):
             pass
 
 
@@ -438,8 +439,9 @@ class EslClient:
         try:
             self.writer.write(b"exit\n\n")
             self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-        except (OSError, asyncio.TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.writer.wait_closed()
+        except (OSError, TimeoutError):
             pass
 
 

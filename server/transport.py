@@ -274,8 +274,9 @@ class CallRunner:
             if not self.output_done.is_set() and (s.ended or self._outbox_closed):
                 # a normal end: let the writer deliver the last events and close
                 try:
-                    await asyncio.wait_for(self.output_done.wait(), self._teardown_s())
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(self._teardown_s()):  # not wait_for: it can swallow a cancel on 3.11
+                        await self.output_done.wait()
+                except TimeoutError:
                     self.log.warning("call %s: output not delivered within %.0f s; cut", self.call_id, self._teardown_s())
             writer.cancel()
             if self._pacer is not None:
@@ -483,8 +484,9 @@ class CallRunner:
         self._update_played()  # flush() may have asked for a confirmation (chan_websocket REPORT_QUEUE_DRAINED)
         if self.codec.awaiting_playback and not self.peer_gone:
             try:
-                await asyncio.wait_for(self._played.wait(), MARK_WAIT_S)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(MARK_WAIT_S):
+                    await self._played.wait()
+            except TimeoutError:
                 self.log.warning("call %s: playback of %s never confirmed", self.call_id, list(getattr(self.codec, "pending_marks", ())))
 
     async def _transfer(self) -> None:

@@ -56,6 +56,9 @@ async def make_server(services):
 
     yield make
     for server in started:
+        port = server.port
+        if server._loop_lag is not None:
+            server._loop_lag.cancel()
         if server._audiosocket is not None:
             server._audiosocket.close()
         server._server.close()
@@ -65,7 +68,9 @@ async def make_server(services):
             # and the run goes on
             await asyncio.wait_for(server._server.wait_closed(), 60)
         except TimeoutError:
-            warnings.warn(f"test server on port {server.port}: connection handlers still running 60 s after close", stacklevel=1)
+            for task in asyncio.all_tasks():  # where the handlers are stuck
+                task.print_stack(file=sys.stderr)
+            warnings.warn(f"test server on port {port}: connection handlers still running 60 s after close", stacklevel=1)
 
 
 @pytest.fixture(scope="session")

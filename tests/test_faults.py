@@ -310,6 +310,32 @@ async def test_a_hung_dialogue_backend_hands_off_and_cannot_starve_other_calls(m
         pool.shutdown(wait=False)
 
 
+async def test_a_call_closed_as_its_dialogue_step_finishes_cancels_the_reply(make_server, services):
+    """The cancel of a closing call and the result of the reply's dialogue step land together.
+    ``asyncio.wait_for`` (Python 3.11) then returns the result and swallows the cancel: the reply
+    went on and waited forever on the closed call's outbox, which hung a CI run's teardown."""
+    engine = StandIn(services.dialogue)
+    server = await make_server(services_with={"dialogue": engine}, session={"spoken_disclosure": False, "hold_after_s": 0})
+    call = await open_call(server, pacing="none")
+    try:
+        await call.ws.send(json.dumps({"type": "text", "text": f"HANG {QUESTION_KK}"}))
+        async with asyncio.timeout(30):
+            while engine.hung == 0:  # the step is in a worker thread
+                await asyncio.sleep(0.01)
+        session = next(iter(server.sessions.values()))
+        reply = session.responder.current
+        engine.release.set()
+        time.sleep(0.5)  # the loop held on purpose: the step finishes, its result is queued, not yet delivered
+        async with asyncio.timeout(10):
+            await session.close()  # cancels the reply before the loop delivers the step's result
+        assert reply.cancelled()
+        assert not [e for e in session.outbox._queue if getattr(e, "type", None) == "reply"]  # nothing of it said after
+        session.outbox_put_nowait(None)  # the end of the closed session's output: its connection winds down
+    finally:
+        engine.release.set()
+        await call.ws.close()
+
+
 async def test_busy_dialogue_workers_say_one_moment_then_answer_never_silence(make_server, services):
     engine = StandIn(services.dialogue, slow_s=1.5)
     pool = WorkerPool(1, max_threads=1, max_queue=0, stuck_after_s=30, name="dialogue")  # one thread, no queue
