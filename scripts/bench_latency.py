@@ -111,8 +111,6 @@ from bench_asr import FRAME_BYTES, FRAME_S, FRAME_SAMPLES, RATE  # noqa: E402
 # benchlib also puts the project root on sys.path
 from benchlib import (  # noqa: E402
     DEFAULT_AUDIO,
-    SERVER_FINAL,
-    SERVER_TROUBLE,
     BenchError,
     CpuMeter,
     ServerProcess,
@@ -131,6 +129,7 @@ from benchlib import (  # noqa: E402
     run_with_server,
     say,
     scrape_metrics,
+    server_log_summary,
 )
 
 from models.audio import Encoding, encode_wire, read_audio  # noqa: E402
@@ -549,16 +548,7 @@ async def run_level(n: int, url: str, questions: list[Question], args, rng: rand
         ],
     }
     if server is not None:
-        lines = server.lines[log_mark:]
-        finals = [tuple(map(float, m.groups())) for m in map(SERVER_FINAL.search, lines) if m]
-        level["server_log"] = {
-            "finals": len(finals),
-            "decode_ms_median": ms(median([d for d, _ in finals])),
-            "decode_ms_p95": ms(p95([d for d, _ in finals])),
-            "endpoint_to_final_ms_median": ms(median([e for _, e in finals])),
-            "endpoint_to_final_ms_p95": ms(p95([e for _, e in finals])),
-            "trouble": [ln for ln in lines if SERVER_TROUBLE.search(ln)][:20],
-        }
+        level["server_log"] = server_log_summary(server.lines[log_mark:])
     return level
 
 

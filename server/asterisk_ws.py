@@ -45,13 +45,11 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
-
-from models.audio import Encoding, alaw_decode, alaw_encode
+from models.audio import Encoding
 from pipeline.errors import ProtocolError
-from pipeline.events import AudioEnd, AudioFormat, Dtmf, Start
+from pipeline.events import AudioFormat, Start
 from pipeline.replies import AudioFrame
-from server.codecs import Audio, CallId, CallStart, Codec, Hangup, Input
+from server.codecs import CallId, CallStart, Input, PhoneCodec, dtmf_input
 from server.transport import CallRunner, WebSocketLink
 
 FRAME_S = 0.020
@@ -87,7 +85,7 @@ def _short_id(value) -> str | None:
     return None
 
 
-class AsteriskWebSocketCodec(Codec):
+class AsteriskWebSocketCodec(PhoneCodec):
     """Asterisk chan_websocket media (see the module docstring)."""
 
     transport = "asterisk_ws"
@@ -99,6 +97,7 @@ class AsteriskWebSocketCodec(Codec):
         return isinstance(message, bytes)
 
     def __init__(self, language: str = "auto", caller_channel: str | None = None) -> None:
+        super().__init__()
         self.language = language
         self.call_id: str | None = None
         """The WebSocket channel's id (Asterisk's ``channel_id``, else the ``connection_id``)."""
@@ -106,10 +105,7 @@ class AsteriskWebSocketCodec(Codec):
         """The caller's channel id, where the dialplan passed it: the channel the transfer variable is set on."""
         self.json = False
         """Asterisk speaks JSON control messages (chan_websocket.conf ``control_msg_format = json``)."""
-        self.kind: str | None = None
         self.rate = 8000
-        self.frame_bytes = 160
-        self._carry = b""
         self._started = False
         self._buffering = False
         self.pending_drain = False
@@ -119,19 +115,11 @@ class AsteriskWebSocketCodec(Codec):
     def too_large(self, message: str | bytes, max_frame_bytes: int) -> bool:
         return len(message) > max_frame_bytes
 
-    def decode(self, message: str | bytes) -> list[Input]:
-        try:
-            return self._decode(message)
-        except ProtocolError as e:
-            return [e]
-
     def _decode(self, message: str | bytes) -> list[Input]:
         if isinstance(message, bytes):
             if not self._started:
                 raise ProtocolError("invalid_message", "media before MEDIA_START")
-            if self.kind == "alaw":  # transcoded at the edge: the session hears 16-bit PCM
-                return [Audio(alaw_decode(message).astype("<i2").tobytes())]
-            return [Audio(message)]
+            return [self.incoming(message)]  # A-law transcoded at the edge: the session hears 16-bit PCM
         text = message.strip()
         if text.startswith("{"):
             try:
@@ -150,8 +138,7 @@ class AsteriskWebSocketCodec(Codec):
         if event == "MEDIA_START":
             return self._start(fields, is_json)
         if event == "DTMF_END":
-            digit = fields.get("digit")
-            return [Dtmf(digit)] if isinstance(digit, str) and len(digit) == 1 else [ProtocolError("invalid_message", "DTMF_END without a digit")]
+            return dtmf_input(fields.get("digit"), "DTMF_END")
         if event == "QUEUE_DRAINED":
             self.pending_drain = False
             return []
@@ -187,10 +174,6 @@ class AsteriskWebSocketCodec(Codec):
             audio = AudioFormat(Encoding.PCM_S16LE, self.rate, 1)
         return [CallId(self.call_id), CallStart(Start(audio, audio, self.language, keypad=True), language_fallback=True)]
 
-    def eof(self) -> list[Input]:
-        """Asterisk closed the WebSocket: the channel hung up."""
-        return [Hangup()]
-
     # ------------------------------------------------------------------ out
     def command(self, name: str) -> str:
         """A chan_websocket command in the format Asterisk speaks on this connection."""
@@ -200,43 +183,26 @@ class AsteriskWebSocketCodec(Codec):
     def awaiting_playback(self) -> bool:
         return self.pending_drain
 
-    def encode(self, item) -> list[str | bytes]:
-        if isinstance(item, AudioFrame):
-            data = item.data
-            if self.kind == "alaw":
-                data = alaw_encode(np.frombuffer(data[: len(data) // 2 * 2], "<i2"))
-            data = self._carry + data
-            n = len(data) // self.frame_bytes * self.frame_bytes
-            self._carry = data[n:]
-            out: list[str | bytes] = [data[off : off + self.frame_bytes] for off in range(0, n, self.frame_bytes)]
-            if out and self._buffering:
-                self._buffering = False
-                out.insert(0, self.command("START_MEDIA_BUFFERING"))
-            return out
-        if isinstance(item, AudioEnd):
-            if item.interrupted:
-                self.drop_audio()
-                return [self.command("FLUSH_MEDIA")]  # Asterisk drops what it still has queued
-            return self._tail()
-        return []  # no other event has a chan_websocket message (a handoff: the runner hangs up)
+    def media(self, payload: bytes) -> bytes:
+        return payload  # binary media frames of exactly 20 ms
 
-    def _tail(self) -> list[str | bytes]:
-        if not self._carry:
-            return []
-        silence = b"\xff" if self.kind == "ulaw" else b"\xd5" if self.kind == "alaw" else b"\x00"
-        last, self._carry = self._carry + silence * (self.frame_bytes - len(self._carry)), b""
-        return [last]
+    def encode(self, item) -> list[str | bytes]:
+        out = super().encode(item)
+        if out and self._buffering and isinstance(item, AudioFrame):  # another ptime: Asterisk keeps remainders
+            self._buffering = False
+            out.insert(0, self.command("START_MEDIA_BUFFERING"))
+        return out
+
+    def clear(self) -> list[str | bytes]:
+        return [self.command("FLUSH_MEDIA")]  # Asterisk drops what it still has queued
 
     def flush(self) -> list[str | bytes]:
         """The output is over: the tail, then ask Asterisk to say when it has played everything."""
-        out = self._tail()
+        out = self.tail()
         if self._started:
             self.pending_drain = True
             out.append(self.command("REPORT_QUEUE_DRAINED"))
         return out
-
-    def drop_audio(self) -> None:
-        self._carry = b""
 
     def hangup(self) -> str | None:
         return self.command("HANGUP") if self._started else None

@@ -20,6 +20,11 @@ connection, the session and the lifecycle, and asks the codec two things:
   ``flush()`` what is still held back when the session's output ends, and
   ``hangup()`` the carrier's own goodbye, if it has one.
 
+The phone carriers' codecs derive from :class:`PhoneCodec` (reply audio cut into exact 20 ms
+messages with the remainder carried over and the last piece padded with the encoding's silence,
+A-law transcoded at the edge, a closed connection taken as the caller's hangup) and, where the
+carrier plays marks back, :class:`PlaybackMarks`; each says only how its messages look.
+
 Whatever a codec must remember between messages (Twilio's stream id and
 unacknowledged marks, AudioSocket's partial frames and the sample rate) is
 plain state on the codec, so each codec can be driven, fuzzed and
@@ -35,7 +40,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from models.audio import MAX_RATE, MIN_RATE, Encoding
+import numpy as np
+
+from models.audio import MAX_RATE, MIN_RATE, Encoding, alaw_decode, alaw_encode
 from pipeline.errors import ProtocolError
 from pipeline.events import AudioEnd, AudioFormat, Dtmf, End, ServerEvent, Start, Text, parse_client_message
 from pipeline.replies import AudioFrame
@@ -119,7 +126,21 @@ class Codec:
         """Is this outgoing message media (one slot of the pacer's clock), not a control message?"""
         return True
 
+    input_over = False
+    """Nothing more is read from the carrier (after its goodbye, an error it reported, a refused start)."""
+
     def decode(self, message: str | bytes) -> list[Input]:
+        """The inputs of one carrier message; a message the protocol does not allow comes back as a
+        ProtocolError in its place (``decode`` never raises), nothing once ``input_over``."""
+        if self.input_over:
+            return []
+        try:
+            return self._decode(message)
+        except ProtocolError as e:
+            return [e]
+
+    def _decode(self, message: str | bytes) -> list[Input]:
+        """The inputs of one message; raises ProtocolError for one the protocol does not allow."""
         raise NotImplementedError
 
     def eof(self) -> list[Input]:
@@ -146,6 +167,147 @@ class Codec:
         return False
 
 
+def json_object(message: str | bytes, carrier: str) -> dict:
+    """A carrier's JSON control message as a dict; ProtocolError otherwise (``invalid_message`` for
+    a binary frame where the carrier sends text only, ``invalid_json`` for anything not an object)."""
+    if isinstance(message, bytes):
+        raise ProtocolError("invalid_message", f"{carrier}: text frames only")
+    try:
+        msg = json.loads(message)
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's limit
+        raise ProtocolError("invalid_json", "not JSON") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("invalid_json", "not a JSON object")
+    return msg
+
+
+def dtmf_input(digit, what: str = "dtmf") -> list[Input]:
+    """A keypad digit as the carrier reported it: one character, else ``invalid_message``."""
+    if isinstance(digit, str) and len(digit) == 1:
+        return [Dtmf(digit)]
+    return [ProtocolError("invalid_message", f"{what} without a digit")]
+
+
+def call_language(value, default: str) -> str:
+    """A language the carrier passed for the call (a custom parameter or header), else ``default``."""
+    return value.lower() if isinstance(value, str) and 0 < len(value) <= 16 else default
+
+
+SILENCE = {"ulaw": b"\xff", "alaw": b"\xd5", "slin": b"\x00"}
+"""One byte of silence in each phone encoding (G.711 mu-law and A-law zero, 16-bit PCM's zero bytes)."""
+
+
+class PhoneCodec(Codec):
+    """What the phone carriers share: reply audio cut into messages of exactly ``frame_bytes`` (20 ms)
+    with the remainder carried to the next piece, the reply's last piece padded with silence (or sent
+    short where the carrier takes any length), A-law transcoded at the edge, the barge-in clear and the
+    reply-end messages, and a closed connection taken as the caller's hangup.
+
+    A subclass says how a piece of audio travels (:meth:`media`), what a barge-in sends (:meth:`clear`)
+    and what follows a reply's last piece (:meth:`reply_end`)."""
+
+    frame_bytes = 160
+    """20 ms of the call's outgoing audio in its encoding (set when the call starts)."""
+    kind = "ulaw"
+    """The call's encoding on the wire: ``ulaw``, ``alaw`` (transcoded at the edge) or ``slin``."""
+    pad_last = True
+    """The reply's last piece is padded with silence to a whole frame (False: sent as it is)."""
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    # ------------------------------------------------------------------ in
+    def incoming(self, data: bytes) -> Audio:
+        """Caller audio as the session hears it: A-law becomes 16-bit PCM here, the rest is as sent."""
+        return Audio(alaw_decode(data).astype("<i2").tobytes() if self.kind == "alaw" else data)
+
+    def eof(self) -> list[Input]:
+        """The connection closed without the carrier's goodbye: the caller hung up."""
+        if self.input_over:
+            return []
+        self.input_over = True
+        return [Hangup()]
+
+    # ------------------------------------------------------------------ out
+    def media(self, payload: bytes) -> str | bytes:
+        """One piece of reply audio as the carrier's message."""
+        raise NotImplementedError
+
+    def clear(self) -> list[str | bytes]:
+        """Barge-in: the messages that make the carrier drop the audio it still has queued."""
+        return []
+
+    def reply_end(self, reply_id: str) -> list[str | bytes]:
+        """What follows a reply's last piece (a playback mark)."""
+        return []
+
+    def frames(self, data: bytes) -> list[bytes]:
+        """Reply audio (16-bit PCM for A-law calls, else in the call's encoding) in whole frames; the rest waits."""
+        if self.kind == "alaw":
+            data = alaw_encode(np.frombuffer(data[: len(data) // 2 * 2], "<i2"))
+        data = self._carry + data
+        n = len(data) // self.frame_bytes * self.frame_bytes
+        self._carry = data[n:]
+        return [data[off : off + self.frame_bytes] for off in range(0, n, self.frame_bytes)]
+
+    def tail(self) -> list[str | bytes]:
+        """The reply's last piece, padded to a whole frame (``pad_last``)."""
+        if not self._carry:
+            return []
+        last, self._carry = self._carry, b""
+        if self.pad_last:
+            last += SILENCE[self.kind] * (self.frame_bytes - len(last))
+        return [self.media(last)]
+
+    def encode(self, item) -> list[str | bytes]:
+        if isinstance(item, AudioFrame):
+            return [self.media(f) for f in self.frames(item.data)]
+        if isinstance(item, AudioEnd):
+            if item.interrupted:
+                self.drop_audio()
+                return self.clear()
+            return self.tail() + self.reply_end(item.reply_id)
+        return []  # the other events have no message on a phone carrier (errors are counted; a handoff hangs up)
+
+    def flush(self) -> list[str | bytes]:
+        return self.tail()
+
+    def drop_audio(self) -> None:
+        self._carry = b""
+
+
+MARK_PREFIX = "dauys-ai:"
+"""Playback mark names: ``dauys-ai:<reply_id>`` (the AI marking travels in the mark name)."""
+
+
+class PlaybackMarks:
+    """Marks a carrier plays back (Twilio ``mark``, Telnyx ``mark``, Vonage ``notify``): one
+    ``dauys-ai:<reply_id>`` after each reply; those not come back at a barge-in's clear count as not heard."""
+
+    def init_marks(self) -> None:
+        self.pending_marks: dict[str, float] = {}
+        """Marks sent and not yet come back: name -> time.monotonic() when sent."""
+        self.heard: list[str] = []
+        self.not_heard: list[str] = []
+
+    @property
+    def awaiting_playback(self) -> bool:
+        return bool(self.pending_marks)
+
+    def mark_sent(self, reply_id: str) -> str:
+        name = MARK_PREFIX + reply_id
+        self.pending_marks[name] = time.monotonic()
+        return name
+
+    def mark_played(self, name) -> None:
+        if isinstance(name, str) and self.pending_marks.pop(name, None) is not None:
+            self.heard.append(name)
+
+    def marks_cleared(self) -> None:
+        self.not_heard.extend(self.pending_marks)
+        self.pending_marks.clear()
+
+
 # ------------------------------------------------------------------------------------ native
 class NativeCodec(Codec):
     """The native /v1/voice protocol (PROTOCOL.md): JSON text frames and binary audio frames."""
@@ -157,13 +319,10 @@ class NativeCodec(Codec):
         size = len(message) if isinstance(message, bytes) else len(message.encode("utf-8", "surrogatepass"))
         return size > max_frame_bytes
 
-    def decode(self, message: str | bytes) -> list[Input]:
+    def _decode(self, message: str | bytes) -> list[Input]:
         if isinstance(message, bytes):
             return [Audio(message)]
-        try:
-            msg = parse_client_message(message)
-        except ProtocolError as e:
-            return [e]
+        msg = parse_client_message(message)
         return [CallStart(msg)] if isinstance(msg, Start) else [msg]
 
     def encode(self, item) -> list[str | bytes]:
@@ -175,11 +334,7 @@ class NativeCodec(Codec):
 
 
 # ------------------------------------------------------------------------------------ Twilio
-MARK_PREFIX = "dauys-ai:"
-"""Twilio mark names: ``dauys-ai:<reply_id>`` (the AI marking travels in the mark name)."""
-
-
-class TwilioCodec(Codec):
+class TwilioCodec(PlaybackMarks, PhoneCodec):
     """Twilio Media Streams, bidirectional (also SignalWire, Fonoster).
 
     In: ``connected``, ``start`` (``customParameters.language``; ``customParameters.secret``
@@ -194,19 +349,16 @@ class TwilioCodec(Codec):
     pace_s = 0.020
     pace_lead_s = 0.2
     """Twilio keeps 200 ms in its buffer against internet jitter; ``clear`` takes it back at a barge-in."""
+    pad_last = False
+    """Twilio takes a media message of any length: the reply's last piece is not padded."""
 
     def __init__(self, stream_secret: str = "") -> None:
+        super().__init__()
+        self.init_marks()
         self.stream_secret = stream_secret
-        self.frame_bytes = 160
-        """20 ms of the stream's audio: reply audio goes out in these pieces on the runner's clock."""
-        self._carry = b""
         self.stream_sid: str | None = None
         self.call_sid = None
         """As Twilio sent it (logged); CallId carries it only when it is a string."""
-        self.pending_marks: dict[str, float] = {}
-        """Marks sent and not yet come back: name -> time.monotonic() when sent."""
-        self.heard: list[str] = []
-        self.not_heard: list[str] = []
 
     @property
     def call_id(self):
@@ -215,25 +367,8 @@ class TwilioCodec(Codec):
     def too_large(self, message: str | bytes, max_frame_bytes: int) -> bool:
         return len(message) > max_frame_bytes * 2  # base64 and JSON around the audio
 
-    @property
-    def awaiting_playback(self) -> bool:
-        return bool(self.pending_marks)
-
-    def decode(self, message: str | bytes) -> list[Input]:
-        try:
-            return self._decode(message)
-        except ProtocolError as e:
-            return [e]
-
     def _decode(self, message: str | bytes) -> list[Input]:
-        if isinstance(message, bytes):
-            raise ProtocolError("invalid_message", "Twilio media streams send text frames only")
-        try:
-            msg = json.loads(message)
-        except (ValueError, RecursionError):  # RecursionError: nested past the parser's limit
-            raise ProtocolError("invalid_json", "not JSON") from None
-        if not isinstance(msg, dict):
-            raise ProtocolError("invalid_json", "not a JSON object")
+        msg = json_object(message, "Twilio media streams")
         event = msg.get("event")
         if event == "connected":
             return []
@@ -254,7 +389,7 @@ class TwilioCodec(Codec):
         if event == "mark":
             mark = msg.get("mark") or {}
             if isinstance(mark, dict):
-                self.on_mark(str(mark.get("name", "")))
+                self.mark_played(str(mark.get("name", "")))
             return []
         if event == "stop":
             return [Hangup()]
@@ -280,48 +415,34 @@ class TwilioCodec(Codec):
         if not isinstance(rate, int) or isinstance(rate, bool) or not MIN_RATE <= rate <= MAX_RATE:
             rate = 8000  # Twilio sends 8000; a hostile value must not reach the resampler
         enc = Encoding.MULAW if not isinstance(fmt, dict) or "mulaw" in str(fmt.get("encoding", "audio/x-mulaw")) else Encoding.PCM_S16LE
+        self.kind = "ulaw" if enc is Encoding.MULAW else "slin"
         audio = AudioFormat(enc, rate, 1)
         self.frame_bytes = int(rate * 0.020) * enc.sample_width
         return out + [CallStart(Start(audio, audio, language, keypad=True, consent=consent), language_fallback=True)]
 
-    def on_mark(self, name: str) -> None:
-        if self.pending_marks.pop(name, None) is not None:
-            self.heard.append(name)
-
     def timed(self, message: str | bytes) -> bool:
         return isinstance(message, str) and message.startswith('{"event": "media"')
 
-    def _media(self, data: bytes) -> str:
-        return json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": base64.b64encode(data).decode()}})
+    def media(self, payload: bytes) -> str:
+        return json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": base64.b64encode(payload).decode()}})
 
     def encode(self, item) -> list[str | bytes]:
-        if isinstance(item, AudioFrame):
-            if not self.stream_sid:
-                return []
-            data = self._carry + item.data
-            n = len(data) // self.frame_bytes * self.frame_bytes
-            self._carry = data[n:]
-            return [self._media(data[off : off + self.frame_bytes]) for off in range(0, n, self.frame_bytes)]
-        if isinstance(item, AudioEnd):
-            if item.interrupted:
-                self.drop_audio()
-                self.not_heard.extend(self.pending_marks)
-                self.pending_marks.clear()
-                return [json.dumps({"event": "clear", "streamSid": self.stream_sid})]
-            name = MARK_PREFIX + item.reply_id
-            self.pending_marks[name] = time.monotonic()
-            return self.flush() + [json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})]
-        return []  # the other events have no Twilio message (handoff: the stream closes; errors: counted)
+        if isinstance(item, AudioFrame) and not self.stream_sid:
+            return []  # no stream to play it on
+        return super().encode(item)
 
-    def flush(self) -> list[str | bytes]:
-        """The reply's last piece (Twilio takes any length: no padding)."""
-        if not self._carry or not self.stream_sid:
-            return []
-        last, self._carry = self._carry, b""
-        return [self._media(last)]
+    def tail(self) -> list[str | bytes]:
+        return super().tail() if self.stream_sid else []
 
-    def drop_audio(self) -> None:
-        self._carry = b""
+    def clear(self) -> list[str | bytes]:
+        self.marks_cleared()
+        return [json.dumps({"event": "clear", "streamSid": self.stream_sid})]
+
+    def reply_end(self, reply_id: str) -> list[str | bytes]:
+        return [json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": self.mark_sent(reply_id)}})]
+
+    def eof(self) -> list[Input]:
+        return []  # Twilio's goodbye is ``stop``; a dropped stream closes the session as it is
 
 
 # ------------------------------------------------------------------------------------ AudioSocket
@@ -341,7 +462,7 @@ def frame(kind: int, payload: bytes = b"") -> bytes:
     return struct.pack(">BH", kind, len(payload)) + payload
 
 
-class AudioSocketCodec(Codec):
+class AudioSocketCodec(PhoneCodec):
     """Asterisk AudioSocket (TCP): 1 byte kind, 2 bytes big-endian length, payload.
 
     In: 0x00 hangup, 0x01 call UUID (16 bytes), 0x03 DTMF digit (ASCII), 0x10 signed linear
@@ -353,27 +474,26 @@ class AudioSocketCodec(Codec):
 
     transport = "audiosocket"
     pace_s = FRAME_S
+    kind = "slin"
+    frame_bytes = FRAME_BYTES
 
     def __init__(self, language: str = "auto", consent: str | None = None) -> None:
+        super().__init__()
         self.language = language
         self.consent = consent if consent in ("granted", "refused", "ask") else None
         """Recording consent of every call (server.audiosocket_consent; the protocol cannot carry one)."""
         self.call_id: str | None = None
         self.rate: int | None = None
         self._buf = bytearray()
-        self._carry = b""
-        self._over = False
 
-    def decode(self, message: str | bytes) -> list[Input]:
-        if self._over:
-            return []  # after a hangup or error frame nothing more is read
+    def _decode(self, message: str | bytes) -> list[Input]:  # after a hangup or error frame nothing more is read
         if isinstance(message, str):
-            return [ProtocolError("invalid_message", "AudioSocket is a byte stream")]
+            raise ProtocolError("invalid_message", "AudioSocket is a byte stream")
         self._buf += message
         out: list[Input] = []
         off = 0
         buf = self._buf
-        while len(buf) - off >= 3 and not self._over:
+        while len(buf) - off >= 3 and not self.input_over:
             kind, length = struct.unpack_from(">BH", buf, off)
             if len(buf) - off - 3 < length:
                 break
@@ -381,17 +501,14 @@ class AudioSocketCodec(Codec):
             off += 3 + length
             out += self._frame(kind, payload)
         del buf[:off]
-        if self._over:
+        if self.input_over:
             buf.clear()
         return out
 
     def eof(self) -> list[Input]:
         """The connection closed (maybe mid-frame): the caller hung up."""
-        if self._over:
-            return []
-        self._over = True
         self._buf.clear()
-        return [Hangup()]
+        return super().eof()
 
     def _frame(self, kind: int, payload: bytes) -> list[Input]:
         if kind == KIND_UUID:
@@ -411,34 +528,15 @@ class AudioSocketCodec(Codec):
         if kind == KIND_DTMF:
             return [Dtmf(payload[:1].decode("ascii", "replace"))]
         if kind == KIND_HANGUP:
-            self._over = True
+            self.input_over = True
             return [Hangup()]
         if kind == KIND_ERROR:
-            self._over = True
+            self.input_over = True
             return [Hangup(payload.hex() or "-")]
         return [ProtocolError("invalid_message", f"unknown AudioSocket frame kind 0x{kind:02x}")]
 
-    def encode(self, item) -> list[str | bytes]:
-        if isinstance(item, AudioFrame):
-            data = self._carry + item.data
-            n = len(data) // FRAME_BYTES * FRAME_BYTES
-            self._carry = data[n:]
-            return [frame(KIND_AUDIO, data[off : off + FRAME_BYTES]) for off in range(0, n, FRAME_BYTES)]
-        if isinstance(item, AudioEnd):
-            if item.interrupted:
-                self.drop_audio()
-                return []
-            return self.flush()
-        return []  # no other event has an AudioSocket frame (a handoff: the runner hangs up)
-
-    def flush(self) -> list[str | bytes]:
-        if not self._carry:
-            return []
-        last, self._carry = self._carry.ljust(FRAME_BYTES, b"\x00"), b""
-        return [frame(KIND_AUDIO, last)]
-
-    def drop_audio(self) -> None:
-        self._carry = b""
+    def media(self, payload: bytes) -> bytes:
+        return frame(KIND_AUDIO, payload)
 
     def hangup(self) -> bytes | None:
         return frame(KIND_HANGUP)

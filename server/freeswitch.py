@@ -43,9 +43,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from models.audio import Encoding
 from pipeline.errors import ProtocolError
-from pipeline.events import AudioEnd, AudioFormat, Dtmf, Start
-from pipeline.replies import AudioFrame
-from server.codecs import Audio, CallId, CallStart, Codec, Hangup, Input, Refuse
+from pipeline.events import AudioFormat, Start
+from server.codecs import Audio, CallId, CallStart, Hangup, Input, PhoneCodec, Refuse, call_language, dtmf_input, json_object
 from server.transport import CallRunner, WebSocketLink
 from server.twilio_auth import stream_secret_ok
 
@@ -59,21 +58,21 @@ def _uuid(value) -> str | None:
     return None
 
 
-class FreeSwitchCodec(Codec):
+class FreeSwitchCodec(PhoneCodec):
     """FreeSWITCH mod_audio_stream (see the module docstring)."""
 
     transport = "freeswitch"
     pace_s = FRAME_S
+    kind = "slin"
 
     def __init__(self, language: str = "auto", rate: int = 8000, secret: str = "") -> None:
+        super().__init__()
         self.language = language
         self.rate = rate if rate in RATES else 8000
         self.secret = secret
         self.call_id: str | None = None
         """The FreeSWITCH channel's uuid (from the start metadata): what uuid_transfer moves."""
         self._started = False
-        self._refused = False
-        self._carry = b""
 
     @property
     def frame_bytes(self) -> int:
@@ -82,32 +81,18 @@ class FreeSwitchCodec(Codec):
     def too_large(self, message: str | bytes, max_frame_bytes: int) -> bool:
         return len(message) > max_frame_bytes
 
-    def decode(self, message: str | bytes) -> list[Input]:
-        if self._refused:
-            return []
-        try:
-            return self._decode(message)
-        except ProtocolError as e:
-            return [e]
-
     def _decode(self, message: str | bytes) -> list[Input]:
         if isinstance(message, bytes):
             if not self._started:  # no metadata: start at the URL's rate, without a uuid
                 out = self._start({})
-                return out if self._refused else out + [Audio(message)]
+                return out if self.input_over else out + [Audio(message)]
             return [Audio(message)]
-        try:
-            msg = json.loads(message)
-        except (ValueError, RecursionError):
-            raise ProtocolError("invalid_json", "mod_audio_stream text messages to Dauys are JSON") from None
-        if not isinstance(msg, dict):
-            raise ProtocolError("invalid_json", "not a JSON object")
+        msg = json_object(message, "mod_audio_stream")
         event = msg.get("event")
         if event is None and "dtmf" in msg:  # {"dtmf": "0"}: the comma-free form bind_digit_action can send
             event, msg = "dtmf", {"digit": msg["dtmf"]}
         if event == "dtmf":
-            digit = msg.get("digit")
-            return [Dtmf(digit)] if isinstance(digit, str) and len(digit) == 1 else [ProtocolError("invalid_message", "dtmf without a digit")]
+            return dtmf_input(msg.get("digit"))
         if event == "stop":
             return [Hangup()]
         if event in (None, "start") and not self._started:
@@ -121,43 +106,17 @@ class FreeSwitchCodec(Codec):
         self.call_id = _uuid(meta.get("uuid"))
         out: list[Input] = [CallId(self.call_id)]
         if not stream_secret_ok(meta, self.secret):
-            self._refused = True
+            self.input_over = True
             return out + [Refuse(1008, "stream secret missing or wrong", "auth")]
         rate = meta.get("rate")
         if rate in RATES and not isinstance(rate, bool):
             self.rate = rate
-        language = meta.get("language")
-        language = language.lower() if isinstance(language, str) and 0 < len(language) <= 16 else self.language
+        language = call_language(meta.get("language"), self.language)
         fmt = AudioFormat(Encoding.PCM_S16LE, self.rate, 1)
         return out + [CallStart(Start(fmt, fmt, language, keypad=True), language_fallback=True)]
 
-    def eof(self) -> list[Input]:
-        return [] if self._refused else [Hangup()]
-
-    def _message(self, pcm: bytes) -> str:
-        return json.dumps({"type": "streamAudio", "data": {"audioDataType": "raw", "sampleRate": self.rate, "audioData": base64.b64encode(pcm).decode()}})
-
-    def encode(self, item) -> list[str | bytes]:
-        if isinstance(item, AudioFrame):
-            data = self._carry + item.data
-            n = len(data) // self.frame_bytes * self.frame_bytes
-            self._carry = data[n:]
-            return [self._message(data[off : off + self.frame_bytes]) for off in range(0, n, self.frame_bytes)]
-        if isinstance(item, AudioEnd):
-            if item.interrupted:
-                self.drop_audio()
-                return []
-            return self.flush()
-        return []
-
-    def flush(self) -> list[str | bytes]:
-        if not self._carry:
-            return []
-        last, self._carry = self._carry.ljust(self.frame_bytes, b"\x00"), b""
-        return [self._message(last)]
-
-    def drop_audio(self) -> None:
-        self._carry = b""
+    def media(self, payload: bytes) -> str:
+        return json.dumps({"type": "streamAudio", "data": {"audioDataType": "raw", "sampleRate": self.rate, "audioData": base64.b64encode(payload).decode()}})
 
 
 async def handle_freeswitch(ws, services, settings, registry: dict | None = None, transfer=None) -> None:

@@ -27,16 +27,12 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
-
-from models.audio import Encoding, alaw_decode, alaw_encode
+from models.audio import Encoding
 from pipeline.errors import ProtocolError
-from pipeline.events import AudioEnd, AudioFormat, Dtmf, Start
-from pipeline.replies import AudioFrame
-from server.codecs import MARK_PREFIX, Audio, CallId, CallStart, Codec, Hangup, Input, Refuse
+from pipeline.events import AudioFormat, Start
+from server.codecs import CallId, CallStart, Hangup, Input, PhoneCodec, PlaybackMarks, Refuse, call_language, dtmf_input, json_object
 from server.transport import CallRunner, WebSocketLink
 
 FRAME_S = 0.020
@@ -52,7 +48,7 @@ def token_ok(presented, expected: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(presented.encode("utf-8", "replace")).digest(), hashlib.sha256(expected.encode()).digest())
 
 
-class TelnyxCodec(Codec):
+class TelnyxCodec(PlaybackMarks, PhoneCodec):
     """Telnyx Media Streaming (see the module docstring)."""
 
     transport = "telnyx"
@@ -60,53 +56,29 @@ class TelnyxCodec(Codec):
     pace_lead_s = 0.1
     """Sent this far ahead of real time: the platform's buffer against jitter, emptied by its clear command at a barge-in."""
 
-    def timed(self, message: str | bytes) -> bool:
-        return isinstance(message, str) and message.startswith('{"event": "media"')
-    frame_bytes = 160
-
     def __init__(self, language: str = "auto", stream_token: str = "", header_token: str | None = None) -> None:
+        super().__init__()
+        self.init_marks()
         self.language = language
         self.stream_token = stream_token
         self.token = header_token
         """The streaming auth token presented (upgrade header, else the ``connected`` frame)."""
         self.stream_id: str | None = None
         self.call_control_id = None
-        self.kind = "ulaw"
         self._started = False
-        self._over = False
-        self._carry = b""
-        self.pending_marks: dict[str, float] = {}
-        self.heard: list[str] = []
-        self.not_heard: list[str] = []
 
     @property
     def call_id(self):
         return self.call_control_id if isinstance(self.call_control_id, str) else None
 
-    @property
-    def awaiting_playback(self) -> bool:
-        return bool(self.pending_marks)
-
     def too_large(self, message: str | bytes, max_frame_bytes: int) -> bool:
         return len(message) > max_frame_bytes * 2
 
-    def decode(self, message: str | bytes) -> list[Input]:
-        if self._over:
-            return []
-        try:
-            return self._decode(message)
-        except ProtocolError as e:
-            return [e]
+    def timed(self, message: str | bytes) -> bool:
+        return isinstance(message, str) and message.startswith('{"event": "media"')
 
     def _decode(self, message: str | bytes) -> list[Input]:
-        if isinstance(message, bytes):
-            raise ProtocolError("invalid_message", "Telnyx media streams send text frames only")
-        try:
-            msg = json.loads(message)
-        except (ValueError, RecursionError):
-            raise ProtocolError("invalid_json", "not JSON") from None
-        if not isinstance(msg, dict):
-            raise ProtocolError("invalid_json", "not a JSON object")
+        msg = json_object(message, "Telnyx media streams")
         event = msg.get("event")
         if event == "connected":
             if self.token is None and isinstance(msg.get(TOKEN_FIELD), str):
@@ -124,21 +96,18 @@ class TelnyxCodec(Codec):
                 data = base64.b64decode(media.get("payload", ""), validate=True)
             except (ValueError, TypeError):
                 raise ProtocolError("invalid_message", "media.payload is not base64") from None
-            return [Audio(alaw_decode(data).astype("<i2").tobytes() if self.kind == "alaw" else data)]
+            return [self.incoming(data)]
         if event == "dtmf":
             holder = msg.get("dtmf") if isinstance(msg.get("dtmf"), dict) else msg.get("payload")
-            digit = holder.get("digit") if isinstance(holder, dict) else None
-            return [Dtmf(digit)] if isinstance(digit, str) and len(digit) == 1 else [ProtocolError("invalid_message", "dtmf without a digit")]
+            return dtmf_input(holder.get("digit") if isinstance(holder, dict) else None)
         if event == "mark":
             mark = msg.get("mark")
-            if isinstance(mark, dict) and isinstance(mark.get("name"), str):
-                if self.pending_marks.pop(mark["name"], None) is not None:
-                    self.heard.append(mark["name"])
+            self.mark_played(mark.get("name") if isinstance(mark, dict) else None)
             return []
         if event == "error":
             return [ProtocolError("invalid_message", "Telnyx reported a streaming error")]
         if event == "stop":
-            self._over = True
+            self.input_over = True
             return [Hangup()]
         raise ProtocolError("unknown_type", f"unknown Telnyx event {str(event)[:40]!r}")
 
@@ -153,59 +122,28 @@ class TelnyxCodec(Codec):
         self.call_control_id = start.get("call_control_id")
         out: list[Input] = [CallId(self.call_id)]
         if not token_ok(self.token, self.stream_token):
-            self._over = True
+            self.input_over = True
             return out + [Refuse(1008, "streaming auth token missing or wrong", "auth")]
         fmt = start.get("media_format") if isinstance(start.get("media_format"), dict) else {}
         encoding, rate = fmt.get("encoding", "PCMU"), fmt.get("sample_rate", 8000)
         if encoding not in ENCODINGS or rate not in (8000, "8000"):
-            self._over = True
+            self.input_over = True
             return out + [Refuse(1003, f"media format {str(encoding)[:10]}/{str(rate)[:6]} not supported: use PCMU or PCMA at 8 kHz", "unsupported_media")]
         self.kind = ENCODINGS[encoding]
         params = start.get("custom_parameters")
-        language = params.get("language") if isinstance(params, dict) else None
-        language = language.lower() if isinstance(language, str) and 0 < len(language) <= 16 else self.language
+        language = call_language(params.get("language") if isinstance(params, dict) else None, self.language)
         audio = AudioFormat(Encoding.MULAW, 8000, 1) if self.kind == "ulaw" else AudioFormat(Encoding.PCM_S16LE, 8000, 1)
         return out + [CallStart(Start(audio, audio, language, keypad=True), language_fallback=True)]
 
-    def eof(self) -> list[Input]:
-        if self._over:
-            return []
-        self._over = True
-        return [Hangup()]
-
-    def _media(self, payload: bytes) -> str:
+    def media(self, payload: bytes) -> str:
         return json.dumps({"event": "media", "media": {"payload": base64.b64encode(payload).decode()}})
 
-    def encode(self, item) -> list[str | bytes]:
-        if isinstance(item, AudioFrame):
-            data = item.data
-            if self.kind == "alaw":
-                data = alaw_encode(np.frombuffer(data[: len(data) // 2 * 2], "<i2"))
-            data = self._carry + data
-            n = len(data) // self.frame_bytes * self.frame_bytes
-            self._carry = data[n:]
-            return [self._media(data[off : off + self.frame_bytes]) for off in range(0, n, self.frame_bytes)]
-        if isinstance(item, AudioEnd):
-            if item.interrupted:
-                self.drop_audio()
-                self.not_heard.extend(self.pending_marks)
-                self.pending_marks.clear()
-                return [json.dumps({"event": "clear"})]
-            out = self.flush()
-            name = MARK_PREFIX + item.reply_id
-            self.pending_marks[name] = time.monotonic()
-            return out + [json.dumps({"event": "mark", "mark": {"name": name}})]
-        return []
+    def clear(self) -> list[str | bytes]:
+        self.marks_cleared()  # queued marks come back; those count as not heard
+        return [json.dumps({"event": "clear"})]
 
-    def flush(self) -> list[str | bytes]:
-        if not self._carry:
-            return []
-        silence = b"\xff" if self.kind == "ulaw" else b"\xd5"
-        last, self._carry = self._carry + silence * (self.frame_bytes - len(self._carry)), b""
-        return [self._media(last)]
-
-    def drop_audio(self) -> None:
-        self._carry = b""
+    def reply_end(self, reply_id: str) -> list[str | bytes]:
+        return [json.dumps({"event": "mark", "mark": {"name": self.mark_sent(reply_id)}})]
 
 
 async def handle_telnyx(ws, services, settings, registry: dict | None = None, transfer=None) -> None:

@@ -33,14 +33,12 @@ call's ``call_uuid`` header goes into the handoff record.
 from __future__ import annotations
 
 import json
-import time
 from urllib.parse import parse_qs, urlsplit
 
 from models.audio import Encoding
 from pipeline.errors import ProtocolError
-from pipeline.events import AudioEnd, AudioFormat, Dtmf, Start
-from pipeline.replies import AudioFrame
-from server.codecs import MARK_PREFIX, Audio, CallId, CallStart, Codec, Hangup, Input, Refuse
+from pipeline.events import AudioFormat, Start
+from server.codecs import Audio, CallId, CallStart, Input, PhoneCodec, PlaybackMarks, Refuse, call_language, dtmf_input, json_object
 from server.transport import CallRunner, WebSocketLink
 from server.twilio_auth import stream_secret_ok
 
@@ -60,70 +58,48 @@ def _rate(content_type) -> int | None:
     return None
 
 
-class VonageCodec(Codec):
+class VonageCodec(PlaybackMarks, PhoneCodec):
     """The Vonage Voice API WebSocket (see the module docstring)."""
 
     transport = "vonage"
     pace_s = FRAME_S
     pace_lead_s = 0.1
     """Sent this far ahead of real time: the platform's buffer against jitter, emptied by its clear command at a barge-in."""
-
-    def timed(self, message: str | bytes) -> bool:
-        return isinstance(message, bytes)
+    kind = "slin"
 
     def __init__(self, language: str = "auto", secret: str = "") -> None:
+        super().__init__()
+        self.init_marks()
         self.language = language
         self.secret = secret
         self.call_id: str | None = None
         self.rate = 16000
         self._started = False
-        self._over = False
-        self._carry = b""
-        self.pending_marks: dict[str, float] = {}
-        self.heard: list[str] = []
-        self.not_heard: list[str] = []
 
     @property
     def frame_bytes(self) -> int:
         return int(self.rate * FRAME_S) * 2
 
-    @property
-    def awaiting_playback(self) -> bool:
-        return bool(self.pending_marks)
-
     def too_large(self, message: str | bytes, max_frame_bytes: int) -> bool:
         return len(message) > max_frame_bytes
 
-    def decode(self, message: str | bytes) -> list[Input]:
-        if self._over:
-            return []
-        try:
-            return self._decode(message)
-        except ProtocolError as e:
-            return [e]
+    def timed(self, message: str | bytes) -> bool:
+        return isinstance(message, bytes)
 
     def _decode(self, message: str | bytes) -> list[Input]:
         if isinstance(message, bytes):
             if not self._started:
                 raise ProtocolError("invalid_message", "audio before websocket:connected")
             return [Audio(message)]
-        try:
-            msg = json.loads(message)
-        except (ValueError, RecursionError):
-            raise ProtocolError("invalid_json", "not JSON") from None
-        if not isinstance(msg, dict):
-            raise ProtocolError("invalid_json", "not a JSON object")
+        msg = json_object(message, "Vonage")
         event = msg.get("event")
         if event == "websocket:connected":
             return self._start(msg)
         if event == "websocket:dtmf":
-            digit = msg.get("digit")
-            return [Dtmf(digit)] if isinstance(digit, str) and len(digit) == 1 else [ProtocolError("invalid_message", "dtmf without a digit")]
+            return dtmf_input(msg.get("digit"))
         if event == "websocket:notify":
             payload = msg.get("payload")
-            name = payload.get("mark") if isinstance(payload, dict) else None
-            if isinstance(name, str) and self.pending_marks.pop(name, None) is not None:
-                self.heard.append(name)
+            self.mark_played(payload.get("mark") if isinstance(payload, dict) else None)
             return []
         if event == "websocket:cleared":
             return []
@@ -137,50 +113,26 @@ class VonageCodec(Codec):
         self.call_id = call if isinstance(call, str) and 0 < len(call) <= 128 and call.isascii() and call.isprintable() else None
         out: list[Input] = [CallId(self.call_id)]
         if not stream_secret_ok(msg, self.secret):
-            self._over = True
+            self.input_over = True
             return out + [Refuse(1008, "secret header missing or wrong", "auth")]
         rate = _rate(msg.get("content-type"))
         if rate is None:
-            self._over = True
+            self.input_over = True
             return out + [Refuse(1003, "content-type must be audio/l16;rate=8000 or 16000", "unsupported_media")]
         self.rate = rate
-        language = msg.get("language")
-        language = language.lower() if isinstance(language, str) and 0 < len(language) <= 16 else self.language
+        language = call_language(msg.get("language"), self.language)
         fmt = AudioFormat(Encoding.PCM_S16LE, rate, 1)
         return out + [CallStart(Start(fmt, fmt, language, keypad=True), language_fallback=True)]
 
-    def eof(self) -> list[Input]:
-        if self._over:
-            return []
-        self._over = True
-        return [Hangup()]
+    def media(self, payload: bytes) -> bytes:
+        return payload  # a binary message of exactly 20 ms
 
-    def encode(self, item) -> list[str | bytes]:
-        if isinstance(item, AudioFrame):
-            data = self._carry + item.data
-            n = len(data) // self.frame_bytes * self.frame_bytes
-            self._carry = data[n:]
-            return [data[off : off + self.frame_bytes] for off in range(0, n, self.frame_bytes)]
-        if isinstance(item, AudioEnd):
-            if item.interrupted:
-                self.drop_audio()
-                self.not_heard.extend(self.pending_marks)
-                self.pending_marks.clear()
-                return [json.dumps({"action": "clear"})]
-            out = self.flush()
-            name = MARK_PREFIX + item.reply_id
-            self.pending_marks[name] = time.monotonic()
-            return out + [json.dumps({"action": "notify", "payload": {"mark": name}})]
-        return []
+    def clear(self) -> list[str | bytes]:
+        self.marks_cleared()
+        return [json.dumps({"action": "clear"})]
 
-    def flush(self) -> list[str | bytes]:
-        if not self._carry:
-            return []
-        last, self._carry = self._carry.ljust(self.frame_bytes, b"\x00"), b""
-        return [last]
-
-    def drop_audio(self) -> None:
-        self._carry = b""
+    def reply_end(self, reply_id: str) -> list[str | bytes]:
+        return [json.dumps({"action": "notify", "payload": {"mark": self.mark_sent(reply_id)}})]
 
 
 async def handle_vonage(ws, services, settings, registry: dict | None = None, transfer=None) -> None:

@@ -56,7 +56,7 @@ async def make_server(services):
 
     yield make
     for server in started:
-        port = server.port
+        port = server.port if server._server.sockets else "-"  # read before close (a test may have stopped it)
         if server._loop_lag is not None:
             server._loop_lag.cancel()
         if server._audiosocket is not None:

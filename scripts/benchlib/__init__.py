@@ -6,7 +6,7 @@
 - :mod:`.report`: :func:`fmt` (table cells), :func:`print_table`, :func:`emit` (JSON or the table), :func:`print_server_trouble`;
 - :mod:`.cpu`: a process's, this process's and the machine's CPU seconds, :class:`CpuMeter`, :func:`machine`;
 - :mod:`.server`: :class:`ServerProcess` (a ``dauys serve`` subprocess), :func:`run_with_server`,
-  :func:`run_callers`, :func:`get_json`, :func:`http_base`, :func:`ready_info`, :func:`scrape_metrics`, the server log's patterns;
+  :func:`run_callers`, :func:`get_json`, :func:`http_base`, :func:`ready_info`, :func:`scrape_metrics`, the server log's patterns and :func:`server_log_summary`;
 - :mod:`.espeak`: :func:`espeak`, speech from espeak-ng (``tests/conftest.py`` and ``synth_corpus.py`` use it too).
 
 A bench run as ``python scripts/bench_x.py`` finds it beside itself (``scripts/`` is ``sys.path[0]``);
@@ -30,6 +30,7 @@ from .server import (
     run_with_server,
     scrape_metrics,
     server_flags,
+    server_log_summary,
 )
 from .stats import median, ms, p95
 
@@ -64,4 +65,5 @@ __all__ = [
     "say",
     "scrape_metrics",
     "server_flags",
+    "server_log_summary",
 ]

@@ -14,6 +14,7 @@ import time
 import urllib.request
 
 from .common import ROOT, BenchError, say
+from .stats import median, ms, p95
 
 
 class ServerProcess:
@@ -100,6 +101,21 @@ class ServerProcess:
 # A final as the server logs it (pipeline/session.py): its own decode and endpoint->final timings.
 SERVER_FINAL = re.compile(r"decode ([0-9.]+)s, endpoint->final ([0-9.]+)s")
 SERVER_TROUBLE = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|Traceback|exception", re.I)
+
+
+def server_log_summary(lines: list[str]) -> dict:
+    """What the server logged over a run: its finals' own decode and endpoint->final times
+    (median, p95) and the first 20 warnings or errors."""
+    finals = [tuple(map(float, m.groups())) for m in map(SERVER_FINAL.search, lines) if m]
+    decode, endpoint = [d for d, _ in finals], [e for _, e in finals]
+    return {
+        "finals": len(finals),
+        "decode_ms_median": ms(median(decode)),
+        "decode_ms_p95": ms(p95(decode)),
+        "endpoint_to_final_ms_median": ms(median(endpoint)),
+        "endpoint_to_final_ms_p95": ms(p95(endpoint)),
+        "trouble": [ln for ln in lines if SERVER_TROUBLE.search(ln)][:20],
+    }
 
 
 def get_json(url: str, timeout: float = 10.0) -> dict:

@@ -26,6 +26,7 @@ class StandInAmi:
     def __init__(self, user: str, secret: str, channels: dict[str, str], legacy: bool = False) -> None:
         self.user, self.secret, self.channels, self.legacy = user, secret, channels, legacy
         self.actions: list[dict[str, str]] = []
+        self.sessions: set[asyncio.Task] = set()
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
@@ -36,6 +37,7 @@ class StandInAmi:
         return "".join(f"{k}: {v}\r\n" for k, v in fields.items()).encode() + b"\r\n"
 
     async def handle(self, reader, writer) -> None:
+        self.sessions.add(asyncio.current_task())
         writer.write(b"Asterisk Call Manager/9.0.0\r\n")
         try:
             while True:
@@ -69,8 +71,11 @@ class StandInAmi:
         except (asyncio.IncompleteReadError, ConnectionError):
             return
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop, once every manager session has read what the client sent (its Logoff included)."""
         self.server.close()
+        if self.sessions:
+            await asyncio.wait(self.sessions, timeout=5)
 
 
 @pytest.fixture
@@ -99,7 +104,7 @@ async def test_the_channel_is_found_by_its_uuid_variable_and_the_variables_set(a
     settings = make_settings(transfer={"asterisk_ami_host": "127.0.0.1", "asterisk_ami_port": port})
     before = count("ok")
     assert await AudioSocketTransfer(settings)(codec(), HANDOFF)
-    ami.close()
+    await ami.close()
     names = [a["Action"] for a in ami.actions]
     assert names == ["Login", "Status", "Setvar", "Setvar", "Logoff"]
     assert ami.actions[1]["Variables"] == "DAUYS_UUID"
@@ -116,7 +121,7 @@ async def test_no_matching_channel_or_a_refused_login_fails_without_setting_anyt
     assert not await AudioSocketTransfer(settings)(codec(), HANDOFF)
     monkeypatch.setenv("DAUYS_AMI_SECRET", "wrong")
     assert not await AudioSocketTransfer(settings)(codec(), HANDOFF)
-    ami.close()
+    await ami.close()
     assert not any(a["Action"] == "Setvar" for a in ami.actions)
     assert count("failed") == before + 2
 
@@ -137,7 +142,7 @@ async def test_dtmf_0_sets_the_variable_then_hangs_up(quiet, ami_credentials):
     svc = dataclasses.replace(quiet, settings=settings)
     async with asyncio.timeout(60):
         await CallRunner(link, AudioSocketCodec(), svc, settings, CallRegistry(), transfer=for_carrier("audiosocket", settings)).run()
-    ami.close()
+    await ami.close()
     assert [a["Variable"] for a in ami.actions if a["Action"] == "Setvar"] == ["DAUYS_SUMMARY", "DAUYS_TRANSFER"]
     assert link.sent == [frame(KIND_HANGUP)]  # then the leg hangs up and the dialplan reads DAUYS_TRANSFER
 
@@ -149,5 +154,5 @@ async def test_the_end_of_a_call_without_handoff_sets_done(ami_credentials):
     await for_carrier("audiosocket", settings).end(codec())
     quiet = make_settings(transfer={"asterisk_ami_host": "127.0.0.1", "asterisk_ami_port": port, "asterisk_done_value": ""})
     await for_carrier("audiosocket", quiet).end(codec())  # turned off: nothing is sent
-    ami.close()
+    await ami.close()
     assert [(a["Variable"], a["Value"]) for a in ami.actions if a["Action"] == "Setvar"] == [("DAUYS_TRANSFER", "done")]
