@@ -38,6 +38,9 @@ def test_dockerfile_has_the_gpu_runtime_a_non_root_user_a_cache_volume_and_a_rea
     assert re.search(r"pip install '\.\[[^\]]*\btts\b[^\]]*\]'", text)  # Piper (GPL, out of process)
     # the GPL worker's own distribution is installed before the extra that asks for it
     assert text.index("pip install ./piper-worker") < text.index("pip install '.[gpu,tts]'")
+    # onnxruntime and onnxruntime-gpu share one module: after the extras only the GPU build stays
+    clean = re.search(r"pip uninstall -y onnxruntime onnxruntime-gpu \\\n && \S+ install --no-deps 'onnxruntime-gpu", text)
+    assert clean and clean.start() > text.index("pip install '.[gpu,tts]'")
     for pkg in ("server", "models", "pipeline", "piper-worker"):
         assert re.search(rf"^COPY {pkg} ", text, re.M), pkg
     user = re.findall(r"^USER\s+(\S+)", text, re.M)
