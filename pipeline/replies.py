@@ -16,14 +16,12 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
-from models import __version__
 from models.audio import AudioChunk, OutputConverter
 from models.dialogue.base import Action, DialogueState, Turn
 from models.text import MIN_CHARS, SentenceBuffer, split_sentences
 from models.workers import PoolFull
-from pipeline import metrics, watermark
+from pipeline import marking, metrics, watermark
 from pipeline.events import AudioEnd, AudioStart, Handoff, Reply
 from pipeline.policy import detect_handoff
 from pipeline.privacy import redact
@@ -129,15 +127,13 @@ class Responder:
 
     # ------------------------------------------------------------------
     def provenance(self, reply_id: str, models: dict[str, str]) -> dict:
-        return {
-            "system": f"dauys/{__version__}",
-            "models": models,
-            "created": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "session_id": self.session.id,
-            "reply_id": reply_id,
-            "compliance": self.settings.compliance.classification(),
-            **({"consent": self.session.capture.record()} if getattr(self.session, "capture", None) is not None else {}),
-        }
+        """The provenance of a reply and its audio (PROTOCOL.md): the one marking.provenance writes
+        into files, with the session, the reply and, where the call was asked, the consent."""
+        capture = getattr(self.session, "capture", None)
+        return marking.provenance(
+            models, self.settings.compliance.classification(), session_id=self.session.id, reply_id=reply_id,
+            **({"consent": capture.record()} if capture is not None else {}),
+        )
 
     def _tts_id(self, language: str) -> str | None:
         return self.services.tts.model_id_for(language) if self.services.tts is not None else None

@@ -211,6 +211,9 @@ async def test_native_auto_session_hears_kk_then_ru_disclosure_first(compliance_
     assert starts[0]["provenance"]["compliance"] == {"risk_class": "medium", "autonomy": "low"}
     reply = next(e for e in later if e["type"] == "reply")
     assert reply["provenance"]["compliance"] == {"risk_class": "medium", "autonomy": "low"}
+    # the machine-readable marking travels inside the provenance too, as in synthesised files
+    assert reply["provenance"]["ai_generated"] is True and starts[0]["provenance"]["ai_generated"] is True
+    assert {"system", "models", "created", "session_id", "reply_id"} <= set(reply["provenance"])
 
 
 async def test_native_fixed_language_discloses_once_in_it(compliance_server):
