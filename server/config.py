@@ -319,6 +319,13 @@ class TtsSettings(_Section):
     espeak_rate_wpm: int = Field(160, ge=80, le=400)
     workers: int = Field(2, ge=1)
     """Threads stepping synthesis (a bounded pool shared by all sessions)."""
+    max_threads: int = Field(8, ge=1)
+    """Threads at most, stuck ones included: a step running past ``stuck_after_s`` has its thread
+    replaced (models/workers.py), so a voice that hangs cannot silence the other calls."""
+    max_queue: int = Field(64, ge=0)
+    """Synthesis steps that may wait for a free thread; further ones wait outside the queue (replies come later, never cut)."""
+    stuck_after_s: float = Field(30.0, gt=0)
+    """A synthesis step running this long is taken as stuck and its thread replaced (the engines' own timeouts end it)."""
     cache_mb: int = Field(96, ge=0)
     """Memory for the speech of fixed texts (disclosures, "please repeat", handoff, the knowledge
     base's answers and confirming questions), synthesised once per voice; 0 = off."""

@@ -92,7 +92,7 @@ def make_pools(settings) -> tuple[WorkerPool, WorkerPool]:
     d, t = settings.dialogue, settings.tts
     dialogue_pool = WorkerPool(d.workers, max_threads=max(d.workers, d.max_threads), max_queue=d.max_queue, stuck_after_s=d.timeout_s, name="dialogue")
     # synthesis steps are bounded by the engines' own timeouts (Piper, espeak-ng: 30 s)
-    tts_pool = WorkerPool(t.workers, max_threads=4 * t.workers, max_queue=64, stuck_after_s=30.0, name="tts")
+    tts_pool = WorkerPool(t.workers, max_threads=max(t.workers, t.max_threads), max_queue=t.max_queue, stuck_after_s=t.stuck_after_s, name="tts")
     metrics.watch_pools(dialogue=dialogue_pool, tts=tts_pool)
     return dialogue_pool, tts_pool
 

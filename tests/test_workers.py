@@ -79,3 +79,30 @@ def test_cancelled_queued_tasks_never_run():
     finally:
         release.set()
         pool.shutdown()
+
+
+def test_the_pools_take_their_bounds_from_the_settings():
+    """tts.max_threads / max_queue / stuck_after_s (and dialogue.*) reach the pools the server builds."""
+    from server.services import make_pools
+    from tests.helpers.server import make_settings
+
+    settings = make_settings(tts={"workers": 1, "max_threads": 2, "max_queue": 0, "stuck_after_s": 0.2}, dialogue={"workers": 1, "max_threads": 3, "max_queue": 1})
+    dialogue, tts = make_pools(settings)
+    release = threading.Event()
+    try:
+        assert (dialogue.max_threads, dialogue.max_queue) == (3, 1)
+        hung = tts.submit(release.wait, 30)
+        time.sleep(0.05)
+        with pytest.raises(PoolFull):  # one thread busy, no queue: refused before it counts as stuck
+            tts.submit(lambda: None)
+        time.sleep(0.3)  # past stuck_after_s: a second thread (max_threads 2) takes the next step
+        assert tts.submit(lambda: 7).result(5) == 7
+        second = tts.submit(release.wait, 30)  # the second thread hangs too
+        time.sleep(0.3)
+        with pytest.raises(PoolFull):  # both threads stuck, max_threads reached, no queue
+            tts.submit(lambda: None)
+        assert not hung.done() and not second.done()
+    finally:
+        release.set()
+        dialogue.shutdown()
+        tts.shutdown()
