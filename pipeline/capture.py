@@ -11,6 +11,7 @@ Three parts:
       <dir>/<session_id>/<utt>.json.enc         its final transcript, language, confidence, KB entry, repeat
       <dir>/<session_id>/<utt>.review.json.enc  the reviewer's verdict (/review)
       <dir>/exports.json.enc                    where `dauys capture export` wrote copies (deleted with a call)
+      <dir>/.erased/<keyed hash>                empty: a call erased on request is never written again
 
   Listing, review, export (the manifest ``scripts/finetune_asr.py`` reads, opt-outs as
   ``tdm_reservation``), deletion of a call (every file and every exported copy) and purging
@@ -57,6 +58,8 @@ REPEAT_ACTS = ("rephrase", "not_heard", "reask")
 """Dialogue acts that ask the caller to say it again: the utterance was not understood."""
 CONSENT_VALUES = ("granted", "refused", "ask")
 SUFFIX = ".enc"
+ERASED_DIR = ".erased"
+"""Under the capture folder: one empty file per call erased on request (named by a keyed hash of its id)."""
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -228,18 +231,42 @@ class CaptureStore:
 
     # ------------------------------------------------------------------ writing (the writer thread)
     def write_call(self, call: str, meta: dict) -> None:
-        d = self.call_dir(call)
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._write(d / f"call.json{SUFFIX}", json.dumps(meta, ensure_ascii=False).encode())
+        self._write_files(call, [(f"call.json{SUFFIX}", json.dumps(meta, ensure_ascii=False).encode())])
 
     def write_utterance(self, call: str, utt: str, samples: np.ndarray, meta: dict) -> None:
         if not safe_id(utt):
             raise ValueError(f"{utt!r} is not an utterance id")
-        d = self.call_dir(call)
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
         meta = {**meta, "duration": round(len(samples) / SAMPLE_RATE, 3)}
-        self._write(d / f"{utt}.flac{SUFFIX}", flac_bytes(samples))
-        self._write(d / f"{utt}.json{SUFFIX}", json.dumps(meta, ensure_ascii=False).encode())
+        self._write_files(call, [(f"{utt}.flac{SUFFIX}", flac_bytes(samples)), (f"{utt}.json{SUFFIX}", json.dumps(meta, ensure_ascii=False).encode())])
+
+    def _write_files(self, call: str, files: list[tuple[str, bytes]]) -> bool:
+        """Write a call's files unless the call was erased (``dauys capture delete``, maybe from another
+        process while the call is still in progress): checked before, and after, so a write that raced
+        the erasure is removed again. False when nothing is kept."""
+        d = self.call_dir(call)
+        if self.erased(call):
+            return False
+        try:
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for name, data in files:
+                self._write(d / name, data)
+        except FileNotFoundError:
+            if not self.erased(call):
+                raise
+        if self.erased(call):  # erased while this was being written: it goes too
+            shutil.rmtree(d, ignore_errors=True)
+            return False
+        return True
+
+    def _tombstone(self, call: str) -> Path:
+        """The mark an erased call leaves: named by a keyed hash (not the export pseudonym), so it holds no
+        call id and links to nothing exported."""
+        key = getattr(self.fernet, "pseudonym_key", b"")
+        return self.root / ERASED_DIR / hmac.new(key, b"erased\x00" + call.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def erased(self, call: str) -> bool:
+        """Was ``call`` erased on request? Its files are then never written again."""
+        return self._tombstone(call).exists()
 
     # ------------------------------------------------------------------ reading
     def calls(self) -> list[str]:
@@ -327,9 +354,15 @@ class CaptureStore:
                 pass
         return found
 
-    def delete_call(self, call: str) -> int:
-        """Remove every file of ``call`` and every exported copy of it; returns how many files went."""
+    def delete_call(self, call: str, erase: bool = True) -> int:
+        """Remove every file of ``call`` and every exported copy of it; returns how many files went.
+        ``erase`` (an erasure request, not retention): first leave a mark that keeps the call from being
+        written again, should it still be in progress on a server writing to this folder."""
         d = self.call_dir(call)
+        if erase:
+            mark = self._tombstone(call)
+            mark.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            mark.touch(mode=0o600)
         n = 0
         if d.is_dir():
             n = sum(1 for p in d.rglob("*") if p.is_file())
@@ -351,7 +384,7 @@ class CaptureStore:
         for call in self.calls():
             try:
                 if self.call_created(call) < cutoff:
-                    self.delete_call(call)
+                    self.delete_call(call, erase=False)  # long over: nothing writes it any more
                     gone.append(call)
             except OSError as e:
                 log.warning("capture purge: %s not removed: %s", call, e.strerror or e)

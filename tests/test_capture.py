@@ -128,6 +128,36 @@ def test_delete_by_session_or_carrier_id_leaves_nothing_and_removes_exported_cop
     assert store.find_call("CA0123456789abcdef") == []
 
 
+def test_a_call_erased_while_in_progress_is_never_written_again(store, tmp_path):
+    """`dauys capture delete` may run (another process) while the server still captures the call: its
+    later utterances, and a write that raced the erasure, leave nothing."""
+    _fill(store, "live1", 1)
+    assert store.delete_call("live1") > 0 and store.erased("live1")
+    store.write_utterance("live1", "u2", _tone(0.3), {"text": "сөз", "language": "kk"})  # the call goes on
+    store.write_call("live1", {"session_id": "live1"})
+    assert not (store.root / "live1").exists() and store.calls() == []
+    # the mark holds no call id and is not the export pseudonym
+    marks = [p.name for p in (store.root / ".erased").iterdir()]
+    assert len(marks) == 1 and "live1" not in marks[0] and store.pseudonym("live1") not in marks[0]
+
+    # the erasure lands between the two files of an utterance being written
+    _fill(store, "live2", 1)
+    other = CaptureStore(store.root, store.fernet)  # the CLI's own store
+    real_write = store._write
+
+    def write(path, data):
+        real_write(path, data)
+        if path.name.startswith("u2.flac"):
+            other.delete_call("live2")
+
+    store._write = write
+    store.write_utterance("live2", "u2", _tone(0.3), {"text": "сөз", "language": "kk"})
+    assert not (store.root / "live2").exists() and store.calls() == []
+    # retention is no erasure request: no mark, a later call of the same id could be captured
+    _fill(store, "old1", 1, started="2020-01-01T00:00:00Z")
+    assert store.purge(30) == ["old1"] and not store.erased("old1")
+
+
 def test_retention_purges_calls_older_than_the_limit(store):
     old = (datetime.now(timezone.utc) - timedelta(days=31)).isoformat().replace("+00:00", "Z")
     new = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat().replace("+00:00", "Z")
