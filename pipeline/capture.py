@@ -12,10 +12,13 @@ Three parts:
       <dir>/<session_id>/<utt>.review.json.enc  the reviewer's verdict (/review)
       <dir>/exports.json.enc                    where `dauys capture export` wrote copies (deleted with a call)
       <dir>/.erased/<keyed hash>                empty: a call erased on request is never written again
+      <dir>/.pseudonym-key.enc                  since the first key rotation: the pseudonyms' key
+      <dir>/.lock                               shared by the servers writing here, exclusive for a rotation
 
   Listing, review, export (the manifest ``scripts/finetune_asr.py`` reads, opt-outs as
   ``tdm_reservation``), deletion of a call (every file and every exported copy) and purging
-  by ``capture.retention_days`` live here, used by the server and by ``dauys capture``.
+  by ``capture.retention_days`` and the key's rotation (``dauys capture rotate-key``) live here,
+  used by the server and by ``dauys capture``.
 * :class:`CaptureWriter` -- one writer thread per process behind a bounded queue: FLAC
   encoding, encryption and disk I/O never run on the event loop. A full queue drops the
   utterance; a write that fails (disk full) stops capture for that call; both are counted
@@ -27,7 +30,9 @@ Three parts:
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import hmac
 import io
@@ -58,6 +63,11 @@ REPEAT_ACTS = ("rephrase", "not_heard", "reask")
 """Dialogue acts that ask the caller to say it again: the utterance was not understood."""
 CONSENT_VALUES = ("granted", "refused", "ask")
 SUFFIX = ".enc"
+PSEUDONYM_FILE = f".pseudonym-key{SUFFIX}"
+"""The key of the export pseudonyms and erasure marks, written (encrypted) at the first key rotation so
+they outlive it; until then it is derived from the capture key."""
+LOCK_FILE = ".lock"
+"""A server's writer holds a shared lock on it; a key rotation takes it exclusively (never under a writer)."""
 ERASED_DIR = ".erased"
 """Under the capture folder: one empty file per call erased on request (named by a keyed hash of its id)."""
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
@@ -176,6 +186,7 @@ class CaptureStore:
     def __init__(self, root: Path, fernet) -> None:
         self.root = Path(root)
         self.fernet = fernet
+        self._pkey: bytes | None = None
 
     @classmethod
     def from_settings(cls, capture, environ=None) -> "CaptureStore":
@@ -221,8 +232,14 @@ class CaptureStore:
     def pseudonym(self, call: str) -> str:
         """The name a call has in exports (``c`` + 15 hex digits, keyed): fine-tuning runs, their reports
         and checkpoints never carry the session id, and only the key holder can link the two."""
-        key = getattr(self.fernet, "pseudonym_key", b"")
-        return "c" + hmac.new(key, call.encode(), hashlib.sha256).hexdigest()[:15]
+        return "c" + hmac.new(self._pseudonym_key(), call.encode(), hashlib.sha256).hexdigest()[:15]
+
+    def _pseudonym_key(self) -> bytes:
+        """The pseudonyms' key: kept in the folder since the first key rotation, else derived from the key."""
+        if self._pkey is None:
+            kept = self.root / PSEUDONYM_FILE
+            self._pkey = self._read(kept) if kept.is_file() else getattr(self.fernet, "pseudonym_key", b"")
+        return self._pkey
 
     def call_dir(self, call: str) -> Path:
         if not safe_id(call):
@@ -261,8 +278,7 @@ class CaptureStore:
     def _tombstone(self, call: str) -> Path:
         """The mark an erased call leaves: named by a keyed hash (not the export pseudonym), so it holds no
         call id and links to nothing exported."""
-        key = getattr(self.fernet, "pseudonym_key", b"")
-        return self.root / ERASED_DIR / hmac.new(key, b"erased\x00" + call.encode(), hashlib.sha256).hexdigest()[:32]
+        return self.root / ERASED_DIR / hmac.new(self._pseudonym_key(), b"erased\x00" + call.encode(), hashlib.sha256).hexdigest()[:32]
 
     def erased(self, call: str) -> bool:
         """Was ``call`` erased on request? Its files are then never written again."""
@@ -390,6 +406,56 @@ class CaptureStore:
                 log.warning("capture purge: %s not removed: %s", call, e.strerror or e)
         return gone
 
+    # ------------------------------------------------------------------ key rotation
+    @contextlib.contextmanager
+    def locked(self, exclusive: bool):
+        """The folder's lock: shared by every server writing here, exclusive for a key rotation.
+        CaptureError when it cannot be had at once."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CaptureError(
+                    f"a server is capturing into {self.root}: stop it (or set capture.enabled = false) before rotating the key"
+                    if exclusive else f"the capture key of {self.root} is being rotated: start the server once `dauys capture rotate-key` is done"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    def rotate_key(self, new_fernet) -> tuple[int, list[str]]:
+        """Re-encrypt every file under the folder with ``new_fernet`` (``dauys capture rotate-key``); returns
+        (files re-encrypted, files no key opens). Never while a server writes here (the lock). The pseudonyms
+        and erasure marks keep their names: their key is kept in the folder, encrypted, from now on. A
+        rotation cut short can be run again with the same two keys (files already done open with the new one)."""
+        from cryptography.fernet import InvalidToken, MultiFernet
+
+        with self.locked(exclusive=True):
+            kept = self.root / PSEUDONYM_FILE
+            if not kept.is_file():
+                self._write(kept, self._pseudonym_key())  # under the old key: rotated with the rest below
+            both = MultiFernet([new_fernet, self.fernet])
+            done, unreadable = 0, []
+            for path in sorted(self.root.rglob(f"*{SUFFIX}")):
+                if not path.is_file():
+                    continue
+                try:
+                    token = both.rotate(path.read_bytes())
+                except InvalidToken:
+                    unreadable.append(str(path.relative_to(self.root)))
+                    continue
+                tmp = path.with_name(path.name + ".tmp")
+                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                    f.write(token)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+                done += 1
+            self.fernet = new_fernet
+            return done, unreadable
+
     # ------------------------------------------------------------------ export
     def _exports_file(self) -> Path:
         return self.root / f"exports.json{SUFFIX}"
@@ -499,6 +565,8 @@ class CaptureWriter:
 
     def __init__(self, store: CaptureStore, queue_size: int = 256) -> None:
         self.store = store
+        self._lock = store.locked(exclusive=False)
+        self._lock.__enter__()  # shared with other servers; keeps a key rotation out while this writes
         self._q: queue.Queue = queue.Queue(queue_size)
         self.failed: set[str] = set()
         """Calls whose capture stopped (a write failed: disk full, I/O error)."""
@@ -554,6 +622,9 @@ class CaptureWriter:
         except queue.Full:
             pass
         self._thread.join(10)
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
 
 
 def open_capture(capture_settings, environ=None) -> CaptureWriter | None:

@@ -434,6 +434,8 @@ def _add_capture_commands(sub) -> None:
     c.add_argument("--call", required=True, help="a Dauys session id, a Twilio callSid or an AudioSocket call UUID")
     c = csub.add_parser("purge", help="delete the calls older than capture.retention_days")
     c.add_argument("--days", type=float, help="another age limit, in days (0 = every call)")
+    c = csub.add_parser("rotate-key", help="re-encrypt every captured file with a new key (stop the server first)")
+    c.add_argument("--new-key-env", required=True, metavar="NAME", help="the environment variable holding the new key (make one with `dauys capture key`)")
 
     p = sub.add_parser("finetune", help="fine-tune on the capture, compare with the served model, switch only if better")
     p.add_argument("--from-capture", action="store_true", required=True, help="train on the reviewed captured utterances")
@@ -512,6 +514,20 @@ def cmd_capture(args) -> int:
         n = sum(store.delete_call(c) for c in calls)
         print(f"dauys: deleted {len(calls)} call(s), {n} files and exported copies")
         return 0
+    if args.capture_command == "rotate-key":
+        from pipeline.capture import CaptureError, fernet_from_env
+
+        try:
+            new = fernet_from_env(args.new_key_env)
+            done, unreadable = store.rotate_key(new)
+        except CaptureError as e:
+            print(f"dauys: error: {e}", file=sys.stderr)
+            return 2
+        for name in unreadable:
+            print(f"dauys: neither key opens {name}: left as it was", file=sys.stderr)
+        print(f"dauys: re-encrypted {done} files under {store.root} with the key in {args.new_key_env}; "
+              f"put that key in {settings.capture.key_env} before starting the server")
+        return 1 if unreadable else 0
     if args.capture_command == "purge":
         days = settings.capture.retention_days if args.days is None else args.days
         gone = store.purge(days)

@@ -334,6 +334,63 @@ def test_capture_cli_key_list_export_delete_purge(tmp_path):
     assert nokey.returncode == 2 and "DAUYS_CAPTURE_KEY holds no key" in nokey.stderr
 
 
+def test_rotating_the_key_re_encrypts_everything_and_keeps_pseudonyms_and_erasures(store, tmp_path):
+    _fill(store, "call1", 2)
+    _fill(store, "call2", 1)
+    store.review("call1", "u1", "confirmed")
+    store.review("call2", "u1", "confirmed")
+    store.export(tmp_path / "ft")
+    _fill(store, "gone1", 1)
+    store.delete_call("gone1")  # an erasure before the rotation
+    before = {c: store.pseudonym(c) for c in ("call1", "call2", "gone1")}
+    old = CaptureStore(store.root, store.fernet)
+    new_key = make_key()
+    new = fernet_from_env("NEW", {"NEW": new_key})
+
+    done, unreadable = store.rotate_key(new)
+    assert unreadable == [] and done == sum(1 for p in store.root.rglob("*.enc"))
+    with pytest.raises(ValueError, match="cannot be decrypted"):  # the old key opens nothing now
+        old.utterance("call1", "u1")
+    for p in store.root.rglob("*.enc"):
+        assert_sealed(p.read_bytes(), new, str(p)) if not p.name.startswith(".pseudonym") else new.decrypt(p.read_bytes())
+    fresh = CaptureStore(store.root, fernet_from_env("NEW", {"NEW": new_key}))  # the server, restarted on the new key
+    assert fresh.utterance("call1", "u2").text == "сөз 2" and fresh.calls() == ["call1", "call2"]
+    assert {c: fresh.pseudonym(c) for c in before} == before  # exports made before still name the same calls
+    assert fresh.erased("gone1")  # and an erased call stays erased
+    fresh.delete_call("call1")  # so an erasure after the rotation still finds its exported copies
+    assert not list((tmp_path / "ft" / "audio").glob(f"{before['call1']}_*")) and list((tmp_path / "ft" / "audio").glob(f"{before['call2']}_*"))
+    # cut short and run again with the same two keys: nothing is lost
+    assert fresh.rotate_key(new)[1] == []
+
+
+def test_no_key_rotation_while_a_server_writes_and_no_writer_during_one(store):
+    _fill(store, "call1", 1)
+    writer = CaptureWriter(store, 4)  # a running server's writer
+    try:
+        with pytest.raises(CaptureError, match="a server is capturing"):
+            store.rotate_key(fernet_from_env("NEW", {"NEW": make_key()}))
+        assert store.utterance("call1", "u1").text == "сөз 1"  # nothing was touched
+    finally:
+        writer.close()
+    with store.locked(exclusive=True):  # a rotation under way: a server cannot start capturing
+        with pytest.raises(CaptureError, match="being rotated"):
+            CaptureWriter(store, 4)
+    assert store.rotate_key(fernet_from_env("NEW", {"NEW": make_key()}))[1] == []
+
+
+def test_capture_cli_rotate_key(tmp_path):
+    key, new_key = make_key(), make_key()
+    cap_dir = tmp_path / "capture"
+    _fill(CaptureStore(cap_dir, fernet_from_env(KEY_ENV, {KEY_ENV: key})), "call1", 1)
+    env = dict(os.environ, DAUYS_CAPTURE__DIR=str(cap_dir), DAUYS_CAPTURE_KEY=key, DAUYS_NEW_KEY=new_key)
+    run = subprocess.run([sys.executable, "-m", "server", "capture", "rotate-key", "--new-key-env", "DAUYS_NEW_KEY"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    # the call's record, its utterance's audio and text, and the pseudonyms' key
+    assert run.returncode == 0 and "re-encrypted 4 files" in run.stdout and "DAUYS_CAPTURE_KEY" in run.stdout, run.stdout + run.stderr
+    assert new_key not in run.stdout + run.stderr and key not in run.stdout + run.stderr
+    assert CaptureStore(cap_dir, fernet_from_env("N", {"N": new_key})).utterance("call1", "u1").text == "сөз 1"
+
+
 def test_switch_decision_needs_the_margin():
     from server.cli import decide_switch
 
