@@ -55,7 +55,8 @@ DIALOGUE_ACTS = Counter(
 ENDPOINTS = Counter(
     "dauys_endpoints_total",
     "Utterance endpoints by the silence that confirmed them: default (vad.min_silence_ms), short (the words settled the turn), "
-    "long (hesitation, conjunction, number), forced (vad.max_utterance_s or end of stream)",
+    "long (hesitation, conjunction, number), undecided (the pause held the endpoint vad.long_silence_ms and no decision came: "
+    "the speculative decode was late), forced (vad.max_utterance_s or end of stream)",
     ["silence"], registry=REGISTRY,
 )
 PARTIALS_SHED = Counter(

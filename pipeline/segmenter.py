@@ -118,6 +118,11 @@ class Segmenter:
         """In an utterance and the last window was speech (not a possible endpoint)."""
         return self.in_speech and self._silence == 0 and self.last_prob >= self.threshold
 
+    @property
+    def pauses(self) -> int:
+        """Pauses so far in the stream (the last ``pause`` event's ``pause``)."""
+        return self._pauses
+
     def adapt(self, pause: int, silence_ms: float) -> bool:
         """During pause number ``pause`` (a ``pause`` event's ``pause``), end the utterance after
         ``silence_ms`` of silence in all instead of ``vad.min_silence_ms``; if that much silence has

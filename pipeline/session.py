@@ -64,6 +64,8 @@ class _Utterance:
     t_endpoint: float = 0.0
     endpoint: str = "default"
     """The endpoint silence adaptive endpointing chose: default, short or long."""
+    endpoint_pause: int = 0
+    """The pause that choice was made for (a later pause the decision did not reach in time ends "undecided")."""
 
 
 @dataclass
@@ -378,6 +380,7 @@ class Session:
                 self.spawn(self._adapt_endpoint(self._utt, ev.pause, self._utt.speculation, judged))
             self.spawn(self._speculate_reply(self._utt, self._utt.speculation))
         elif ev.kind == "resume" and self._utt is not None:
+            self._utt.endpoint = "default"  # the segmenter is back on vad.min_silence_ms
             self._drop_speculation(self._utt)
             self.responder.drop_speculation()
         elif ev.kind == "end" and self._utt is not None:
@@ -386,7 +389,7 @@ class Session:
             self._cancel_partial(utt)
             endpoint_at = time.perf_counter()
             utt.t_endpoint = ev.t_decided
-            metrics.ENDPOINTS.labels("forced" if ev.forced else utt.endpoint).inc()
+            metrics.ENDPOINTS.labels(self._endpoint_kind(utt, ev)).inc()
             if utt.speculation is not None and not ev.forced:
                 result, audio = utt.speculation, utt.spec_audio
             else:
@@ -435,8 +438,18 @@ class Session:
             silence_ms, kind = min(vad.short_silence_ms, vad.min_silence_ms), "short"
         # the segmenter holds the endpoint from the pause on until this decision (vad.long_silence_ms at most)
         if self._segmenter.adapt(pause, silence_ms):
-            utt.endpoint = kind
+            utt.endpoint, utt.endpoint_pause = kind, pause
             log.debug("session %s: %s endpoint for %s (%s)", self.id, kind, utt.id, why or ("settled" if kind == "short" else "-"))
+
+    def _endpoint_kind(self, utt: _Utterance, ev: SegmentEvent) -> str:
+        """The ``dauys_endpoints_total`` label of an end: forced, the silence adaptive endpointing chose
+        for the last pause, or ``undecided`` when that pause held the endpoint and no decision came in
+        time (vad.long_silence_ms: the speculative decode was late)."""
+        if ev.forced:
+            return "forced"
+        if self._segmenter.hold_windows and utt.endpoint_pause != self._segmenter.pauses:
+            return "undecided"
+        return utt.endpoint
 
     async def _speculate_reply(self, utt: _Utterance, speculation: asyncio.Task) -> None:
         """Speculative replies (``dialogue.speculative``): once the speculative decode is in and the

@@ -94,7 +94,7 @@ TARGET_CUTOFF_PCT = 2.0
 DEFAULT_DATA = ROOT / "scripts" / "data" / "bench_endpointing.jsonl"
 CONFIGS = {"adaptive": {"DAUYS_VAD__ADAPTIVE": "true"}, "fixed": {"DAUYS_VAD__ADAPTIVE": "false"}}
 SKIP_ENTRIES = {"greeting", "thanks", "goodbye", "operator", "bot_identity", "fraud"}  # end the call or are no question
-SILENCE_KINDS = ("default", "short", "long", "forced")
+SILENCE_KINDS = ("default", "short", "long", "undecided", "forced")
 # a clause that ends in one of these is not finished (the bench's own list, independent of the server's)
 CONJUNCTIONS = ("және", "бірақ", "өйткені", "немесе", "әлде", "и", "но", "а", "или", "потому что", "поэтому")
 ENDPOINTS = re.compile(r'^dauys_endpoints_total\{silence="(\w+)"\}$')
@@ -329,7 +329,7 @@ def print_report(report: dict) -> None:
         ("single: voice-to-voice p50 / p95 ms", [mp(r["single"]["voice_to_voice_ms"], r["single"]["timed"]) for r in runs]),
         ("single: endpoint silence p50 / p95 ms", [mp(r["single"]["endpoint_silence_ms"]) for r in runs]),
         ("single: cut-offs / split questions", [f"{r['single']['false_cutoffs']} / {r['single']['split_questions']} of {r['single']['n']}" for r in runs]),
-        ("single: endpoints d/s/l/forced", [counts(r["single"]["endpoints_total"]) for r in runs]),
+        ("single: endpoints d/s/l/u/f", [counts(r["single"]["endpoints_total"]) for r in runs]),
         ("multi: answered with audio", [f"{r['multi']['replies']} of {r['multi']['n']}" for r in runs]),
         ("multi: FALSE CUT-OFFS", [share(r["multi"]["false_cutoffs"], r["multi"]["n"], r["multi"]["false_cutoff_pct"]) for r in runs]),
         *[("  real clips (human pauses)" if kind == "human" else f"  after a {kind} clause", [share(r["multi"]["false_cutoffs_by_pause"].get(kind, {}).get("false_cutoffs", 0),
@@ -340,7 +340,7 @@ def print_report(report: dict) -> None:
         ("multi: split questions (>1 final)", [share(r["multi"]["split_questions"], r["multi"]["n"], r["multi"]["split_pct"]) for r in runs]),
         ("multi, not cut: voice-to-voice p50 / p95 ms", [mp(r["multi"]["voice_to_voice_ms"], r["multi"]["timed"]) for r in runs]),
         ("multi, not cut: endpoint silence p50 / p95 ms", [mp(r["multi"]["endpoint_silence_ms"]) for r in runs]),
-        ("multi: endpoints d/s/l/forced", [counts(r["multi"]["endpoints_total"]) for r in runs]),
+        ("multi: endpoints d/s/l/u/f", [counts(r["multi"]["endpoints_total"]) for r in runs]),
         ("wall s / server CPU s / other processes' CPU s", [f"{fmt(r['wall_s'])} / {fmt(r['server_cpu_s'])} / {fmt(r['other_cpu_s'])}" for r in runs]),
     ]
     head = ["config"] + [r["config"] for r in runs]

@@ -22,10 +22,11 @@ from tests.helpers.turns import speech as _speech
 pytestmark = pytest.mark.slow
 
 
-async def _call(make_server, services, audio: np.ndarray, script, adaptive: bool, turn=None) -> list[dict]:
+async def _call(make_server, services, audio: np.ndarray, script, adaptive: bool, turn=None, delay_s: float = 0.02) -> list[dict]:
     """One native Russian session: the audio at real-time pace, then the events until it ends
-    (``turn``: a learned end-of-turn model in place of the configured none)."""
-    server = await make_server({"scheduler": ScriptedFinals(services.scheduler, script), "turn": turn}, vad={"adaptive": adaptive})
+    (``turn``: a learned end-of-turn model in place of the configured none; ``delay_s``: how long each
+    final decode takes)."""
+    server = await make_server({"scheduler": ScriptedFinals(services.scheduler, script, delay_s), "turn": turn}, vad={"adaptive": adaptive})
     events: list[dict] = []
     async with connect(f"ws://127.0.0.1:{server.port}/v1/voice") as ws:
         await ws.send(json.dumps({"type": "start", "language": "ru", "output": {"pacing": "none"}}))
@@ -62,6 +63,23 @@ async def test_a_request_for_a_person_ends_the_turn_after_the_short_silence(make
         assert len(finals) == 1, finals
         gaps[adaptive] = finals[0]["t_endpoint"] - finals[0]["t_end"]  # the silence after the padded speech end
     assert gaps[False] - gaps[True] == pytest.approx(0.192, abs=0.07), gaps  # 12 - 6 VAD windows of 32 ms
+
+
+async def test_an_endpoint_no_decision_reached_in_time_is_counted_undecided(make_server, services):
+    """A decoder slower than vad.long_silence_ms (900): the pause holds the endpoint that long, then ends
+    the turn without adaptive endpointing's decision; dauys_endpoints_total says so ("undecided", not
+    "default", which would hide an overloaded decoder among ordinary turns)."""
+    from pipeline import metrics
+
+    def count(kind: str) -> float:
+        return metrics.REGISTRY.get_sample_value("dauys_endpoints_total", {"silence": kind}) or 0.0
+
+    audio = np.concatenate([_speech("Соедините меня с оператором"), _silence(2.5)])
+    before = {k: count(k) for k in ("default", "short", "undecided")}
+    finals = _finals(await _call(make_server, services, audio, lambda s: "Соедините меня с оператором", True, delay_s=1.6))
+    assert len(finals) == 1, finals
+    assert finals[0]["t_endpoint"] - finals[0]["t_end"] > 0.7  # held: not the short silence the words would have earned
+    assert {k: count(k) - v for k, v in before.items()} == {"default": 0, "short": 0, "undecided": 1}
 
 
 async def test_a_pause_after_a_conjunction_does_not_cut_the_question(make_server, services):

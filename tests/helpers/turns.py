@@ -15,14 +15,15 @@ RATE = 16000
 
 class ScriptedFinals:
     """The real scheduler for partials; each final (and speculative) decode is ``script(seconds of audio)``
-    at once, as a fast recogniser would give it (a GPU decodes an utterance in some 20 ms)."""
+    at once, as a fast recogniser would give it (a GPU decodes an utterance in some 20 ms), or after
+    ``delay_s`` (an overloaded one)."""
 
-    def __init__(self, inner, script) -> None:
-        self.inner, self.script = inner, script
+    def __init__(self, inner, script, delay_s: float = 0.02) -> None:
+        self.inner, self.script, self.delay_s = inner, script, delay_s
 
     async def submit(self, audio, language, allowed, priority, key=None, **kw):
         if priority is Priority.FINAL:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(self.delay_s)
             return Recognition(self.script(len(audio) / RATE), language or "ru", 1.0, 0.9, -0.1, 0.01, 1.2, len(audio) / RATE, 0.02)
         return await self.inner.submit(audio, language, allowed, priority, key, **kw)
 
