@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", dest="server_api_keys", action="append", help="accept this bearer key (repeatable; 16 characters or more: `dauys hash-key --new` makes one)")
     p.add_argument("--max-sessions", dest="server_max_sessions", type=int)
     p.add_argument("--audiosocket-port", dest="server_audiosocket_port", type=int, help="also serve Asterisk AudioSocket on this TCP port")
+    p.add_argument("--audiosocket-host", dest="server_audiosocket_host", help="server.audiosocket_host (default 127.0.0.1; off loopback list Asterisk in server.audiosocket_allow)")
     p.add_argument("--log-format", dest="server_log_format", choices=["text", "json"])
 
     p = sub.add_parser("hash-key", help="print the server.api_key_hashes entry of an API key (read from stdin), or make a new key")

@@ -192,6 +192,14 @@ def test_audiosocket_binds_to_loopback_and_needs_an_allowlist_elsewhere():
     from server.config import load_settings
 
     assert load_settings(environ={"DAUYS_SERVER__AUDIOSOCKET_ALLOW": "10.0.0.5,10.1.0.0/16"}).server.audiosocket_allow == ["10.0.0.5/32", "10.1.0.0/16"]
+    # the same from the command line: `dauys serve --audiosocket-port P --audiosocket-host H`, checked the same way
+    from server.cli import _cli_layer, build_parser
+
+    args = build_parser().parse_args(["serve", "--audiosocket-port", "9092", "--audiosocket-host", "0.0.0.0"])
+    flagged = load_settings(None, _cli_layer(args), environ={})
+    assert (flagged.server.audiosocket_port, flagged.server.audiosocket_host) == (9092, "0.0.0.0")
+    with pytest.raises(SystemExit, match="server.audiosocket_allow"):
+        check_bind(flagged)
 
 
 def test_audiosocket_allowlist_unit():
