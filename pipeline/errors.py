@@ -32,6 +32,7 @@ ERROR_CODES = {
     "frame_too_large": "a frame above server.max_frame_bytes (then close 1009)",
     "text_too_long": "typed text above server.max_text_chars",
     "session_too_long": "the session reached server.max_session_s",
+    "start_timeout": "no valid start within server.start_timeout_s of connecting (then close 1008)",
     "asr_failed": "recognition of one utterance failed on the server",
     "internal_error": "a server fault (then close 1011)",
     "slow_consumer": "the client read none of its output for server.send_timeout_s (then close 1008)",

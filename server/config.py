@@ -61,6 +61,10 @@ class ServerSettings(_Section):
     """Largest audio or text frame accepted; larger gets error frame_too_large and close 1009."""
     max_text_chars: int = Field(2000, ge=1)
     max_session_s: float = Field(3600.0, gt=0)
+    start_timeout_s: float = Field(15.0, gt=0)
+    """A connection that has not started its session this long after it opened (no valid ``start``; on a
+    phone line no start metadata or audio) is closed (error start_timeout, 1008): it held a slot of
+    server.max_sessions while doing nothing."""
     send_timeout_s: float = Field(10.0, gt=0)
     """A client that takes none of its pending output for this long is cut off (close 1008)."""
     shutdown_grace_s: float = Field(15.0, ge=0)

@@ -303,8 +303,17 @@ class CallRunner:
     # ------------------------------------------------------------------ reading
     async def _read(self) -> None:
         s, max_frame = self.session, self.settings.server.max_frame_bytes
+        start_by = asyncio.get_running_loop().time() + self.settings.server.start_timeout_s
         while True:
-            message = await self.link.receive()
+            if s.started is None:  # a slot held without a session: bounded
+                try:
+                    async with asyncio.timeout_at(start_by):
+                        message = await self.link.receive()
+                except TimeoutError:
+                    await self._start_timeout()
+                    return
+            else:
+                message = await self.link.receive()
             if message is None:  # the connection closed
                 for inp in self.codec.eof():
                     await self._apply(inp)
@@ -321,6 +330,16 @@ class CallRunner:
                 except ProtocolError as e:
                     await self._protocol_error(e)
             self._update_played()
+
+    async def _start_timeout(self) -> None:
+        """No session started within server.start_timeout_s: error start_timeout, close 1008."""
+        limit = self.settings.server.start_timeout_s
+        self.log.info("%s call %s: no start within %.0f s; closed", self.codec.transport, self.call_id, limit)
+        metrics.ERRORS.labels("start_timeout").inc()
+        if self.codec.reports_errors:
+            await self.session.emit(ErrorEvent("start_timeout", f"no valid start within {limit:g} s of connecting"))
+        await self._drain()
+        await self.link.close(1008, "no start")
 
     async def _apply(self, inp) -> bool:
         """One input from the carrier; False when the call's input is over."""

@@ -82,6 +82,43 @@ async def test_capacity_is_enforced_with_1013(make_server):
         assert json.loads(await third.recv())["type"] == "ready"
 
 
+async def test_a_connection_that_never_starts_is_closed_and_frees_its_slot(make_server):
+    """server.start_timeout_s: a client that connects and sends no start (or only bad ones) held a slot
+    of server.max_sessions for good; it now gets error start_timeout and close 1008."""
+    server = await make_server(server={"port": 0, "max_sessions": 1, "start_timeout_s": 0.6})
+    async with connect(url(server)) as idle:
+        await idle.send(json.dumps({"type": "start", "audio": {"encoding": "opus"}}))  # an invalid start does not count
+        events = []
+        with pytest.raises(ConnectionClosed) as e:
+            async with asyncio.timeout(5):
+                while True:
+                    events.append(json.loads(await idle.recv()))
+        assert (e.value.rcvd.code, e.value.rcvd.reason) == (1008, "no start")
+        assert [ev["code"] for ev in events] == ["unsupported_encoding", "start_timeout"]
+    await asyncio.sleep(0.1)
+    async with connect(url(server)) as caller:  # the slot is free again, and a started call is not timed out
+        await caller.send(START)
+        assert json.loads(await caller.recv())["type"] == "ready"
+        await asyncio.sleep(1.0)
+        await caller.send(json.dumps({"type": "text", "text": "сәлем"}))
+        async with asyncio.timeout(20):
+            while isinstance(msg := await caller.recv(), bytes) or json.loads(msg)["type"] != "transcript":
+                pass
+
+
+async def test_a_phone_stream_that_never_starts_is_closed(make_server):
+    """The same on a carrier: a Twilio stream that sends "connected" and then nothing."""
+    server = await make_server(server={"port": 0, "start_timeout_s": 0.6})
+    async with connect(f"ws://127.0.0.1:{server.port}/v1/twilio") as twilio:
+        await twilio.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(ConnectionClosed) as e:
+            async with asyncio.timeout(5):
+                while True:
+                    await twilio.recv()
+        assert e.value.rcvd.code == 1008 and 0.5 < asyncio.get_running_loop().time() - t0 < 3
+
+
 async def test_sessions_wait_for_models_then_1013(services):
     from server.app import DauysServer
 
