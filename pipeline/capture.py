@@ -433,10 +433,15 @@ class CaptureStore:
         from cryptography.fernet import InvalidToken, MultiFernet
 
         with self.locked(exclusive=True):
+            both = MultiFernet([new_fernet, self.fernet])
             kept = self.root / PSEUDONYM_FILE
             if not kept.is_file():
                 self._write(kept, self._pseudonym_key())  # under the old key: rotated with the rest below
-            both = MultiFernet([new_fernet, self.fernet])
+            elif self._pkey is None:  # a rotation cut short may have re-encrypted it already
+                try:
+                    self._pkey = both.decrypt(kept.read_bytes())
+                except InvalidToken:
+                    raise CaptureError(f"neither key opens {kept}: is the old key the one in capture.key_env?") from None
             done, unreadable = 0, []
             for path in sorted(self.root.rglob(f"*{SUFFIX}")):
                 if not path.is_file():

@@ -334,7 +334,9 @@ def test_capture_cli_key_list_export_delete_purge(tmp_path):
     assert nokey.returncode == 2 and "DAUYS_CAPTURE_KEY holds no key" in nokey.stderr
 
 
-def test_rotating_the_key_re_encrypts_everything_and_keeps_pseudonyms_and_erasures(store, tmp_path):
+def test_rotating_the_key_re_encrypts_everything_and_keeps_pseudonyms_and_erasures(tmp_path):
+    old_key = make_key()
+    store = CaptureStore(tmp_path / "capture", fernet_from_env("OLD", {"OLD": old_key}))
     _fill(store, "call1", 2)
     _fill(store, "call2", 1)
     store.review("call1", "u1", "confirmed")
@@ -359,8 +361,12 @@ def test_rotating_the_key_re_encrypts_everything_and_keeps_pseudonyms_and_erasur
     assert fresh.erased("gone1")  # and an erased call stays erased
     fresh.delete_call("call1")  # so an erasure after the rotation still finds its exported copies
     assert not list((tmp_path / "ft" / "audio").glob(f"{before['call1']}_*")) and list((tmp_path / "ft" / "audio").glob(f"{before['call2']}_*"))
-    # cut short and run again with the same two keys: nothing is lost
-    assert fresh.rotate_key(new)[1] == []
+    # cut short and run again with the same two keys (the old one still in capture.key_env): nothing is lost
+    again = CaptureStore(store.root, fernet_from_env("OLD", {"OLD": old_key}))
+    assert again.rotate_key(new)[1] == [] and again.pseudonym("call2") == before["call2"]
+    assert fresh.utterance("call2", "u1").text == "сөз 1"
+    with pytest.raises(CaptureError, match="neither key"):  # a wrong old key is named, nothing is touched
+        CaptureStore(store.root, fernet_from_env("X", {"X": make_key()})).rotate_key(fernet_from_env("Y", {"Y": make_key()}))
 
 
 def test_no_key_rotation_while_a_server_writes_and_no_writer_during_one(store):
