@@ -205,9 +205,14 @@ class CaptureStore:
 
     # ------------------------------------------------------------------ low level
     def _write(self, path: Path, data: bytes) -> None:
+        self._write_token(path, self.fernet.encrypt(data))
+
+    @staticmethod
+    def _write_token(path: Path, token: bytes) -> None:
+        """Replace ``path`` with ``token`` atomically (a temporary file, fsync, rename), owner only."""
         tmp = path.with_name(path.name + ".tmp")
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:  # owner only
-            f.write(self.fernet.encrypt(data))
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(token)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -451,12 +456,7 @@ class CaptureStore:
                 except InvalidToken:
                     unreadable.append(str(path.relative_to(self.root)))
                     continue
-                tmp = path.with_name(path.name + ".tmp")
-                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-                    f.write(token)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
+                self._write_token(path, token)
                 done += 1
             self.fernet = new_fernet
             return done, unreadable
